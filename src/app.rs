@@ -1,0 +1,35 @@
+//! Wiring of the reference app from its configuration: the same for the Lambda and for `esm replay`.
+
+use std::sync::Arc;
+
+use crate::config::{ConsumerConfig, StoreChoice};
+use crate::consumer::Consumer;
+use crate::idempotency::{IdempotencyStore, LocalStore, MemoryStore, StoreError};
+use crate::processor::Processor;
+use crate::sink::MessageSink;
+use crate::telemetry::TelemetryHandler;
+
+/// The telemetry consumer over a store and sinks for dead letters and alerts.
+pub fn telemetry_consumer(
+    config: &ConsumerConfig,
+    store: Arc<dyn IdempotencyStore>,
+    dead_letters: Arc<dyn MessageSink>,
+    alerts: Arc<dyn MessageSink>,
+) -> Consumer<TelemetryHandler> {
+    let handler = TelemetryHandler::new(
+        config.alert_rules.clone(),
+        config.alerts_topic.clone(),
+        alerts,
+        config.processor.publish_timeout,
+    );
+    let processor = Processor::new(handler, store, dead_letters, config.processor.clone());
+    Consumer::new(processor, config.partial_batch_response)
+}
+
+/// The store the configuration names.
+pub fn open_store(choice: &StoreChoice) -> Result<Arc<dyn IdempotencyStore>, StoreError> {
+    Ok(match choice {
+        StoreChoice::Memory => Arc::new(MemoryStore::new()),
+        StoreChoice::Local(path) => Arc::new(LocalStore::open(path)?),
+    })
+}

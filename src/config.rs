@@ -1,0 +1,336 @@
+//! Configuration from environment variables (Lambda's convention), validated at start-up: every
+//! problem is reported at once, one line each, naming the variable and what it accepts.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::kafka::KafkaSettings;
+use crate::processor::ProcessorSettings;
+use crate::retry::Backoff;
+use crate::telemetry::{AlertRule, DEFAULT_ALERT_RULES, DEFAULT_ALERTS_TOPIC, parse_rules};
+
+/// The configuration is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the configuration is invalid:")?;
+        for problem in &self.problems {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (the default on Lambda).
+    Json,
+    /// Human-readable lines (the default elsewhere).
+    Text,
+}
+
+/// Which idempotency store to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// In memory, per process (per Lambda container).
+    Memory,
+    /// A redb file at this path.
+    Local(PathBuf),
+}
+
+/// Everything the consumer reads from its environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerConfig {
+    /// `REPORT_BATCH_ITEM_FAILURES`: answer with partial batch responses.
+    pub partial_batch_response: bool,
+    /// Retries, dead-letter topic, idempotency window, publish timeout.
+    pub processor: ProcessorSettings,
+    /// `SAFETY_MARGIN_MS`: time kept in reserve before the Lambda deadline.
+    pub safety_margin: Duration,
+    /// `ALERTS_TOPIC`.
+    pub alerts_topic: String,
+    /// `ALERT_RULES`.
+    pub alert_rules: Vec<AlertRule>,
+    /// `IDEMPOTENCY_STORE` (+ `IDEMPOTENCY_LOCAL_PATH`).
+    pub store: StoreChoice,
+    /// `KAFKA_BOOTSTRAP_SERVERS` (+ `KAFKA_CLIENT_ID`): where DLQ and alerts go.
+    pub kafka: Option<KafkaSettings>,
+    /// `AWS_LAMBDA_FUNCTION_NAME`, for provenance.
+    pub function_name: String,
+    /// `LOG_FORMAT`.
+    pub log_format: LogFormat,
+}
+
+/// Reads typed variables and collects the problems.
+struct Reader<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    problems: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn text(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parsed<T: FromStr>(&mut self, name: &str, default: T, accepts: &str) -> T {
+        match self.text(name) {
+            None => default,
+            Some(v) => v.parse().unwrap_or_else(|_| {
+                self.problems
+                    .push(format!("{name}={v:?} is not valid: expected {accepts}"));
+                default
+            }),
+        }
+    }
+
+    fn number(&mut self, name: &str, default: u64, min: u64, max: u64) -> u64 {
+        let value = self.parsed(
+            name,
+            default,
+            &format!("a whole number from {min} to {max}"),
+        );
+        if !(min..=max).contains(&value) {
+            self.problems.push(format!(
+                "{name}={value} is out of range: expected {min} to {max}"
+            ));
+            return default;
+        }
+        value
+    }
+
+    fn flag(&mut self, name: &str, default: bool) -> bool {
+        match self.text(name).map(|v| v.to_ascii_lowercase()) {
+            None => default,
+            Some(v) if ["true", "1", "yes", "on"].contains(&v.as_str()) => true,
+            Some(v) if ["false", "0", "no", "off"].contains(&v.as_str()) => false,
+            Some(v) => {
+                self.problems
+                    .push(format!("{name}={v:?} is not valid: expected true or false"));
+                default
+            }
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup` (tests pass a map).
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut r = Reader {
+            lookup,
+            problems: Vec::new(),
+        };
+        let on_lambda = r.text("AWS_LAMBDA_FUNCTION_NAME").is_some();
+        let function_name = r
+            .text("AWS_LAMBDA_FUNCTION_NAME")
+            .unwrap_or_else(|| "kafka-esm-local".into());
+        let partial_batch_response = r.flag("REPORT_BATCH_ITEM_FAILURES", false);
+        let backoff = Backoff {
+            base: Duration::from_millis(r.number("RETRY_BASE_MS", 100, 1, 60_000)),
+            max: Duration::from_millis(r.number("RETRY_MAX_MS", 5_000, 1, 300_000)),
+            max_attempts: r.number("RETRY_MAX_ATTEMPTS", 8, 1, 1_000) as u32,
+        };
+        if backoff.max < backoff.base {
+            r.problems.push(format!(
+                "RETRY_MAX_MS ({}) is below RETRY_BASE_MS ({}): the cap must be at least the first delay",
+                backoff.max.as_millis(),
+                backoff.base.as_millis()
+            ));
+        }
+        let processor = ProcessorSettings {
+            dead_letter_topic: r.text("DLQ_TOPIC"),
+            backoff,
+            idempotency_ttl: Duration::from_secs(r.number(
+                "IDEMPOTENCY_TTL_SECONDS",
+                86_400,
+                60,
+                365 * 86_400,
+            )),
+            publish_timeout: Duration::from_millis(r.number(
+                "PUBLISH_TIMEOUT_MS",
+                10_000,
+                100,
+                900_000,
+            )),
+        };
+        if let Some(topic) = &processor.dead_letter_topic
+            && !valid_topic(topic)
+        {
+            r.problems.push(format!(
+                "DLQ_TOPIC={topic:?} is not a Kafka topic name: use letters, digits, `.`, `_` and `-` (at most 249)"
+            ));
+        }
+        let safety_margin = Duration::from_millis(r.number("SAFETY_MARGIN_MS", 2_000, 0, 600_000));
+        let alerts_topic = r
+            .text("ALERTS_TOPIC")
+            .unwrap_or_else(|| DEFAULT_ALERTS_TOPIC.into());
+        if !valid_topic(&alerts_topic) {
+            r.problems.push(format!(
+                "ALERTS_TOPIC={alerts_topic:?} is not a Kafka topic name: use letters, digits, `.`, `_` and `-` (at most 249)"
+            ));
+        }
+        let alert_rules = match parse_rules(
+            &(lookup)("ALERT_RULES").unwrap_or_else(|| DEFAULT_ALERT_RULES.into()),
+        ) {
+            Ok(rules) => rules,
+            Err(e) => {
+                r.problems.push(format!("ALERT_RULES: {e}"));
+                Vec::new()
+            }
+        };
+        let store = match r.text("IDEMPOTENCY_STORE").as_deref() {
+            None | Some("memory") => StoreChoice::Memory,
+            Some("local") => StoreChoice::Local(
+                r.text("IDEMPOTENCY_LOCAL_PATH")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("/tmp/kafka-esm/idempotency.redb")),
+            ),
+            Some(other) => {
+                r.problems.push(format!(
+                    "IDEMPOTENCY_STORE={other:?} is not valid: expected memory or local"
+                ));
+                StoreChoice::Memory
+            }
+        };
+        let kafka = r.text("KAFKA_BOOTSTRAP_SERVERS").map(|servers| {
+            let mut settings = KafkaSettings::new(servers);
+            settings.client_id = r
+                .text("KAFKA_CLIENT_ID")
+                .unwrap_or_else(|| function_name.clone());
+            settings.delivery_timeout = processor.publish_timeout;
+            settings
+        });
+        let log_format = match r
+            .text("LOG_FORMAT")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
+            None if on_lambda => LogFormat::Json,
+            None => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => {
+                r.problems.push(format!(
+                    "LOG_FORMAT={other:?} is not valid: expected json or text"
+                ));
+                LogFormat::Text
+            }
+        };
+        if !r.problems.is_empty() {
+            return Err(ConfigError {
+                problems: r.problems,
+            });
+        }
+        Ok(Self {
+            partial_batch_response,
+            processor,
+            safety_margin,
+            alerts_topic,
+            alert_rules,
+            store,
+            kafka,
+            function_name,
+            log_format,
+        })
+    }
+}
+
+/// Kafka's rule for topic names.
+pub fn valid_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<ConsumerConfig, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ConsumerConfig::from_lookup(&move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[]).unwrap();
+        assert!(!c.partial_batch_response);
+        assert_eq!(c.alerts_topic, "telemetry.alerts");
+        assert_eq!(c.alert_rules.len(), 1);
+        assert_eq!(c.store, StoreChoice::Memory);
+        assert_eq!(c.kafka, None);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.processor.dead_letter_topic_for("a.b-c"), "a.b-c.dlq");
+    }
+
+    #[test]
+    fn reads_every_setting() {
+        let c = config(&[
+            ("AWS_LAMBDA_FUNCTION_NAME", "consumer-fn"),
+            ("REPORT_BATCH_ITEM_FAILURES", "true"),
+            ("DLQ_TOPIC", "all.dlq"),
+            ("ALERT_RULES", "a > 1; b < 2"),
+            ("KAFKA_BOOTSTRAP_SERVERS", "b1:9092,b2:9092"),
+            ("IDEMPOTENCY_STORE", "local"),
+            ("IDEMPOTENCY_LOCAL_PATH", "/tmp/x.redb"),
+            ("RETRY_MAX_ATTEMPTS", "3"),
+        ])
+        .unwrap();
+        assert!(c.partial_batch_response);
+        assert_eq!(c.processor.dead_letter_topic_for("x"), "all.dlq");
+        assert_eq!(c.alert_rules.len(), 2);
+        assert_eq!(c.kafka.as_ref().unwrap().client_id, "consumer-fn");
+        assert_eq!(c.store, StoreChoice::Local("/tmp/x.redb".into()));
+        assert_eq!(c.processor.backoff.max_attempts, 3);
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let e = config(&[
+            ("REPORT_BATCH_ITEM_FAILURES", "maybe"),
+            ("RETRY_BASE_MS", "-5"),
+            ("SAFETY_MARGIN_MS", "99999999"),
+            ("DLQ_TOPIC", "bad topic"),
+            ("ALERT_RULES", "cpu >> x"),
+            ("IDEMPOTENCY_STORE", "redis"),
+            ("LOG_FORMAT", "xml"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 7, "{e}");
+        let text = e.to_string();
+        for name in [
+            "REPORT_BATCH_ITEM_FAILURES",
+            "RETRY_BASE_MS",
+            "SAFETY_MARGIN_MS",
+            "DLQ_TOPIC",
+            "ALERT_RULES",
+            "IDEMPOTENCY_STORE",
+            "LOG_FORMAT",
+        ] {
+            assert!(text.contains(name), "{name} missing from {text}");
+        }
+    }
+}

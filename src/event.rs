@@ -1,0 +1,573 @@
+//! The ESM event: JSON in, [`Batch`] out.
+//!
+//! Decoding is tolerant record by record: a record that cannot be decoded becomes a
+//! [`DecodedRecord::Undecodable`] poison record carrying its raw JSON, and never fails the batch.
+//! Only an event that is not an ESM event at all is rejected, with an [`EventError`] naming what is wrong.
+//!
+//! The common case takes one typed pass over the JSON, borrowing strings from it. When that pass meets
+//! anything unexpected it falls back to a slower pass that decodes each record on its own.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::{DecodePaddingMode, general_purpose};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::record::{
+    DecodedRecord, Header, KafkaRecord, SchemaMetadata, TimestampType, TopicPartition,
+    UndecodableRecord,
+};
+
+/// `eventSource` of an MSK event.
+pub const MSK_EVENT_SOURCE: &str = "aws:kafka";
+/// `eventSource` of a self-managed Kafka event (no `aws:` prefix).
+pub const SELF_MANAGED_EVENT_SOURCE: &str = "SelfManagedKafka";
+
+/// Standard base64, padding optional: producers of test events are not always strict about it.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Base64 as the ESM writes it.
+pub fn encode_base64(bytes: &[u8]) -> String {
+    general_purpose::STANDARD.encode(bytes)
+}
+
+/// Decodes base64 leniently about padding, as [`decode_event`] does.
+pub fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    BASE64.decode(text)
+}
+
+/// An event that is not a Kafka ESM event at all. Nothing in it is processed, and the invocation fails.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// Not JSON.
+    #[error(
+        "the event is not valid JSON ({0}); send the event exactly as the Kafka event source mapping delivers it"
+    )]
+    NotJson(String),
+    /// JSON, but not an object.
+    #[error(
+        "the event is a JSON {found}, not an object; a Kafka ESM event is an object with `eventSource` and `records`"
+    )]
+    NotAnObject {
+        /// The JSON type found.
+        found: &'static str,
+    },
+    /// An object without `records`.
+    #[error(
+        "the event has no `records` field; a Kafka ESM event keeps its records under `records`, keyed \"<topic>-<partition>\""
+    )]
+    MissingRecords,
+    /// `records` of the wrong type.
+    #[error(
+        "the event's `records` is a JSON {found}, not an object keyed \"<topic>-<partition>\"; this is not a Kafka ESM event"
+    )]
+    RecordsNotAnObject {
+        /// The JSON type found.
+        found: &'static str,
+    },
+    /// A partition's records that are not an array.
+    #[error("`records[\"{key}\"]` is a JSON {found}, not an array of records")]
+    PartitionNotAnArray {
+        /// The `"<topic>-<partition>"` key.
+        key: String,
+        /// The JSON type found.
+        found: &'static str,
+    },
+}
+
+/// A decoded ESM event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// `aws:kafka` (MSK) or `SelfManagedKafka`; kept verbatim, absent in some hand-written events.
+    pub event_source: Option<String>,
+    /// The MSK cluster ARN; self-managed events have none.
+    pub event_source_arn: Option<String>,
+    /// The comma-separated bootstrap servers the ESM polled.
+    pub bootstrap_servers: Option<String>,
+    /// One entry per `"<topic>-<partition>"` key, sorted by topic then partition.
+    pub partitions: Vec<PartitionBatch>,
+}
+
+impl Batch {
+    /// The number of records, decodable or not.
+    pub fn record_count(&self) -> usize {
+        self.partitions.iter().map(|p| p.records.len()).sum()
+    }
+}
+
+/// The records of one topic-partition, in offset order as the ESM delivered them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionBatch {
+    /// The `"<topic>-<partition>"` key exactly as in the event: it names the partition in a partial batch response.
+    pub key: String,
+    /// Topic and partition, read from the records (not by splitting the key) where they can be.
+    pub topic_partition: TopicPartition,
+    /// The records.
+    pub records: Vec<DecodedRecord>,
+}
+
+/// Decodes an ESM event.
+pub fn decode_event(json: &str) -> Result<Batch, EventError> {
+    if let Ok(event) = serde_json::from_str::<FastEvent<'_>>(json)
+        && let Some(records) = event.records
+    {
+        let mut partitions = Vec::with_capacity(records.0.len());
+        let mut clean = true;
+        for (key, raw_records) in records.0 {
+            let mut decoded = Vec::with_capacity(raw_records.len());
+            for raw in raw_records {
+                match raw.into_record(&key.0) {
+                    Ok(record) => decoded.push(DecodedRecord::Record(record)),
+                    Err(_) => {
+                        clean = false;
+                        break;
+                    }
+                }
+            }
+            if !clean {
+                break;
+            }
+            partitions.push(partition_batch(key.0.into_owned(), decoded));
+        }
+        if clean {
+            return Ok(finish(
+                event.event_source,
+                event.event_source_arn,
+                event.bootstrap_servers,
+                partitions,
+            ));
+        }
+    }
+    decode_tolerantly(json)
+}
+
+fn finish(
+    event_source: Option<Str<'_>>,
+    event_source_arn: Option<Str<'_>>,
+    bootstrap_servers: Option<Str<'_>>,
+    mut partitions: Vec<PartitionBatch>,
+) -> Batch {
+    partitions.sort_by(|a, b| {
+        a.topic_partition
+            .cmp(&b.topic_partition)
+            .then(a.key.cmp(&b.key))
+    });
+    Batch {
+        event_source: event_source.map(Str::into_owned),
+        event_source_arn: event_source_arn.map(Str::into_owned),
+        bootstrap_servers: bootstrap_servers.map(Str::into_owned),
+        partitions,
+    }
+}
+
+fn partition_batch(key: String, records: Vec<DecodedRecord>) -> PartitionBatch {
+    let topic_partition = records
+        .first()
+        .map(|r| TopicPartition::new(r.topic(), r.partition()))
+        .unwrap_or_else(|| split_partition_key(&key));
+    PartitionBatch {
+        key,
+        topic_partition,
+        records,
+    }
+}
+
+/// Splits `"<topic>-<partition>"` at its last `-`: only a fallback, used where a record does not say.
+fn split_partition_key(key: &str) -> TopicPartition {
+    match key.rsplit_once('-') {
+        Some((topic, partition)) => match partition.parse::<i32>() {
+            Ok(partition) => TopicPartition::new(topic, partition),
+            Err(_) => TopicPartition::new(key, -1),
+        },
+        None => TopicPartition::new(key, -1),
+    }
+}
+
+/// The slow path: each record decoded on its own so that one bad record poisons only itself.
+fn decode_tolerantly(json: &str) -> Result<Batch, EventError> {
+    let whole: &RawValue =
+        serde_json::from_str(json).map_err(|e| EventError::NotJson(e.to_string()))?;
+    let kind = json_kind(whole.get());
+    if kind != "object" {
+        return Err(EventError::NotAnObject { found: kind });
+    }
+    let envelope: LooseEnvelope<'_> =
+        serde_json::from_str(whole.get()).map_err(|e| EventError::NotJson(e.to_string()))?;
+    let records = envelope.records.ok_or(EventError::MissingRecords)?;
+    let kind = json_kind(records.get());
+    if kind == "null" {
+        return Err(EventError::MissingRecords);
+    }
+    if kind != "object" {
+        return Err(EventError::RecordsNotAnObject { found: kind });
+    }
+    let groups: OrderedMap<'_, &RawValue> =
+        serde_json::from_str(records.get()).map_err(|e| EventError::NotJson(e.to_string()))?;
+    let mut partitions = Vec::with_capacity(groups.0.len());
+    for (key, group) in groups.0 {
+        let key = key.into_owned();
+        let kind = json_kind(group.get());
+        if kind != "array" {
+            return Err(EventError::PartitionNotAnArray { key, found: kind });
+        }
+        let raw_records: Vec<&RawValue> =
+            serde_json::from_str(group.get()).map_err(|e| EventError::NotJson(e.to_string()))?;
+        let records = raw_records
+            .into_iter()
+            .map(|raw| decode_one(&key, raw))
+            .collect();
+        partitions.push(partition_batch(key, records));
+    }
+    Ok(finish(
+        envelope.event_source.and_then(LooseString::into_str),
+        envelope.event_source_arn.and_then(LooseString::into_str),
+        envelope.bootstrap_servers.and_then(LooseString::into_str),
+        partitions,
+    ))
+}
+
+fn decode_one(key: &str, raw: &RawValue) -> DecodedRecord {
+    let fallback = split_partition_key(key);
+    match serde_json::from_str::<RawRecord<'_>>(raw.get()) {
+        Ok(record) => {
+            let (topic, partition, offset, timestamp) = (
+                record.topic.as_ref().map(|t| t.0.to_string()),
+                record.partition,
+                record.offset,
+                record.timestamp,
+            );
+            match record.into_record(key) {
+                Ok(record) => DecodedRecord::Record(record),
+                Err(reason) => DecodedRecord::Undecodable(UndecodableRecord {
+                    topic: topic.unwrap_or(fallback.topic),
+                    partition: partition
+                        .and_then(|p| i32::try_from(p).ok())
+                        .unwrap_or(fallback.partition),
+                    offset,
+                    timestamp,
+                    reason,
+                    raw_json: raw.get().to_owned(),
+                }),
+            }
+        }
+        Err(error) => {
+            let scraps: Scraps = serde_json::from_str(raw.get()).unwrap_or_default();
+            DecodedRecord::Undecodable(UndecodableRecord {
+                topic: scraps.topic.unwrap_or(fallback.topic),
+                partition: scraps
+                    .partition
+                    .and_then(|p| i32::try_from(p).ok())
+                    .unwrap_or(fallback.partition),
+                offset: scraps.offset,
+                timestamp: scraps.timestamp,
+                reason: format!("the record does not have the ESM record shape: {error}"),
+                raw_json: raw.get().to_owned(),
+            })
+        }
+    }
+}
+
+/// The JSON type of a raw value, from its first byte.
+fn json_kind(raw: &str) -> &'static str {
+    match raw.trim_start().as_bytes().first() {
+        Some(b'{') => "object",
+        Some(b'[') => "array",
+        Some(b'"') => "string",
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "boolean",
+        _ => "number",
+    }
+}
+
+// ---- the typed shapes -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct FastEvent<'a> {
+    #[serde(rename = "eventSource", default, borrow)]
+    event_source: Option<Str<'a>>,
+    #[serde(rename = "eventSourceArn", default, borrow)]
+    event_source_arn: Option<Str<'a>>,
+    #[serde(rename = "bootstrapServers", default, borrow)]
+    bootstrap_servers: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    records: Option<OrderedMap<'a, Vec<RawRecord<'a>>>>,
+}
+
+#[derive(Deserialize)]
+struct LooseEnvelope<'a> {
+    #[serde(rename = "eventSource", default, borrow)]
+    event_source: Option<LooseString<'a>>,
+    #[serde(rename = "eventSourceArn", default, borrow)]
+    event_source_arn: Option<LooseString<'a>>,
+    #[serde(rename = "bootstrapServers", default, borrow)]
+    bootstrap_servers: Option<LooseString<'a>>,
+    #[serde(default, borrow)]
+    records: Option<&'a RawValue>,
+}
+
+/// Any JSON value; a string is kept, anything else ignored.
+struct LooseString<'a>(Option<Str<'a>>);
+
+impl<'a> LooseString<'a> {
+    fn into_str(self) -> Option<Str<'a>> {
+        self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for LooseString<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <&RawValue>::deserialize(deserializer)?;
+        Ok(Self(serde_json::from_str::<Str<'a>>(raw.get()).ok()))
+    }
+}
+
+/// What can still be read from a record that has not the record shape, for its provenance.
+#[derive(Deserialize, Default)]
+struct Scraps {
+    #[serde(default, deserialize_with = "loose_string")]
+    topic: Option<String>,
+    #[serde(default, deserialize_with = "loose_int")]
+    partition: Option<i64>,
+    #[serde(default, deserialize_with = "loose_int")]
+    offset: Option<i64>,
+    #[serde(default, deserialize_with = "loose_int")]
+    timestamp: Option<i64>,
+}
+
+fn loose_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(value.as_str().map(str::to_owned))
+}
+
+fn loose_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value::<LenientInt>(value)
+        .ok()
+        .map(|v| v.0))
+}
+
+#[derive(Deserialize)]
+struct RawRecord<'a> {
+    #[serde(default, borrow)]
+    topic: Option<Str<'a>>,
+    #[serde(default, deserialize_with = "lenient_int")]
+    partition: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_int")]
+    offset: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_int")]
+    timestamp: Option<i64>,
+    #[serde(rename = "timestampType", default, borrow)]
+    timestamp_type: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    key: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    value: Option<Str<'a>>,
+    #[serde(default)]
+    headers: Option<RawHeaders>,
+    #[serde(rename = "keySchemaMetadata", default)]
+    key_schema: Option<SchemaMetadata>,
+    #[serde(rename = "valueSchemaMetadata", default)]
+    value_schema: Option<SchemaMetadata>,
+}
+
+impl RawRecord<'_> {
+    fn into_record(self, key: &str) -> Result<KafkaRecord, String> {
+        let (topic, partition) = match (self.topic, self.partition) {
+            (Some(topic), Some(partition)) => (topic.into_owned(), partition),
+            (topic, partition) => {
+                let fallback = split_partition_key(key);
+                (
+                    topic.map(Str::into_owned).unwrap_or(fallback.topic),
+                    partition.unwrap_or(i64::from(fallback.partition)),
+                )
+            }
+        };
+        let partition = i32::try_from(partition)
+            .ok()
+            .filter(|p| *p >= 0)
+            .ok_or_else(|| format!("partition {partition} is not a Kafka partition number"))?;
+        let offset = self
+            .offset
+            .ok_or_else(|| "the record has no offset".to_owned())?;
+        let decode = |field: &str, text: Option<Str<'_>>| -> Result<Option<Vec<u8>>, String> {
+            text.map(|t| {
+                decode_base64(&t.0).map_err(|e| format!("`{field}` is not valid base64: {e}"))
+            })
+            .transpose()
+        };
+        Ok(KafkaRecord {
+            topic,
+            partition,
+            offset,
+            timestamp: self.timestamp,
+            timestamp_type: self.timestamp_type.map(|t| TimestampType::parse(&t.0)),
+            key: decode("key", self.key)?,
+            value: decode("value", self.value)?,
+            headers: self.headers.map(|h| h.0).unwrap_or_default(),
+            key_schema: self.key_schema,
+            value_schema: self.value_schema,
+        })
+    }
+}
+
+/// A string borrowed from the JSON when it has no escapes, owned otherwise.
+struct Str<'a>(Cow<'a, str>);
+
+impl Str<'_> {
+    fn into_owned(self) -> String {
+        self.0.into_owned()
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StrVisitor;
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(StrVisitor)
+    }
+}
+
+/// A JSON object read in its original key order.
+struct OrderedMap<'a, V>(Vec<(Str<'a>, V)>);
+
+impl<'de: 'a, 'a, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<'a, V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<'a, V>(std::marker::PhantomData<(&'a (), V)>);
+        impl<'de: 'a, 'a, V: Deserialize<'de>> Visitor<'de> for MapVisitor<'a, V> {
+            type Value = OrderedMap<'a, V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some((key, value)) = map.next_entry::<Str<'a>, V>()? {
+                    entries.push((key, value));
+                }
+                Ok(OrderedMap(entries))
+            }
+        }
+        deserializer.deserialize_map(MapVisitor(std::marker::PhantomData))
+    }
+}
+
+/// An integer written as a JSON integer, an integral float, or a string of digits.
+struct LenientInt(i64);
+
+impl<'de> Deserialize<'de> for LenientInt {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IntVisitor;
+        impl Visitor<'_> for IntVisitor {
+            type Value = LenientInt;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(LenientInt(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                i64::try_from(v)
+                    .map(LenientInt)
+                    .map_err(|_| E::custom(format!("{v} is too large")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                if v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e15 {
+                    Ok(LenientInt(v as i64))
+                } else {
+                    Err(E::custom(format!("{v} is not an integer")))
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                v.trim()
+                    .parse()
+                    .map(LenientInt)
+                    .map_err(|_| E::custom(format!("{v:?} is not an integer")))
+            }
+        }
+        deserializer.deserialize_any(IntVisitor)
+    }
+}
+
+fn lenient_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Ok(Option::<LenientInt>::deserialize(d)?.map(|v| v.0))
+}
+
+/// `[{"name": [bytes]}, ...]`: names may repeat and an entry may hold several names; bytes may be
+/// signed (Java) or unsigned; a null value is a null header.
+struct RawHeaders(Vec<Header>);
+
+impl<'de> Deserialize<'de> for RawHeaders {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = RawHeaders;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of header objects")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(RawHeaders(Vec::new()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut headers = Vec::with_capacity(seq.size_hint().unwrap_or(2));
+                while let Some(entry) = seq.next_element::<OrderedMap<'de, HeaderBytes>>()? {
+                    headers.extend(entry.0.into_iter().map(|(name, value)| Header {
+                        name: name.into_owned(),
+                        value: value.0,
+                    }));
+                }
+                Ok(RawHeaders(headers))
+            }
+        }
+        deserializer.deserialize_any(ListVisitor)
+    }
+}
+
+struct HeaderBytes(Option<Vec<u8>>);
+
+impl<'de> Deserialize<'de> for HeaderBytes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BytesVisitor;
+        impl<'de> Visitor<'de> for BytesVisitor {
+            type Value = HeaderBytes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of byte integers (-128..255) or null")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(HeaderBytes(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(16));
+                while let Some(b) = seq.next_element::<i64>()? {
+                    if !(-128..=255).contains(&b) {
+                        return Err(de::Error::custom(format!(
+                            "header byte {b} is outside -128..255"
+                        )));
+                    }
+                    bytes.push(b as u8);
+                }
+                Ok(HeaderBytes(Some(bytes)))
+            }
+        }
+        deserializer.deserialize_any(BytesVisitor)
+    }
+}

@@ -1,0 +1,107 @@
+//! The API a user implements for their own records.
+//!
+//! A [`RecordHandler`] turns a decoded record into its typed event ([`RecordHandler::deserialize`]),
+//! may name the event's business id for idempotency ([`RecordHandler::idempotency_key`]) and performs
+//! the side effect ([`RecordHandler::handle`]). The processor calls it in offset order within a
+//! partition, retries [`HandlerError::Transient`] failures inside the time budget, dead-letters
+//! [`HandlerError::Permanent`] ones and never calls it twice for an event it completed.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::record::KafkaRecord;
+use crate::retry::Deadline;
+
+/// Why a record's value could not become the handler's event: the record is poison.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DeserializeError {
+    /// What is wrong with the record, without its payload.
+    pub message: String,
+}
+
+impl DeserializeError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// How a record's handling failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// Will never succeed (bad data, a rule the record breaks): the record is dead-lettered.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+    /// May succeed later (a dependency is down): the record is retried.
+    #[error("transient failure: {0}")]
+    Transient(String),
+}
+
+impl HandlerError {
+    /// A permanent failure.
+    pub fn permanent(message: impl fmt::Display) -> Self {
+        Self::Permanent(message.to_string())
+    }
+
+    /// A transient failure.
+    pub fn transient(message: impl fmt::Display) -> Self {
+        Self::Transient(message.to_string())
+    }
+}
+
+/// What a handler may know of the invocation it runs in.
+#[derive(Debug, Clone)]
+pub struct InvocationInfo {
+    /// The Lambda request id (or the replay's own id).
+    pub request_id: String,
+    /// The function's name.
+    pub function_name: String,
+    /// When work must stop: bound every wait by [`Deadline::remaining`].
+    pub deadline: Deadline,
+}
+
+impl InvocationInfo {
+    /// An invocation with this id and function name, ending at `deadline`.
+    pub fn new(
+        request_id: impl Into<String>,
+        function_name: impl Into<String>,
+        deadline: Deadline,
+    ) -> Self {
+        Self {
+            request_id: request_id.into(),
+            function_name: function_name.into(),
+            deadline,
+        }
+    }
+}
+
+/// The user's code for one kind of record.
+#[async_trait]
+pub trait RecordHandler: Send + Sync {
+    /// The typed event a record's value becomes.
+    type Event: Send + Sync;
+
+    /// Reads the record (usually its value) into the typed event. An error makes the record poison:
+    /// it is dead-lettered and never handled. See [`crate::format`] for ready-made formats.
+    fn deserialize(&self, record: &KafkaRecord) -> Result<Self::Event, DeserializeError>;
+
+    /// The event's business id, when it has one: duplicates of the same id are skipped even at other
+    /// offsets. `None` (the default) falls back to the record's topic/partition/offset.
+    fn idempotency_key(&self, _event: &Self::Event) -> Option<String> {
+        None
+    }
+
+    /// Performs the record's side effect. Called at most once per completed event, but may be called
+    /// again after a transient failure or a crash in the middle, so make the side effect itself
+    /// safe to repeat where it can be.
+    async fn handle(
+        &self,
+        record: &KafkaRecord,
+        event: &Self::Event,
+        invocation: &InvocationInfo,
+    ) -> Result<(), HandlerError>;
+}

@@ -1,0 +1,101 @@
+//! An in-process store: for tests, benchmarks, and a single Lambda container.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{Claim, CompletedOutcome, Entry, IdempotencyStore, StoreError};
+
+/// Keeps keys in a map in memory. Lost with the process: a new Lambda container starts empty.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many keys it holds (expired ones included).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when it holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        // A panic elsewhere while holding the lock leaves the map consistent: every write is one insert.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for MemoryStore {
+    async fn completed(
+        &self,
+        keys: &[&str],
+        now_ms: u64,
+    ) -> Result<Vec<Option<CompletedOutcome>>, StoreError> {
+        let entries = self.lock();
+        Ok(keys
+            .iter()
+            .map(|k| entries.get(*k).and_then(|e| e.completed(now_ms)))
+            .collect())
+    }
+
+    async fn try_claim(
+        &self,
+        key: &str,
+        now_ms: u64,
+        lock_until_ms: u64,
+    ) -> Result<Claim, StoreError> {
+        let mut entries = self.lock();
+        if let Some(claim) = entries.get(key).and_then(|e| e.blocks(now_ms)) {
+            return Ok(claim);
+        }
+        entries.insert(
+            key.to_owned(),
+            Entry::InProgress {
+                until_ms: lock_until_ms,
+            },
+        );
+        Ok(Claim::Acquired)
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        outcome: CompletedOutcome,
+        keep_until_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.lock().insert(
+            key.to_owned(),
+            Entry::Completed {
+                outcome,
+                until_ms: keep_until_ms,
+            },
+        );
+        Ok(())
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        self.lock().remove(key);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keeps_the_store_contract() {
+        super::super::contract::holds_for(&MemoryStore::new()).await;
+    }
+}

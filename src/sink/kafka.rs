@@ -1,0 +1,82 @@
+//! A sink that produces to Kafka with an idempotent rdkafka producer.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+use super::{Delivery, MessageSink, OutboundMessage, SinkError};
+use crate::kafka::KafkaSettings;
+
+/// Produces each message and waits for the broker's acknowledgement (`acks=all`).
+pub struct KafkaSink {
+    producer: FutureProducer,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink").finish_non_exhaustive()
+    }
+}
+
+impl KafkaSink {
+    /// A sink with a new producer for these settings.
+    pub fn new(settings: &KafkaSettings) -> Result<Self, rdkafka::error::KafkaError> {
+        Ok(Self {
+            producer: settings.producer_config().create()?,
+        })
+    }
+
+    /// A sink over an existing producer.
+    pub fn from_producer(producer: FutureProducer) -> Self {
+        Self { producer }
+    }
+
+    /// Waits up to `timeout` for queued messages to be delivered.
+    pub fn flush(&self, timeout: Duration) -> Result<(), rdkafka::error::KafkaError> {
+        self.producer.flush(Timeout::After(timeout))
+    }
+}
+
+#[async_trait]
+impl MessageSink for KafkaSink {
+    async fn publish(
+        &self,
+        message: OutboundMessage,
+        timeout: Duration,
+    ) -> Result<Delivery, SinkError> {
+        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+        for header in &message.headers {
+            headers = headers.insert(KafkaHeader {
+                key: &header.name,
+                value: header.value.as_deref(),
+            });
+        }
+        let mut record = FutureRecord::<[u8], [u8]>::to(&message.topic).headers(headers);
+        if let Some(key) = message.key.as_deref() {
+            record = record.key(key);
+        }
+        if let Some(value) = message.value.as_deref() {
+            record = record.payload(value);
+        }
+        let sent =
+            tokio::time::timeout(timeout, self.producer.send(record, Timeout::After(timeout)))
+                .await
+                .map_err(|_| SinkError {
+                    topic: message.topic.clone(),
+                    message: format!("no acknowledgement within {} ms", timeout.as_millis()),
+                })?;
+        match sent {
+            Ok(delivery) => Ok(Delivery {
+                partition: Some(delivery.partition),
+                offset: Some(delivery.offset),
+            }),
+            Err((error, _)) => Err(SinkError {
+                topic: message.topic.clone(),
+                message: error.to_string(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! A sink that keeps messages in memory, with failures to inject in tests.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{Delivery, MessageSink, OutboundMessage, SinkError};
+
+/// Keeps every published message in order.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    messages: Mutex<Vec<OutboundMessage>>,
+    down: AtomicBool,
+    failures_left: AtomicUsize,
+}
+
+impl MemorySink {
+    /// An empty sink that accepts everything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every message published so far.
+    pub fn messages(&self) -> Vec<OutboundMessage> {
+        self.lock().clone()
+    }
+
+    /// The messages published to `topic`.
+    pub fn messages_to(&self, topic: &str) -> Vec<OutboundMessage> {
+        self.lock()
+            .iter()
+            .filter(|m| m.topic == topic)
+            .cloned()
+            .collect()
+    }
+
+    /// How many messages were published.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when nothing was published.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets every message.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// While down, every publish fails.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The next `n` publishes fail.
+    pub fn fail_next(&self, n: usize) {
+        self.failures_left.store(n, Ordering::SeqCst);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<OutboundMessage>> {
+        self.messages.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl MessageSink for MemorySink {
+    async fn publish(
+        &self,
+        message: OutboundMessage,
+        _timeout: Duration,
+    ) -> Result<Delivery, SinkError> {
+        let injected = self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if injected || self.down.load(Ordering::SeqCst) {
+            return Err(SinkError {
+                topic: message.topic,
+                message: "the sink is down (injected)".into(),
+            });
+        }
+        let mut messages = self.lock();
+        let offset = messages.len() as i64;
+        messages.push(message);
+        Ok(Delivery {
+            partition: Some(0),
+            offset: Some(offset),
+        })
+    }
+}
