@@ -571,3 +571,345 @@ impl<'de> Deserialize<'de> for HeaderBytes {
         deserializer.deserialize_any(BytesVisitor)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(extra: serde_json::Value) -> serde_json::Value {
+        let mut base = json!({
+            "topic": "orders.v1-eu", "partition": 10, "offset": 15,
+            "timestamp": 1545084650987i64, "timestampType": "CREATE_TIME",
+            "key": encode_base64(b"k1"), "value": encode_base64(b"{\"a\":1}"),
+            "headers": [{"h": [104, 105]}]
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() && k.starts_with('-') {
+                base.as_object_mut().unwrap().remove(&k[1..]);
+            } else {
+                base[k] = v.clone();
+            }
+        }
+        base
+    }
+
+    fn event(records: serde_json::Value) -> String {
+        json!({
+            "eventSource": "aws:kafka",
+            "eventSourceArn": "arn:aws:kafka:us-east-1:123456789012:cluster/c/abc",
+            "bootstrapServers": "b-1:9092,b-2:9092",
+            "records": records
+        })
+        .to_string()
+    }
+
+    fn only(batch: &Batch) -> &DecodedRecord {
+        assert_eq!(batch.record_count(), 1);
+        &batch.partitions[0].records[0]
+    }
+
+    fn decoded(batch: &Batch) -> &KafkaRecord {
+        match only(batch) {
+            DecodedRecord::Record(r) => r,
+            other => panic!("expected a record, got {other:?}"),
+        }
+    }
+
+    fn undecodable(batch: &Batch) -> &UndecodableRecord {
+        match only(batch) {
+            DecodedRecord::Undecodable(u) => u,
+            other => panic!("expected an undecodable record, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_an_msk_record_faithfully() {
+        let batch = decode_event(&event(json!({"orders.v1-eu-10": [record(json!({}))]}))).unwrap();
+        assert_eq!(batch.event_source.as_deref(), Some(MSK_EVENT_SOURCE));
+        assert!(
+            batch
+                .event_source_arn
+                .as_deref()
+                .unwrap()
+                .starts_with("arn:aws:kafka")
+        );
+        assert_eq!(
+            batch.bootstrap_servers.as_deref(),
+            Some("b-1:9092,b-2:9092")
+        );
+        let p = &batch.partitions[0];
+        assert_eq!(p.key, "orders.v1-eu-10");
+        assert_eq!(p.topic_partition, TopicPartition::new("orders.v1-eu", 10));
+        let r = decoded(&batch);
+        assert_eq!(
+            (r.topic.as_str(), r.partition, r.offset),
+            ("orders.v1-eu", 10, 15)
+        );
+        assert_eq!(
+            r.timestamp,
+            Some(1_545_084_650_987),
+            "milliseconds are exact"
+        );
+        assert_eq!(r.timestamp_type, Some(TimestampType::CreateTime));
+        assert_eq!(r.key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(r.value.as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(r.headers, vec![Header::new("h", "hi")]);
+    }
+
+    #[test]
+    fn decodes_a_self_managed_event_without_arn() {
+        let json = json!({
+            "eventSource": "SelfManagedKafka", "bootstrapServers": "localhost:9092",
+            "records": {"t-0": [record(json!({"topic": "t", "partition": 0}))]}
+        });
+        let batch = decode_event(&json.to_string()).unwrap();
+        assert_eq!(
+            batch.event_source.as_deref(),
+            Some(SELF_MANAGED_EVENT_SOURCE)
+        );
+        assert_eq!(batch.event_source_arn, None);
+        assert_eq!(decoded(&batch).topic, "t");
+    }
+
+    #[test]
+    fn missing_and_null_keys_and_values_stay_none() {
+        for patch in [
+            json!({"-key": null, "-value": null}),
+            json!({"key": null, "value": null}),
+        ] {
+            let batch = decode_event(&event(json!({"orders.v1-eu-10": [record(patch)]}))).unwrap();
+            let r = decoded(&batch);
+            assert_eq!(r.key, None);
+            assert_eq!(r.value, None);
+            assert!(r.is_tombstone());
+        }
+        let batch = decode_event(&event(
+            json!({"orders.v1-eu-10": [record(json!({"key": "", "value": ""}))]}),
+        ))
+        .unwrap();
+        assert_eq!(
+            decoded(&batch).value.as_deref(),
+            Some(&b""[..]),
+            "empty is not null"
+        );
+    }
+
+    #[test]
+    fn missing_or_null_headers_are_empty() {
+        for patch in [
+            json!({"-headers": null}),
+            json!({"headers": null}),
+            json!({"headers": []}),
+        ] {
+            let batch = decode_event(&event(json!({"orders.v1-eu-10": [record(patch)]}))).unwrap();
+            assert!(decoded(&batch).headers.is_empty());
+        }
+    }
+
+    #[test]
+    fn header_bytes_signed_unsigned_repeated_and_null() {
+        let headers = json!([
+            {"trace": [-1, -128, 0, 127]},
+            {"bin": [195, 40, 200, 255]},
+            {"dup": [49]},
+            {"dup": [50], "zz": [51]},
+            {"nothing": null},
+            {"empty": []}
+        ]);
+        let batch = decode_event(&event(
+            json!({"orders.v1-eu-10": [record(json!({"headers": headers}))]}),
+        ))
+        .unwrap();
+        let r = decoded(&batch);
+        assert_eq!(
+            r.headers[0].value.as_deref(),
+            Some(&[0xff, 0x80, 0x00, 0x7f][..])
+        );
+        assert_eq!(
+            r.headers[1].value.as_deref(),
+            Some(&[0xc3, 0x28, 0xc8, 0xff][..])
+        );
+        let names: Vec<&str> = r.headers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["trace", "bin", "dup", "dup", "zz", "nothing", "empty"]
+        );
+        let dups: Vec<_> = r
+            .headers_named("dup")
+            .map(|h| h.value.clone().unwrap())
+            .collect();
+        assert_eq!(dups, vec![b"1".to_vec(), b"2".to_vec()]);
+        assert_eq!(r.header("nothing").unwrap().value, None);
+        assert_eq!(r.header("empty").unwrap().value, Some(vec![]));
+    }
+
+    #[test]
+    fn schema_metadata_is_kept() {
+        let patch = json!({
+            "keySchemaMetadata": {"dataFormat": "AVRO", "schemaId": "1"},
+            "valueSchemaMetadata": {"dataFormat": "JSON", "schemaId": "2"}
+        });
+        let batch = decode_event(&event(json!({"orders.v1-eu-10": [record(patch)]}))).unwrap();
+        let r = decoded(&batch);
+        assert_eq!(
+            r.key_schema.as_ref().unwrap().data_format.as_deref(),
+            Some("AVRO")
+        );
+        assert_eq!(
+            r.value_schema.as_ref().unwrap().schema_id.as_deref(),
+            Some("2")
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_numbers_are_lenient() {
+        let json = json!({
+            "eventSource": "aws:kafka", "newField": {"x": [1]},
+            "records": {"orders.v1-eu-10": [record(json!({"somethingNew": true, "offset": "15", "timestamp": 1545084650987.0}))]}
+        });
+        let batch = decode_event(&json.to_string()).unwrap();
+        assert_eq!(decoded(&batch).offset, 15);
+        assert_eq!(decoded(&batch).timestamp, Some(1_545_084_650_987));
+    }
+
+    #[test]
+    fn escaped_base64_still_decodes() {
+        // Some JSON writers escape `/` as `\/`.
+        let text = event(json!({"orders.v1-eu-10": [record(json!({"value": encode_base64(&[0xff, 0xff, 0xff])}))]}))
+            .replace("////", "\\/\\/\\/\\/");
+        assert!(text.contains("\\/"));
+        let batch = decode_event(&text).unwrap();
+        assert_eq!(
+            decoded(&batch).value.as_deref(),
+            Some(&[0xff, 0xff, 0xff][..])
+        );
+    }
+
+    #[test]
+    fn partitions_are_sorted_and_the_key_is_not_split() {
+        let json = event(json!({
+            "orders.v1-eu-10": [record(json!({"offset": 1}))],
+            "orders.v1-eu-2": [record(json!({"partition": 2, "offset": 1}))],
+            "a-b.c-0": [record(json!({"topic": "a-b.c", "partition": 0, "offset": 5})), record(json!({"topic": "a-b.c", "partition": 0, "offset": 6}))]
+        }));
+        let batch = decode_event(&json).unwrap();
+        let keys: Vec<&str> = batch.partitions.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["a-b.c-0", "orders.v1-eu-2", "orders.v1-eu-10"]);
+        assert_eq!(
+            batch.partitions[0].topic_partition,
+            TopicPartition::new("a-b.c", 0)
+        );
+        let offsets: Vec<_> = batch.partitions[0]
+            .records
+            .iter()
+            .map(DecodedRecord::offset)
+            .collect();
+        assert_eq!(offsets, [Some(5), Some(6)], "offset order is kept");
+    }
+
+    #[test]
+    fn bad_base64_poisons_only_its_record() {
+        let json = event(json!({
+            "orders.v1-eu-10": [record(json!({"offset": 1})), record(json!({"offset": 2, "value": "not base64!"})), record(json!({"offset": 3}))],
+            "other-0": [record(json!({"topic": "other", "partition": 0}))]
+        }));
+        let batch = decode_event(&json).unwrap();
+        assert_eq!(batch.record_count(), 4);
+        let p = batch
+            .partitions
+            .iter()
+            .find(|p| p.key == "orders.v1-eu-10")
+            .unwrap();
+        assert!(matches!(p.records[0], DecodedRecord::Record(_)));
+        assert!(matches!(p.records[2], DecodedRecord::Record(_)));
+        let DecodedRecord::Undecodable(u) = &p.records[1] else {
+            panic!()
+        };
+        assert_eq!(
+            (u.topic.as_str(), u.partition, u.offset),
+            ("orders.v1-eu", 10, Some(2))
+        );
+        assert_eq!(u.timestamp, Some(1_545_084_650_987));
+        assert!(
+            u.reason.contains("`value` is not valid base64"),
+            "{}",
+            u.reason
+        );
+        assert!(
+            u.raw_json.contains("not base64!"),
+            "the raw record travels to the DLQ"
+        );
+    }
+
+    #[test]
+    fn a_header_byte_out_of_range_poisons_its_record() {
+        let batch = decode_event(&event(
+            json!({"orders.v1-eu-10": [record(json!({"headers": [{"h": [300]}]}))]}),
+        ))
+        .unwrap();
+        let u = undecodable(&batch);
+        assert!(u.reason.contains("outside -128..255"), "{}", u.reason);
+        assert_eq!(u.offset, Some(15));
+    }
+
+    #[test]
+    fn records_without_the_record_shape_are_poison_with_what_can_be_read() {
+        let batch = decode_event(&event(
+            json!({"orders.v1-eu-10": [record(json!({"-offset": null}))]}),
+        ))
+        .unwrap();
+        assert!(undecodable(&batch).reason.contains("no offset"));
+
+        let batch = decode_event(&event(json!({"orders.v1-eu-10": ["just a string"]}))).unwrap();
+        let u = undecodable(&batch);
+        assert_eq!(
+            (u.topic.as_str(), u.partition, u.offset),
+            ("orders.v1-eu", 10, None)
+        );
+        assert_eq!(u.raw_json, "\"just a string\"");
+
+        let batch = decode_event(&event(
+            json!({"orders.v1-eu-10": [record(json!({"offset": {"n": 1}}))]}),
+        ))
+        .unwrap();
+        let u = undecodable(&batch);
+        assert_eq!(u.offset, None);
+        assert_eq!(u.partition, 10);
+    }
+
+    #[test]
+    fn an_empty_batch_has_no_partitions() {
+        let batch = decode_event(&event(json!({}))).unwrap();
+        assert!(batch.partitions.is_empty());
+        let batch = decode_event(&event(json!({"t-0": []}))).unwrap();
+        assert_eq!(batch.record_count(), 0);
+        assert_eq!(
+            batch.partitions[0].topic_partition,
+            TopicPartition::new("t", 0)
+        );
+    }
+
+    #[test]
+    fn what_is_not_an_esm_event_is_rejected_with_a_reason() {
+        let cases: [(&str, &str); 7] = [
+            ("{not json", "not valid JSON"),
+            ("[1,2]", "JSON array, not an object"),
+            ("\"text\"", "JSON string, not an object"),
+            (r#"{"eventSource":"aws:kafka"}"#, "no `records` field"),
+            (r#"{"records":null}"#, "no `records` field"),
+            (
+                r#"{"records":[{"topic":"t"}]}"#,
+                "`records` is a JSON array",
+            ),
+            (
+                r#"{"records":{"t-0":{"offset":1}}}"#,
+                "`records[\"t-0\"]` is a JSON object",
+            ),
+        ];
+        for (json, expected) in cases {
+            let error = decode_event(json).unwrap_err().to_string();
+            assert!(error.contains(expected), "{json}: {error}");
+        }
+    }
+}

@@ -105,3 +105,26 @@ pub trait RecordHandler: Send + Sync {
         invocation: &InvocationInfo,
     ) -> Result<(), HandlerError>;
 }
+
+/// A shared handler is a handler: keep an `Arc` to read its state while the consumer owns it.
+#[async_trait]
+impl<H: RecordHandler + ?Sized> RecordHandler for std::sync::Arc<H> {
+    type Event = H::Event;
+
+    fn deserialize(&self, record: &KafkaRecord) -> Result<Self::Event, DeserializeError> {
+        (**self).deserialize(record)
+    }
+
+    fn idempotency_key(&self, event: &Self::Event) -> Option<String> {
+        (**self).idempotency_key(event)
+    }
+
+    async fn handle(
+        &self,
+        record: &KafkaRecord,
+        event: &Self::Event,
+        invocation: &InvocationInfo,
+    ) -> Result<(), HandlerError> {
+        (**self).handle(record, event, invocation).await
+    }
+}

@@ -12,6 +12,7 @@ pub mod app;
 pub mod config;
 pub mod consumer;
 pub mod dead_letter;
+pub mod encode;
 pub mod event;
 pub mod format;
 pub mod handler;

@@ -1,0 +1,431 @@
+//! Handler outcomes through the whole consumer: done, poison, transient then success, transient until
+//! the deadline, partial response, duplicates, the dead-letter topic down, concurrent invocations.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kafka_esm::consumer::{Consumer, InvocationError};
+use kafka_esm::dead_letter::{PoisonKind, headers};
+use kafka_esm::encode::{Source, encode_event};
+use kafka_esm::handler::{DeserializeError, HandlerError, InvocationInfo, RecordHandler};
+use kafka_esm::idempotency::{IdempotencyStore, MemoryStore};
+use kafka_esm::processor::{Processor, ProcessorSettings, RecordOutcome};
+use kafka_esm::record::KafkaRecord;
+use kafka_esm::retry::{Backoff, Deadline};
+use kafka_esm::sink::MemorySink;
+use serde::Deserialize;
+
+/// What a test record asks the handler to do.
+#[derive(Debug, Deserialize)]
+struct Script {
+    id: Option<String>,
+    /// `ok`, `permanent`, `transient` (always), or `flaky` (transient `fails` times, then ok).
+    action: String,
+    #[serde(default)]
+    fails: u32,
+}
+
+#[derive(Default)]
+struct ScriptedHandler {
+    calls: Mutex<HashMap<i64, u32>>,
+    /// Side effects performed, by offset, in order.
+    effects: Mutex<Vec<i64>>,
+    slow: Option<Duration>,
+}
+
+impl ScriptedHandler {
+    fn calls(&self, offset: i64) -> u32 {
+        *self.calls.lock().unwrap().get(&offset).unwrap_or(&0)
+    }
+    fn effects(&self) -> Vec<i64> {
+        self.effects.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl RecordHandler for ScriptedHandler {
+    type Event = Script;
+
+    fn deserialize(&self, record: &KafkaRecord) -> Result<Script, DeserializeError> {
+        let value = record
+            .value
+            .as_deref()
+            .ok_or_else(|| DeserializeError::new("no value"))?;
+        serde_json::from_slice(value).map_err(|e| DeserializeError::new(e.to_string()))
+    }
+
+    fn idempotency_key(&self, event: &Script) -> Option<String> {
+        event.id.clone()
+    }
+
+    async fn handle(
+        &self,
+        record: &KafkaRecord,
+        event: &Script,
+        _: &InvocationInfo,
+    ) -> Result<(), HandlerError> {
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            let n = calls.entry(record.offset).or_default();
+            *n += 1;
+            *n
+        };
+        if let Some(slow) = self.slow {
+            tokio::time::sleep(slow).await;
+        }
+        match event.action.as_str() {
+            "permanent" => Err(HandlerError::permanent("rule broken")),
+            "transient" => Err(HandlerError::transient("dependency down")),
+            "flaky" if call <= event.fails => Err(HandlerError::transient("dependency blip")),
+            _ => {
+                self.effects.lock().unwrap().push(record.offset);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn record(topic: &str, partition: i32, offset: i64, value: &str) -> KafkaRecord {
+    let mut r = KafkaRecord::new(topic, partition, offset);
+    r.timestamp = Some(1_700_000_000_000 + offset);
+    r.value = Some(value.as_bytes().to_vec());
+    r
+}
+
+fn ok(offset: i64) -> KafkaRecord {
+    record("metrics.v1-eu", 0, offset, r#"{"action":"ok"}"#)
+}
+
+fn event(records: &[KafkaRecord]) -> String {
+    encode_event(&Source::SelfManaged, "localhost:9092", records)
+}
+
+struct Harness {
+    consumer: Consumer<Arc<ScriptedHandler>>,
+    handler: Arc<ScriptedHandler>,
+    dlq: Arc<MemorySink>,
+}
+
+fn harness(
+    partial: bool,
+    store: Arc<dyn IdempotencyStore>,
+    handler: Arc<ScriptedHandler>,
+) -> Harness {
+    let dlq = Arc::new(MemorySink::new());
+    let settings = ProcessorSettings {
+        backoff: Backoff {
+            base: Duration::from_millis(50),
+            max: Duration::from_millis(400),
+            max_attempts: 6,
+        },
+        ..ProcessorSettings::default()
+    };
+    let processor = Processor::new(handler.clone(), store, dlq.clone(), settings);
+    Harness {
+        consumer: Consumer::new(processor, partial),
+        handler,
+        dlq,
+    }
+}
+
+fn simple(partial: bool) -> Harness {
+    harness(partial, Arc::new(MemoryStore::new()), Arc::default())
+}
+
+fn invocation(budget: Duration) -> InvocationInfo {
+    InvocationInfo::new(
+        "req-1",
+        "consumer-test",
+        Deadline::after(budget, Duration::from_millis(100)),
+    )
+}
+
+fn outcomes(inv: &kafka_esm::consumer::Invocation) -> Vec<RecordOutcome> {
+    inv.report
+        .partitions
+        .iter()
+        .flat_map(|p| p.outcomes.iter().map(|(_, o)| o.clone()))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_record_done_answers_success() {
+    let h = simple(false);
+    let inv = h
+        .consumer
+        .invoke(
+            &event(&[ok(1), ok(2), ok(3)]),
+            &invocation(Duration::from_secs(30)),
+        )
+        .await;
+    assert_eq!(inv.result.unwrap().batch_item_failures, vec![]);
+    assert_eq!(h.handler.effects(), vec![1, 2, 3], "offset order");
+    assert_eq!(inv.report.counts().processed, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn poison_records_are_dead_lettered_and_the_batch_succeeds() {
+    let h = simple(false);
+    let records = [
+        ok(1),
+        record("metrics.v1-eu", 0, 2, "not json"),
+        record("metrics.v1-eu", 0, 3, r#"{"action":"permanent"}"#),
+        ok(4),
+    ];
+    let inv = h
+        .consumer
+        .invoke(&event(&records), &invocation(Duration::from_secs(30)))
+        .await;
+    assert!(inv.result.is_ok());
+    assert_eq!(
+        outcomes(&inv),
+        vec![
+            RecordOutcome::Processed,
+            RecordOutcome::DeadLettered(PoisonKind::Deserialization),
+            RecordOutcome::DeadLettered(PoisonKind::Rejected),
+            RecordOutcome::Processed,
+        ]
+    );
+    let dead = h.dlq.messages_to("metrics.v1-eu.dlq");
+    assert_eq!(dead.len(), 2);
+    assert_eq!(
+        dead[0].value.as_deref(),
+        Some(&b"not json"[..]),
+        "the original bytes"
+    );
+    let header = |m: &kafka_esm::sink::OutboundMessage, name: &str| {
+        String::from_utf8(
+            m.headers
+                .iter()
+                .find(|h| h.name == name)
+                .unwrap()
+                .value
+                .clone()
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(header(&dead[0], headers::ERROR_KIND), "deserialization");
+    assert_eq!(header(&dead[1], headers::ERROR_KIND), "rejected");
+    assert_eq!(header(&dead[1], headers::ORIGINAL_OFFSET), "3");
+    assert_eq!(header(&dead[1], headers::ATTEMPTS), "1");
+    assert_eq!(header(&dead[1], headers::REQUEST_ID), "req-1");
+    assert_eq!(h.handler.calls(2), 0, "poison never reaches the handler");
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_then_success_is_retried_inside_the_invocation() {
+    let h = simple(false);
+    let flaky = record("metrics.v1-eu", 0, 1, r#"{"action":"flaky","fails":3}"#);
+    let inv = h
+        .consumer
+        .invoke(
+            &event(&[flaky, ok(2)]),
+            &invocation(Duration::from_secs(30)),
+        )
+        .await;
+    assert!(inv.result.is_ok());
+    assert_eq!(h.handler.calls(1), 4);
+    assert_eq!(h.handler.effects(), vec![1, 2], "one side effect each");
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_until_the_deadline_stops_the_partition_and_fails_the_invocation() {
+    let h = simple(false);
+    let records = [
+        ok(1),
+        record("metrics.v1-eu", 0, 2, r#"{"action":"transient"}"#),
+        ok(3),
+        record("other", 5, 9, r#"{"action":"ok"}"#),
+    ];
+    let started = tokio::time::Instant::now();
+    let inv = h
+        .consumer
+        .invoke(&event(&records), &invocation(Duration::from_millis(900)))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "stopped before the deadline"
+    );
+    let Err(InvocationError::Unfinished(failed)) = &inv.result else {
+        panic!("expected a failed invocation, got {:?}", inv.result)
+    };
+    assert_eq!(failed.unfinished, 2);
+    assert!(failed.to_string().contains("metrics.v1-eu-0"), "{failed}");
+    assert_eq!(
+        h.handler.calls(3),
+        0,
+        "nothing after the unfinished record runs"
+    );
+    assert_eq!(h.handler.effects(), vec![1, 9], "other partitions go on");
+    assert!(h.dlq.is_empty(), "transient failures are not poison");
+}
+
+#[tokio::test(start_paused = true)]
+async fn partial_batch_response_names_the_first_unfinished_offset() {
+    let h = simple(true);
+    let records = [
+        ok(1),
+        record("metrics.v1-eu", 0, 2, r#"{"action":"transient"}"#),
+        ok(3),
+        record("other", 5, 9, r#"{"action":"ok"}"#),
+    ];
+    let inv = h
+        .consumer
+        .invoke(&event(&records), &invocation(Duration::from_secs(5)))
+        .await;
+    let response = serde_json::to_value(inv.result.unwrap()).unwrap();
+    assert_eq!(
+        response,
+        serde_json::json!({"batchItemFailures": [{"itemIdentifier": {"topic-partition": "metrics.v1-eu-0", "offset": 2}}]})
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replayed_batch_repeats_no_side_effect() {
+    let store: Arc<dyn IdempotencyStore> = Arc::new(MemoryStore::new());
+    let h = harness(false, store, Arc::default());
+    let records = [ok(1), ok(2), record("metrics.v1-eu", 0, 3, "poison")];
+    let first = h
+        .consumer
+        .invoke(&event(&records), &invocation(Duration::from_secs(30)))
+        .await;
+    assert!(first.result.is_ok());
+    let second = h
+        .consumer
+        .invoke(&event(&records), &invocation(Duration::from_secs(30)))
+        .await;
+    assert!(second.result.is_ok());
+    assert_eq!(second.report.counts().duplicates, 3);
+    assert_eq!(h.handler.effects(), vec![1, 2]);
+    assert_eq!(h.dlq.len(), 1, "dead-lettered once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_business_id_makes_copies_at_other_offsets_duplicates() {
+    let h = simple(false);
+    let value = r#"{"id":"evt-42","action":"ok"}"#;
+    let records = [
+        record("metrics.v1-eu", 0, 1, value),
+        record("metrics.v1-eu", 0, 2, value),
+        record("metrics.v1-eu", 1, 7, value),
+    ];
+    let inv = h
+        .consumer
+        .invoke(&event(&records), &invocation(Duration::from_secs(30)))
+        .await;
+    assert!(inv.result.is_ok());
+    assert_eq!(
+        h.handler.effects().len(),
+        1,
+        "one side effect for one business id"
+    );
+    assert_eq!(inv.report.counts().duplicates, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_dead_letter_topic_down_fails_the_invocation_and_loses_nothing() {
+    let store: Arc<dyn IdempotencyStore> = Arc::new(MemoryStore::new());
+    let h = harness(true, store, Arc::default());
+    h.dlq.set_down(true);
+    let records = [ok(1), record("metrics.v1-eu", 0, 2, "poison"), ok(3)];
+    let inv = h
+        .consumer
+        .invoke(&event(&records), &invocation(Duration::from_secs(3)))
+        .await;
+    let response = inv.result.unwrap();
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert_eq!(response.batch_item_failures[0].item_identifier.offset, 2);
+    assert_eq!(
+        h.handler.effects(),
+        vec![1],
+        "record 3 waits behind the poison record"
+    );
+
+    // The ESM retries from offset 2 once the DLQ is back: the record is dead-lettered, not lost.
+    h.dlq.set_down(false);
+    let retry = h
+        .consumer
+        .invoke(&event(&records[1..]), &invocation(Duration::from_secs(3)))
+        .await;
+    assert!(retry.result.unwrap().batch_item_failures.is_empty());
+    assert_eq!(h.dlq.len(), 1);
+    assert_eq!(h.handler.effects(), vec![1, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_dead_letter_outage_is_retried_inside_the_invocation() {
+    let h = simple(false);
+    h.dlq.fail_next(2);
+    let inv = h
+        .consumer
+        .invoke(
+            &event(&[record("metrics.v1-eu", 0, 1, "poison")]),
+            &invocation(Duration::from_secs(30)),
+        )
+        .await;
+    assert!(inv.result.is_ok());
+    assert_eq!(h.dlq.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_invocation_does_not_block_the_retry_after_its_deadline() {
+    let store = Arc::new(MemoryStore::new());
+    // A crashed invocation left a lock that expired already.
+    let past = kafka_esm::retry::now_ms() - 1;
+    store
+        .try_claim("metrics.v1-eu/0/1", past - 10, past)
+        .await
+        .unwrap();
+    let h = harness(false, store, Arc::default());
+    let inv = h
+        .consumer
+        .invoke(&event(&[ok(1)]), &invocation(Duration::from_secs(30)))
+        .await;
+    assert!(inv.result.is_ok());
+    assert_eq!(h.handler.effects(), vec![1]);
+}
+
+#[tokio::test]
+async fn concurrent_invocations_never_both_perform_a_side_effect() {
+    let store: Arc<dyn IdempotencyStore> = Arc::new(MemoryStore::new());
+    let handler = Arc::new(ScriptedHandler {
+        slow: Some(Duration::from_millis(20)),
+        ..ScriptedHandler::default()
+    });
+    let a = harness(true, store.clone(), handler.clone());
+    let b = harness(true, store, handler.clone());
+    let records: Vec<_> = (1..=10).map(ok).collect();
+    let json = event(&records);
+    let (ia, ib) = (
+        invocation(Duration::from_secs(20)),
+        invocation(Duration::from_secs(20)),
+    );
+    let (ra, rb) = tokio::join!(a.consumer.invoke(&json, &ia), b.consumer.invoke(&json, &ib));
+    // Whatever each invocation answers, each record's side effect happened at most once...
+    let mut effects = handler.effects();
+    effects.sort();
+    effects.dedup();
+    assert_eq!(
+        effects.len(),
+        handler.effects().len(),
+        "no side effect twice"
+    );
+    // ...and every record is done by one of them or left for a retry: none is lost.
+    for offset in 1..=10 {
+        let done_by_one = handler.effects().contains(&offset);
+        let retried = [&ra, &rb].iter().any(|inv| {
+            inv.result
+                .as_ref()
+                .map(|r| {
+                    r.batch_item_failures
+                        .iter()
+                        .any(|f| f.item_identifier.offset <= offset)
+                })
+                .unwrap_or(true)
+        });
+        assert!(done_by_one || retried, "offset {offset} lost");
+    }
+}
