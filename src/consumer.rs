@@ -21,6 +21,34 @@ pub enum InvocationError {
     Unfinished(#[from] BatchFailed),
 }
 
+impl InvocationError {
+    /// The `errorType` Lambda reports for this failure.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Event(_) => "InvalidEvent",
+            Self::Unfinished(_) => "UnfinishedRecords",
+        }
+    }
+}
+
+impl From<InvocationError> for lambda_runtime::Diagnostic {
+    fn from(error: InvocationError) -> Self {
+        Self {
+            error_type: error.error_type().into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+impl From<&InvocationError> for lambda_runtime::Diagnostic {
+    fn from(error: &InvocationError) -> Self {
+        Self {
+            error_type: error.error_type().into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
 /// What an invocation did.
 #[derive(Debug)]
 pub struct Invocation {
@@ -36,6 +64,17 @@ pub struct Invocation {
 pub struct Consumer<H> {
     processor: Processor<H>,
     partial_batch_response: bool,
+}
+
+impl Invocation {
+    /// The JSON the function returns: the response, or Lambda's error payload.
+    pub fn answer_json(&self) -> serde_json::Value {
+        match &self.result {
+            Ok(response) => serde_json::to_value(response),
+            Err(error) => serde_json::to_value(lambda_runtime::Diagnostic::from(error)),
+        }
+        .expect("responses and diagnostics serialize")
+    }
 }
 
 impl<H: RecordHandler> Consumer<H> {

@@ -64,6 +64,11 @@ pub enum EventError {
         "the event has no `records` field; a Kafka ESM event keeps its records under `records`, keyed \"<topic>-<partition>\""
     )]
     MissingRecords,
+    /// An event of another AWS service (SQS, SNS, S3, Kinesis, DynamoDB streams use `Records`).
+    #[error(
+        "the event has `Records` (capitalised) instead of `records`: it is an SQS, SNS, S3 or Kinesis event, not a Kafka ESM event; check the function's trigger (on-failure SQS messages go to `esm redrive`, not to the consumer)"
+    )]
+    OtherService,
     /// `records` of the wrong type.
     #[error(
         "the event's `records` is a JSON {found}, not an object keyed \"<topic>-<partition>\"; this is not a Kafka ESM event"
@@ -200,7 +205,11 @@ fn decode_tolerantly(json: &str) -> Result<Batch, EventError> {
     }
     let envelope: LooseEnvelope<'_> =
         serde_json::from_str(whole.get()).map_err(|e| EventError::NotJson(e.to_string()))?;
-    let records = envelope.records.ok_or(EventError::MissingRecords)?;
+    let records = match (envelope.records, envelope.other_service_records) {
+        (Some(records), _) => records,
+        (None, Some(_)) => return Err(EventError::OtherService),
+        (None, None) => return Err(EventError::MissingRecords),
+    };
     let kind = json_kind(records.get());
     if kind == "null" {
         return Err(EventError::MissingRecords);
@@ -310,6 +319,8 @@ struct LooseEnvelope<'a> {
     bootstrap_servers: Option<LooseString<'a>>,
     #[serde(default, borrow)]
     records: Option<&'a RawValue>,
+    #[serde(rename = "Records", default, borrow)]
+    other_service_records: Option<&'a RawValue>,
 }
 
 /// Any JSON value; a string is kept, anything else ignored.
@@ -892,7 +903,11 @@ mod tests {
 
     #[test]
     fn what_is_not_an_esm_event_is_rejected_with_a_reason() {
-        let cases: [(&str, &str); 7] = [
+        let cases: [(&str, &str); 8] = [
+            (
+                r#"{"Records":[{"eventSource":"aws:sqs"}]}"#,
+                "SQS, SNS, S3 or Kinesis event",
+            ),
             ("{not json", "not valid JSON"),
             ("[1,2]", "JSON array, not an object"),
             ("\"text\"", "JSON string, not an object"),

@@ -1,0 +1,44 @@
+//! The consumer Lambda: wiring and configuration only; the logic lives in the library.
+
+use std::sync::Arc;
+
+use kafka_esm::app::{open_store, telemetry_consumer};
+use kafka_esm::config::{ConfigError, ConsumerConfig};
+use kafka_esm::handler::InvocationInfo;
+use kafka_esm::observability;
+use kafka_esm::retry::Deadline;
+use kafka_esm::sink::KafkaSink;
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use serde_json::value::RawValue;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let config = ConsumerConfig::from_env()?;
+    observability::init(config.log_format);
+    let kafka = config.kafka.clone().ok_or_else(|| ConfigError {
+        problems: vec![
+            "KAFKA_BOOTSTRAP_SERVERS is not set: the consumer publishes alerts and dead letters to Kafka; set it to the cluster's host:port list".into(),
+        ],
+    })?;
+    // One producer per container, shared by dead letters and alerts, reused across invocations.
+    let sink = Arc::new(KafkaSink::new(&kafka)?);
+    let store = open_store(&config.store)?;
+    let consumer = telemetry_consumer(&config, store, sink.clone(), sink);
+    let consumer = &consumer;
+    let (function_name, margin) = (config.function_name.as_str(), config.safety_margin);
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<Box<RawValue>>| async move {
+            let invocation = InvocationInfo::new(
+                event.context.request_id.clone(),
+                function_name,
+                Deadline::from_epoch_ms(event.context.deadline, margin),
+            );
+            consumer
+                .invoke(event.payload.get(), &invocation)
+                .await
+                .result
+                .map_err(Diagnostic::from)
+        },
+    ))
+    .await
+}
