@@ -34,6 +34,11 @@ impl KafkaSink {
         Self { producer }
     }
 
+    /// Messages handed to librdkafka and not yet acknowledged or failed.
+    pub fn in_flight_count(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+
     /// Waits up to `timeout` for queued messages to be delivered.
     pub fn flush(&self, timeout: Duration) -> Result<(), rdkafka::error::KafkaError> {
         self.producer.flush(Timeout::After(timeout))
