@@ -557,30 +557,75 @@ struct HeaderBytes(Option<Vec<u8>>);
 
 impl<'de> Deserialize<'de> for HeaderBytes {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct BytesVisitor;
-        impl<'de> Visitor<'de> for BytesVisitor {
-            type Value = HeaderBytes;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array of byte integers (-128..255) or null")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(HeaderBytes(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(16));
-                while let Some(b) = seq.next_element::<i64>()? {
-                    if !(-128..=255).contains(&b) {
-                        return Err(de::Error::custom(format!(
-                            "header byte {b} is outside -128..255"
-                        )));
-                    }
-                    bytes.push(b as u8);
-                }
-                Ok(HeaderBytes(Some(bytes)))
-            }
+        // Header values are arrays of small integers: read them straight from the raw JSON text,
+        // falling back to serde for anything unusual (spaces, floats, exponents).
+        let raw = <&'de RawValue>::deserialize(deserializer)?;
+        match parse_byte_array(raw.get()) {
+            Some(bytes) => Ok(HeaderBytes(bytes)),
+            None => parse_byte_array_slowly(raw.get())
+                .map(HeaderBytes)
+                .map_err(de::Error::custom),
         }
-        deserializer.deserialize_any(BytesVisitor)
     }
+}
+
+/// `null`, or `[b, b, ...]` of plain integers within -128..255, with no spaces; `None` for anything else.
+fn parse_byte_array(text: &str) -> Option<Option<Vec<u8>>> {
+    if text == "null" {
+        return Some(None);
+    }
+    let inner = text.as_bytes().strip_prefix(b"[")?.strip_suffix(b"]")?;
+    let mut bytes = Vec::with_capacity(inner.len() / 3 + 1);
+    if inner.is_empty() {
+        return Some(Some(bytes));
+    }
+    // One pass: sign, one to three digits, then a comma or the end.
+    let mut i = 0;
+    loop {
+        let negative = inner.get(i) == Some(&b'-');
+        i += usize::from(negative);
+        let start = i;
+        let mut value: i32 = 0;
+        while let Some(d) = inner.get(i).filter(|d| d.is_ascii_digit()) {
+            value = value * 10 + i32::from(d - b'0');
+            i += 1;
+        }
+        if i == start || i - start > 3 {
+            return None;
+        }
+        let value = if negative { -value } else { value };
+        if !(-128..=255).contains(&value) {
+            return None;
+        }
+        bytes.push(value as u8);
+        match inner.get(i) {
+            None => return Some(Some(bytes)),
+            Some(b',') => i += 1,
+            Some(_) => return None,
+        }
+    }
+}
+
+fn parse_byte_array_slowly(text: &str) -> Result<Option<Vec<u8>>, String> {
+    let numbers: Option<Vec<serde_json::Number>> = serde_json::from_str(text).map_err(|_| {
+        "a header value must be an array of byte integers (-128..255) or null".to_owned()
+    })?;
+    numbers
+        .map(|numbers| {
+            numbers
+                .iter()
+                .map(|n| {
+                    let v = n
+                        .as_i64()
+                        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64));
+                    match v {
+                        Some(b) if (-128..=255).contains(&b) => Ok(b as u8),
+                        _ => Err(format!("header byte {n} is outside -128..255")),
+                    }
+                })
+                .collect()
+        })
+        .transpose()
 }
 
 #[cfg(test)]
@@ -753,6 +798,31 @@ mod tests {
         assert_eq!(dups, vec![b"1".to_vec(), b"2".to_vec()]);
         assert_eq!(r.header("nothing").unwrap().value, None);
         assert_eq!(r.header("empty").unwrap().value, Some(vec![]));
+    }
+
+    #[test]
+    fn unusual_but_valid_header_json_takes_the_careful_path() {
+        let json = event(json!({"orders.v1-eu-10": [record(json!({}))]}))
+            .replace("[104,105]", "[ 104 , 1.05e2, -1.0 ]");
+        assert!(json.contains("1.05e2"));
+        let batch = decode_event(&json).unwrap();
+        assert_eq!(
+            decoded(&batch).headers[0].value.as_deref(),
+            Some(&[104, 105, 255][..])
+        );
+        assert_eq!(
+            parse_byte_array("[1,-2,255,-128]"),
+            Some(Some(vec![1, 254, 255, 128]))
+        );
+        assert_eq!(parse_byte_array("[]"), Some(Some(vec![])));
+        assert_eq!(parse_byte_array("[256]"), None);
+        assert_eq!(parse_byte_array("[1,]"), None);
+        assert_eq!(parse_byte_array("[,1]"), None);
+        assert_eq!(parse_byte_array("[-]"), None);
+        assert_eq!(parse_byte_array("[0012]"), None);
+        assert_eq!(parse_byte_array("[1 ]"), None);
+        assert!(parse_byte_array_slowly("[1.5]").is_err());
+        assert!(parse_byte_array_slowly("[\"a\"]").is_err());
     }
 
     #[test]

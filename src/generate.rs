@@ -92,7 +92,6 @@ pub fn generate_records(options: &GenerateOptions, count: usize) -> Vec<KafkaRec
                             REGIONS[rng.usize(..REGIONS.len())].to_owned(),
                         ),
                         ("environment".to_owned(), "production".to_owned()),
-                        ("collector".to_owned(), "telemetry-agent/2.4.1".to_owned()),
                     ]
                     .into(),
                 ),

@@ -27,6 +27,9 @@ use crate::record::{DecodedRecord, TopicPartition};
 use crate::retry::{Backoff, now_ms};
 use crate::sink::MessageSink;
 
+/// Records prepared and looked up together: DynamoDB's `BatchGetItem` takes up to 100 keys.
+pub const READ_AHEAD: usize = 100;
+
 /// How the processor behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessorSettings {
@@ -212,47 +215,71 @@ impl<H: RecordHandler> Processor<H> {
         partition: &PartitionBatch,
         invocation: &InvocationInfo,
     ) -> PartitionReport {
-        let prepared: Vec<Prepared<'_, H::Event>> = partition
-            .records
-            .iter()
-            .map(|slot| self.prepare(slot))
-            .collect();
-        let keys: Vec<&str> = prepared.iter().map(|p| p.key.as_str()).collect();
-        let done_before = match self.store.completed(&keys, now_ms()).await {
-            Ok(found) => found,
-            Err(error) => {
-                warn!(%error, partition = %partition.key, "batch read of completed keys failed; claiming one by one");
-                vec![None; keys.len()]
-            }
-        };
-        let mut outcomes = Vec::with_capacity(prepared.len());
+        let mut outcomes = Vec::with_capacity(partition.records.len());
         let mut stopped = false;
-        for (item, done) in prepared.iter().zip(done_before) {
-            let outcome = if stopped {
-                RecordOutcome::NotAttempted
-            } else if done.is_some() {
-                RecordOutcome::Duplicate
-            } else if invocation.deadline.expired() {
-                RecordOutcome::Unfinished("the invocation's time budget ran out".into())
-            } else {
-                self.run(item, invocation).await
-            };
-            if let RecordOutcome::Unfinished(reason) = &outcome {
-                warn!(
-                    topic = item.slot.topic(),
-                    partition = item.slot.partition(),
-                    offset = item.slot.offset(),
-                    reason = reason.as_str(),
-                    "record unfinished; its partition stops here and the ESM will deliver it again"
+        // Records are prepared and looked up READ_AHEAD at a time: one batch read per chunk, and each
+        // chunk's events are still in cache when their records run.
+        for chunk in partition.records.chunks(READ_AHEAD) {
+            if stopped {
+                outcomes.extend(
+                    chunk
+                        .iter()
+                        .map(|s| (s.offset(), RecordOutcome::NotAttempted)),
                 );
-                stopped = true;
+                continue;
             }
-            outcomes.push((item.slot.offset(), outcome));
+            let prepared: Vec<Prepared<'_, H::Event>> =
+                chunk.iter().map(|slot| self.prepare(slot)).collect();
+            let done_before = self.completed_before(&prepared, partition).await;
+            // Consumed as it goes: each event is freed as soon as its record is done.
+            for (item, done) in prepared.into_iter().zip(done_before) {
+                let outcome = if stopped {
+                    RecordOutcome::NotAttempted
+                } else if done.is_some() {
+                    RecordOutcome::Duplicate
+                } else if invocation.deadline.expired() {
+                    RecordOutcome::Unfinished("the invocation's time budget ran out".into())
+                } else {
+                    self.run(&item, invocation).await
+                };
+                if let RecordOutcome::Unfinished(reason) = &outcome {
+                    warn!(
+                        topic = item.slot.topic(),
+                        partition = item.slot.partition(),
+                        offset = item.slot.offset(),
+                        reason = reason.as_str(),
+                        "record unfinished; its partition stops here and the ESM will deliver it again"
+                    );
+                    stopped = true;
+                }
+                outcomes.push((item.slot.offset(), outcome));
+            }
         }
         PartitionReport {
             key: partition.key.clone(),
             topic_partition: partition.topic_partition.clone(),
             outcomes,
+        }
+    }
+
+    /// One batch read: which of these records were completed before (a failed read finds none, and
+    /// the claims decide one by one).
+    async fn completed_before(
+        &self,
+        prepared: &[Prepared<'_, H::Event>],
+        partition: &PartitionBatch,
+    ) -> Vec<Option<CompletedOutcome>> {
+        let keys: Vec<&str> = prepared.iter().map(|p| p.key.as_str()).collect();
+        match self.store.completed(&keys, now_ms()).await {
+            Ok(found) if found.len() == keys.len() => found,
+            Ok(_) => {
+                warn!(partition = %partition.key, "the store answered a batch read with the wrong count; claiming one by one");
+                vec![None; keys.len()]
+            }
+            Err(error) => {
+                warn!(%error, partition = %partition.key, "batch read of completed keys failed; claiming one by one");
+                vec![None; keys.len()]
+            }
         }
     }
 

@@ -10,7 +10,7 @@ use super::{Claim, CompletedOutcome, Entry, IdempotencyStore, StoreError};
 /// Keeps keys in a map in memory. Lost with the process: a new Lambda container starts empty.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<HashMap<String, Entry, foldhash::fast::RandomState>>,
 }
 
 impl MemoryStore {
@@ -29,7 +29,9 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Entry, foldhash::fast::RandomState>> {
         // A panic elsewhere while holding the lock leaves the map consistent: every write is one insert.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -74,13 +76,17 @@ impl IdempotencyStore for MemoryStore {
         outcome: CompletedOutcome,
         keep_until_ms: u64,
     ) -> Result<(), StoreError> {
-        self.lock().insert(
-            key.to_owned(),
-            Entry::Completed {
-                outcome,
-                until_ms: keep_until_ms,
-            },
-        );
+        let entry = Entry::Completed {
+            outcome,
+            until_ms: keep_until_ms,
+        };
+        let mut entries = self.lock();
+        match entries.get_mut(key) {
+            Some(existing) => *existing = entry,
+            None => {
+                entries.insert(key.to_owned(), entry);
+            }
+        }
         Ok(())
     }
 
