@@ -128,6 +128,31 @@ impl ConsumerConfig {
         Self::from_lookup(&|name| std::env::var(name).ok())
     }
 
+    /// Reads the process environment for a function that publishes to Kafka: as [`Self::from_env`],
+    /// with `KAFKA_BOOTSTRAP_SERVERS` required and reported with every other problem.
+    pub fn from_env_requiring_kafka() -> Result<Self, ConfigError> {
+        Self::from_lookup_requiring_kafka(&|name| std::env::var(name).ok())
+    }
+
+    /// As [`Self::from_env_requiring_kafka`], through `lookup`.
+    pub fn from_lookup_requiring_kafka(
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        const MISSING: &str = "KAFKA_BOOTSTRAP_SERVERS is not set: the consumer publishes alerts and dead letters to Kafka; set it to the cluster's host:port list";
+        match Self::from_lookup(lookup) {
+            Ok(config) if config.kafka.is_some() => Ok(config),
+            Ok(_) => Err(ConfigError {
+                problems: vec![MISSING.into()],
+            }),
+            Err(mut error) => {
+                if lookup("KAFKA_BOOTSTRAP_SERVERS").is_none_or(|v| v.trim().is_empty()) {
+                    error.problems.push(MISSING.into());
+                }
+                Err(error)
+            }
+        }
+    }
+
     /// Reads variables through `lookup` (tests pass a map).
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut r = Reader {
@@ -305,6 +330,30 @@ mod tests {
         assert_eq!(c.store, StoreChoice::Local("/tmp/x.redb".into()));
         assert_eq!(c.processor.backoff.max_attempts, 3);
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_function_that_publishes_requires_kafka_with_the_other_problems() {
+        let lookup = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let e = ConsumerConfig::from_lookup_requiring_kafka(&lookup(&[("LOG_FORMAT", "xml")]))
+            .unwrap_err();
+        assert_eq!(e.problems.len(), 2, "{e}");
+        assert!(e.to_string().contains("KAFKA_BOOTSTRAP_SERVERS is not set"));
+        let e = ConsumerConfig::from_lookup_requiring_kafka(&lookup(&[])).unwrap_err();
+        assert_eq!(e.problems.len(), 1);
+        assert!(
+            ConsumerConfig::from_lookup_requiring_kafka(&lookup(&[(
+                "KAFKA_BOOTSTRAP_SERVERS",
+                "b:9092"
+            )]))
+            .is_ok()
+        );
     }
 
     #[test]

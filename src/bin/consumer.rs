@@ -3,11 +3,13 @@
 use std::sync::Arc;
 
 use kafka_esm::app::{open_store, telemetry_consumer};
-use kafka_esm::config::{ConfigError, ConsumerConfig};
+use kafka_esm::config::ConsumerConfig;
+use kafka_esm::consumer::Consumer;
 use kafka_esm::handler::InvocationInfo;
 use kafka_esm::observability;
 use kafka_esm::retry::Deadline;
 use kafka_esm::sink::KafkaSink;
+use kafka_esm::telemetry::TelemetryHandler;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::value::RawValue;
 
@@ -16,19 +18,28 @@ use serde_json::value::RawValue;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    let config = ConsumerConfig::from_env()?;
+/// Everything built once per container.
+fn start() -> Result<(ConsumerConfig, Consumer<TelemetryHandler>), Box<dyn std::error::Error>> {
+    let config = ConsumerConfig::from_env_requiring_kafka()?;
     observability::init(config.log_format);
-    let kafka = config.kafka.clone().ok_or_else(|| ConfigError {
-        problems: vec![
-            "KAFKA_BOOTSTRAP_SERVERS is not set: the consumer publishes alerts and dead letters to Kafka; set it to the cluster's host:port list".into(),
-        ],
-    })?;
+    let kafka = config.kafka.clone().expect("required above");
     // One producer per container, shared by dead letters and alerts, reused across invocations.
     let sink = Arc::new(KafkaSink::new(&kafka)?);
     let store = open_store(&config.store)?;
     let consumer = telemetry_consumer(&config, store, sink.clone(), sink);
+    Ok((config, consumer))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let (config, consumer) = match start() {
+        Ok(started) => started,
+        Err(error) => {
+            // Lambda reports the exit as Runtime.ExitError with this line in the function's log.
+            eprintln!("the consumer cannot start: {error}");
+            std::process::exit(1);
+        }
+    };
     let consumer = &consumer;
     let (function_name, margin) = (config.function_name.as_str(), config.safety_margin);
     lambda_runtime::run(service_fn(
