@@ -19,13 +19,14 @@ use base64::Engine as _;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use kafka_esm::app::telemetry_consumer;
 use kafka_esm::config::ConsumerConfig;
+use kafka_esm::consumer::Consumer;
 use kafka_esm::event::decode_event;
 use kafka_esm::generate::{GenerateOptions, generate_event};
 use kafka_esm::handler::{InvocationInfo, RecordHandler};
 use kafka_esm::idempotency::MemoryStore;
 use kafka_esm::retry::Deadline;
 use kafka_esm::sink::MemorySink;
-use kafka_esm::telemetry::MetricEvent;
+use kafka_esm::telemetry::{MetricEvent, TelemetryHandler};
 use serde::Deserialize;
 
 // Same allocator as the binaries (src/bin/*.rs), for floor and full path alike.
@@ -81,6 +82,18 @@ fn batch() -> String {
     generate_event(&options).0
 }
 
+/// A consumer with an empty in-memory store and sink (so nothing is a duplicate), and a long deadline.
+fn fresh_consumer(config: &ConsumerConfig) -> (Consumer<TelemetryHandler>, InvocationInfo) {
+    let sink = Arc::new(MemorySink::new());
+    let consumer = telemetry_consumer(config, Arc::new(MemoryStore::new()), sink.clone(), sink);
+    let invocation = InvocationInfo::new(
+        "bench",
+        "bench",
+        Deadline::after(Duration::from_secs(900), Duration::from_secs(2)),
+    );
+    (consumer, invocation)
+}
+
 fn bench(c: &mut Criterion) {
     let json = batch();
     let records = decode_event(&json).unwrap().record_count();
@@ -99,7 +112,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("decode_only", |b| {
         b.iter(|| decode_event(std::hint::black_box(&json)).unwrap())
     });
-    let handler = kafka_esm::telemetry::TelemetryHandler::new(
+    let handler = TelemetryHandler::new(
         Vec::new(),
         "alerts",
         Arc::new(MemorySink::new()),
@@ -121,17 +134,7 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("full_path", |b| {
         b.iter_batched(
-            || {
-                let sink = Arc::new(MemorySink::new());
-                let consumer =
-                    telemetry_consumer(&config, Arc::new(MemoryStore::new()), sink.clone(), sink);
-                let invocation = InvocationInfo::new(
-                    "bench",
-                    "bench",
-                    Deadline::after(Duration::from_secs(900), Duration::from_secs(2)),
-                );
-                (consumer, invocation)
-            },
+            || fresh_consumer(&config),
             |(consumer, invocation)| {
                 let result = runtime.block_on(consumer.invoke(&json, &invocation));
                 assert!(result.result.is_ok());

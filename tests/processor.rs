@@ -231,15 +231,20 @@ async fn transient_then_success_is_retried_inside_the_invocation() {
     assert_eq!(h.handler.effects(), vec![1, 2], "one side effect each");
 }
 
-#[tokio::test(start_paused = true)]
-async fn transient_until_the_deadline_stops_the_partition_and_fails_the_invocation() {
-    let h = simple(false);
-    let records = [
+/// Partition `metrics.v1-eu-0` fails transiently at offset 2; partition `other-5` is fine.
+fn stuck_at_offset_2() -> [KafkaRecord; 4] {
+    [
         ok(1),
         record("metrics.v1-eu", 0, 2, r#"{"action":"transient"}"#),
         ok(3),
         record("other", 5, 9, r#"{"action":"ok"}"#),
-    ];
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_until_the_deadline_stops_the_partition_and_fails_the_invocation() {
+    let h = simple(false);
+    let records = stuck_at_offset_2();
     let started = tokio::time::Instant::now();
     let inv = h
         .consumer
@@ -266,12 +271,7 @@ async fn transient_until_the_deadline_stops_the_partition_and_fails_the_invocati
 #[tokio::test(start_paused = true)]
 async fn partial_batch_response_names_the_first_unfinished_offset() {
     let h = simple(true);
-    let records = [
-        ok(1),
-        record("metrics.v1-eu", 0, 2, r#"{"action":"transient"}"#),
-        ok(3),
-        record("other", 5, 9, r#"{"action":"ok"}"#),
-    ];
+    let records = stuck_at_offset_2();
     let inv = h
         .consumer
         .invoke(&event(&records), &invocation(Duration::from_secs(5)))
