@@ -3,9 +3,9 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
+use crate::env::EnvReader;
 use crate::kafka::KafkaSettings;
 use crate::processor::ProcessorSettings;
 use crate::retry::Backoff;
@@ -69,59 +69,6 @@ pub struct ConsumerConfig {
     pub log_format: LogFormat,
 }
 
-/// Reads typed variables and collects the problems.
-struct Reader<'a> {
-    lookup: &'a dyn Fn(&str) -> Option<String>,
-    problems: Vec<String>,
-}
-
-impl Reader<'_> {
-    fn text(&self, name: &str) -> Option<String> {
-        (self.lookup)(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    }
-
-    fn parsed<T: FromStr>(&mut self, name: &str, default: T, accepts: &str) -> T {
-        match self.text(name) {
-            None => default,
-            Some(v) => v.parse().unwrap_or_else(|_| {
-                self.problems
-                    .push(format!("{name}={v:?} is not valid: expected {accepts}"));
-                default
-            }),
-        }
-    }
-
-    fn number(&mut self, name: &str, default: u64, min: u64, max: u64) -> u64 {
-        let value = self.parsed(
-            name,
-            default,
-            &format!("a whole number from {min} to {max}"),
-        );
-        if !(min..=max).contains(&value) {
-            self.problems.push(format!(
-                "{name}={value} is out of range: expected {min} to {max}"
-            ));
-            return default;
-        }
-        value
-    }
-
-    fn flag(&mut self, name: &str, default: bool) -> bool {
-        match self.text(name).map(|v| v.to_ascii_lowercase()) {
-            None => default,
-            Some(v) if ["true", "1", "yes", "on"].contains(&v.as_str()) => true,
-            Some(v) if ["false", "0", "no", "off"].contains(&v.as_str()) => false,
-            Some(v) => {
-                self.problems
-                    .push(format!("{name}={v:?} is not valid: expected true or false"));
-                default
-            }
-        }
-    }
-}
-
 impl ConsumerConfig {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -155,10 +102,7 @@ impl ConsumerConfig {
 
     /// Reads variables through `lookup` (tests pass a map).
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut r = Reader {
-            lookup,
-            problems: Vec::new(),
-        };
+        let mut r = EnvReader::new(lookup);
         let on_lambda = r.text("AWS_LAMBDA_FUNCTION_NAME").is_some();
         let function_name = r
             .text("AWS_LAMBDA_FUNCTION_NAME")
@@ -231,14 +175,7 @@ impl ConsumerConfig {
                 StoreChoice::Memory
             }
         };
-        let kafka = r.text("KAFKA_BOOTSTRAP_SERVERS").map(|servers| {
-            let mut settings = KafkaSettings::new(servers);
-            settings.client_id = r
-                .text("KAFKA_CLIENT_ID")
-                .unwrap_or_else(|| function_name.clone());
-            settings.delivery_timeout = processor.publish_timeout;
-            settings
-        });
+        let kafka = KafkaSettings::from_env(&mut r, &function_name, processor.publish_timeout);
         let log_format = match r
             .text("LOG_FORMAT")
             .map(|v| v.to_ascii_lowercase())

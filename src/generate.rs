@@ -71,31 +71,9 @@ pub fn generate_records(options: &GenerateOptions, count: usize) -> Vec<KafkaRec
             let partition = (n as i32) % partitions;
             let offset = options.first_offset + (n as i64) / i64::from(partitions);
             let timestamp = base_ms + n as i64 * 7;
-            let database_type = DATABASES[rng.usize(..DATABASES.len())];
-            let instance_id = format!("{database_type}-{:03}", rng.u32(1..40));
-            let (metric_name, low, high) = METRICS[rng.usize(..METRICS.len())];
-            let value = (low + rng.f64() * (high - low) * 100.0).round() / 100.0;
-            let value = value.min(high);
-            let metric = MetricEvent {
-                event_id: Some(format!("{:016x}-{n:08}", options.seed)),
-                timestamp: chrono::DateTime::from_timestamp_millis(timestamp)
-                    .expect("in range")
-                    .fixed_offset(),
-                database_type: database_type.into(),
-                instance_id: instance_id.clone(),
-                metric_name: metric_name.into(),
-                value,
-                tags: Some(
-                    [
-                        (
-                            "region".to_owned(),
-                            REGIONS[rng.usize(..REGIONS.len())].to_owned(),
-                        ),
-                        ("environment".to_owned(), "production".to_owned()),
-                    ]
-                    .into(),
-                ),
-            };
+            let metric =
+                random_metric(&mut rng, format!("{:016x}-{n:08}", options.seed), timestamp);
+            let key = metric.alert_key().into_bytes();
             let value = if n % poison_every == poison_every / 2 {
                 poison(n / poison_every, &metric)
             } else {
@@ -109,7 +87,7 @@ pub fn generate_records(options: &GenerateOptions, count: usize) -> Vec<KafkaRec
                 offset,
                 timestamp: Some(timestamp),
                 timestamp_type: Some(TimestampType::CreateTime),
-                key: Some(format!("{database_type}:{instance_id}").into_bytes()),
+                key: Some(key),
                 value: Some(value),
                 headers: vec![
                     Header::new("content-type", "application/json"),
@@ -119,6 +97,44 @@ pub fn generate_records(options: &GenerateOptions, count: usize) -> Vec<KafkaRec
                 value_schema: None,
             }
         })
+        .collect()
+}
+
+/// A realistic metric taken at `timestamp_ms`.
+fn random_metric(rng: &mut fastrand::Rng, event_id: String, timestamp_ms: i64) -> MetricEvent {
+    let database_type = DATABASES[rng.usize(..DATABASES.len())];
+    let instance_id = format!("{database_type}-{:03}", rng.u32(1..40));
+    let (metric_name, low, high) = METRICS[rng.usize(..METRICS.len())];
+    let value = ((low + rng.f64() * (high - low)) * 100.0).round() / 100.0;
+    MetricEvent {
+        event_id: Some(event_id),
+        timestamp: chrono::DateTime::from_timestamp_millis(timestamp_ms)
+            .unwrap_or_default()
+            .fixed_offset(),
+        database_type: database_type.into(),
+        instance_id,
+        metric_name: metric_name.into(),
+        value: value.min(high),
+        tags: Some(
+            [
+                (
+                    "region".to_owned(),
+                    REGIONS[rng.usize(..REGIONS.len())].to_owned(),
+                ),
+                ("environment".to_owned(), "production".to_owned()),
+            ]
+            .into(),
+        ),
+    }
+}
+
+/// `count` realistic metrics taken now, as a scheduled collector would gather them: what the
+/// producer Lambda publishes on each tick of its schedule.
+pub fn generate_metrics(seed: u64, count: usize) -> Vec<MetricEvent> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let now = crate::retry::now_ms() as i64;
+    (0..count)
+        .map(|n| random_metric(&mut rng, format!("{seed:016x}-{n:08}"), now))
         .collect()
 }
 

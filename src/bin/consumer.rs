@@ -18,11 +18,17 @@ use serde_json::value::RawValue;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Everything built once per container.
-fn start() -> Result<(ConsumerConfig, Consumer<TelemetryHandler>), Box<dyn std::error::Error>> {
+/// Everything built once per container (the SASL secret, if any, is fetched here, once).
+async fn start() -> Result<(ConsumerConfig, Consumer<TelemetryHandler>), Box<dyn std::error::Error>>
+{
     let config = ConsumerConfig::from_env_requiring_kafka()?;
     observability::init(config.log_format);
-    let kafka = config.kafka.clone().expect("required above");
+    let kafka = config
+        .kafka
+        .clone()
+        .expect("required above")
+        .resolve_secrets()
+        .await?;
     // One producer per container, shared by dead letters and alerts, reused across invocations.
     let sink = Arc::new(KafkaSink::new(&kafka)?);
     let store = open_store(&config.store)?;
@@ -32,7 +38,7 @@ fn start() -> Result<(ConsumerConfig, Consumer<TelemetryHandler>), Box<dyn std::
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let (config, consumer) = match start() {
+    let (config, consumer) = match start().await {
         Ok(started) => started,
         Err(error) => {
             // Lambda reports the exit as Runtime.ExitError with this line in the function's log.

@@ -8,11 +8,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use super::{Delivery, MessageSink, OutboundMessage, SinkError};
-use crate::kafka::KafkaSettings;
+use crate::kafka::{KafkaClientContext, KafkaSettings, KafkaSetupError};
 
 /// Produces each message and waits for the broker's acknowledgement (`acks=all`).
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaClientContext>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -22,15 +22,15 @@ impl std::fmt::Debug for KafkaSink {
 }
 
 impl KafkaSink {
-    /// A sink with a new producer for these settings.
-    pub fn new(settings: &KafkaSettings) -> Result<Self, rdkafka::error::KafkaError> {
+    /// A sink with a new idempotent producer for these settings (SASL secrets already resolved).
+    pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaSetupError> {
         Ok(Self {
-            producer: settings.producer_config().create()?,
+            producer: settings.create_producer()?,
         })
     }
 
     /// A sink over an existing producer.
-    pub fn from_producer(producer: FutureProducer) -> Self {
+    pub fn from_producer(producer: FutureProducer<KafkaClientContext>) -> Self {
         Self { producer }
     }
 

@@ -1,0 +1,671 @@
+//! What a Kafka client needs to connect, read from the environment and validated at start.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::FutureProducer;
+
+use super::context::KafkaClientContext;
+use crate::env::EnvReader;
+
+/// A value that must never be printed: its `Debug` and `Display` show `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A SASL mechanism with a username and password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// `PLAIN`.
+    Plain,
+    /// `SCRAM-SHA-256`.
+    ScramSha256,
+    /// `SCRAM-SHA-512` (MSK's SCRAM).
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// librdkafka's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// Where SASL credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaslCredentials {
+    /// Given directly.
+    Given {
+        /// Username.
+        username: String,
+        /// Password.
+        password: Secret,
+    },
+    /// A Secrets Manager secret `{"username": ..., "password": ...}` (the format of the ESM's
+    /// `SASL_SCRAM_*_AUTH`), fetched once per container by [`KafkaSettings::resolve_secrets`].
+    FromSecret {
+        /// The secret's ARN.
+        arn: String,
+    },
+}
+
+/// How the client authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KafkaAuth {
+    /// Plaintext, no authentication (local brokers).
+    None,
+    /// TLS; with a client certificate in [`TlsFiles`], mutual TLS.
+    Tls,
+    /// SASL with a username and password, over TLS unless `over_tls` is false.
+    Sasl {
+        /// The mechanism.
+        mechanism: SaslMechanism,
+        /// The credentials.
+        credentials: SaslCredentials,
+        /// `SASL_SSL` when true, `SASL_PLAINTEXT` when false.
+        over_tls: bool,
+    },
+    /// MSK IAM: `SASL_SSL` + `OAUTHBEARER`, with a SigV4-signed token for this region.
+    MskIam {
+        /// The cluster's AWS region.
+        region: String,
+    },
+}
+
+/// TLS files (PEM).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA bundle; when absent librdkafka probes the system's usual locations.
+    pub ca: Option<PathBuf>,
+    /// Client certificate, for mutual TLS.
+    pub certificate: Option<PathBuf>,
+    /// Client private key, for mutual TLS.
+    pub key: Option<PathBuf>,
+    /// The private key's password.
+    pub key_password: Option<Secret>,
+}
+
+/// Where and how to reach Kafka.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaSettings {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    /// `client.id` sent to the brokers.
+    pub client_id: String,
+    /// How long librdkafka keeps trying to deliver one message before reporting failure.
+    pub delivery_timeout: Duration,
+    /// Authentication.
+    pub auth: KafkaAuth,
+    /// TLS files.
+    pub tls: TlsFiles,
+    /// Extra librdkafka properties (`KAFKA_PROPERTIES`), applied last.
+    pub properties: Vec<(String, String)>,
+}
+
+impl fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Properties may hold credentials: show their names only.
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("client_id", &self.client_id)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .field(
+                "properties",
+                &self.properties.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// A Kafka client cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    /// The SASL secret could not be read.
+    #[error(transparent)]
+    Secret(#[from] super::SecretError),
+    /// The settings still name a secret that was not fetched.
+    #[error(
+        "the SASL credentials come from secret {arn} but were not fetched: call KafkaSettings::resolve_secrets first"
+    )]
+    Unresolved {
+        /// The secret's ARN.
+        arn: String,
+    },
+    /// librdkafka refused the configuration.
+    #[error("librdkafka refused the client configuration: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+}
+
+const AUTH_VALUES: &str = "none, tls, plain, scram-sha-256, scram-sha-512 or iam";
+
+impl KafkaSettings {
+    /// Settings for these bootstrap servers, plaintext, with defaults for the rest.
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            client_id: "kafka-esm".into(),
+            delivery_timeout: Duration::from_secs(10),
+            auth: KafkaAuth::None,
+            tls: TlsFiles::default(),
+            properties: Vec::new(),
+        }
+    }
+
+    /// Reads `KAFKA_*` variables; `None` when `KAFKA_BOOTSTRAP_SERVERS` is unset. Problems go to `r`.
+    ///
+    /// `KAFKA_AUTH` (`none` | `tls` | `plain` | `scram-sha-256` | `scram-sha-512` | `iam`),
+    /// `KAFKA_SASL_USERNAME` + `KAFKA_SASL_PASSWORD` or `KAFKA_SASL_SECRET_ARN`, `KAFKA_SASL_TLS`
+    /// (default true), `KAFKA_TLS_CA_PATH`, `KAFKA_TLS_CERT_PATH` + `KAFKA_TLS_KEY_PATH`
+    /// (+ `KAFKA_TLS_KEY_PASSWORD`), `AWS_REGION` for `iam`, `KAFKA_CLIENT_ID`, and
+    /// `KAFKA_PROPERTIES` (`key=value` pairs separated by `;`).
+    pub fn from_env(
+        r: &mut EnvReader<'_>,
+        default_client_id: &str,
+        delivery_timeout: Duration,
+    ) -> Option<Self> {
+        let bootstrap_servers = r.text("KAFKA_BOOTSTRAP_SERVERS");
+        let sasl_vars: Vec<&str> = [
+            "KAFKA_SASL_USERNAME",
+            "KAFKA_SASL_PASSWORD",
+            "KAFKA_SASL_SECRET_ARN",
+        ]
+        .into_iter()
+        .filter(|v| r.text(v).is_some())
+        .collect();
+        let auth_name = r.text("KAFKA_AUTH").map(|v| v.to_ascii_lowercase());
+        let mechanism = match auth_name.as_deref() {
+            Some("plain") => Some(SaslMechanism::Plain),
+            Some("scram-sha-256") => Some(SaslMechanism::ScramSha256),
+            Some("scram-sha-512") => Some(SaslMechanism::ScramSha512),
+            _ => None,
+        };
+        let auth = match (auth_name.as_deref(), mechanism) {
+            (_, Some(mechanism)) => {
+                let credentials = match (
+                    r.text("KAFKA_SASL_USERNAME"),
+                    r.raw("KAFKA_SASL_PASSWORD").filter(|p| !p.is_empty()),
+                    r.text("KAFKA_SASL_SECRET_ARN"),
+                ) {
+                    (Some(username), Some(password), None) => Some(SaslCredentials::Given {
+                        username,
+                        password: Secret::new(password),
+                    }),
+                    (None, None, Some(arn)) => {
+                        if !arn.starts_with("arn:") {
+                            r.problem(format!(
+                                "KAFKA_SASL_SECRET_ARN={arn:?} is not an ARN: expected arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME"
+                            ));
+                        }
+                        Some(SaslCredentials::FromSecret { arn })
+                    }
+                    (_, _, Some(_)) => {
+                        r.problem("KAFKA_SASL_SECRET_ARN is set together with KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD: give the credentials one way only");
+                        None
+                    }
+                    (username, _, None) => {
+                        r.problem(format!(
+                            "KAFKA_AUTH={} needs credentials: set KAFKA_SASL_SECRET_ARN (a secret {{\"username\",\"password\"}}) or both KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD{}",
+                            auth_name.as_deref().unwrap_or_default(),
+                            if username.is_some() { " (the password is missing)" } else { "" }
+                        ));
+                        None
+                    }
+                };
+                let over_tls = r.flag("KAFKA_SASL_TLS", true);
+                credentials.map(|credentials| KafkaAuth::Sasl {
+                    mechanism,
+                    credentials,
+                    over_tls,
+                })
+            }
+            (None | Some("none"), None) => Some(KafkaAuth::None),
+            (Some("tls"), None) => Some(KafkaAuth::Tls),
+            (Some("iam"), None) => {
+                if r.text("KAFKA_SASL_TLS")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("false"))
+                {
+                    r.problem("KAFKA_SASL_TLS=false does not go with KAFKA_AUTH=iam: MSK IAM always uses TLS");
+                }
+                match r
+                    .text("AWS_REGION")
+                    .or_else(|| r.text("AWS_DEFAULT_REGION"))
+                {
+                    Some(region) => Some(KafkaAuth::MskIam { region }),
+                    None => {
+                        r.problem("KAFKA_AUTH=iam needs AWS_REGION (Lambda sets it): the token is signed for the cluster's region");
+                        None
+                    }
+                }
+            }
+            (Some(other), None) => {
+                r.problem(format!(
+                    "KAFKA_AUTH={other:?} is not valid: expected {AUTH_VALUES}"
+                ));
+                None
+            }
+        };
+        if mechanism.is_none() && !sasl_vars.is_empty() {
+            r.problem(format!(
+                "{} set, but KAFKA_AUTH={} does not use them: set KAFKA_AUTH to plain, scram-sha-256 or scram-sha-512, or unset them",
+                sasl_vars.join(", "),
+                auth_name.as_deref().unwrap_or("none")
+            ));
+        }
+        let tls = TlsFiles {
+            ca: r.text("KAFKA_TLS_CA_PATH").map(PathBuf::from),
+            certificate: r.text("KAFKA_TLS_CERT_PATH").map(PathBuf::from),
+            key: r.text("KAFKA_TLS_KEY_PATH").map(PathBuf::from),
+            key_password: r
+                .raw("KAFKA_TLS_KEY_PASSWORD")
+                .filter(|p| !p.is_empty())
+                .map(Secret::new),
+        };
+        for (name, path) in [
+            ("KAFKA_TLS_CA_PATH", &tls.ca),
+            ("KAFKA_TLS_CERT_PATH", &tls.certificate),
+            ("KAFKA_TLS_KEY_PATH", &tls.key),
+        ] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                r.problem(format!("{name}={} is not a readable file", path.display()));
+            }
+        }
+        if tls.certificate.is_some() != tls.key.is_some() {
+            r.problem("KAFKA_TLS_CERT_PATH and KAFKA_TLS_KEY_PATH go together: mutual TLS needs both the certificate and its key");
+        }
+        let uses_tls = match &auth {
+            Some(KafkaAuth::Tls | KafkaAuth::MskIam { .. }) => true,
+            Some(KafkaAuth::Sasl { over_tls, .. }) => *over_tls,
+            _ => false,
+        };
+        if !uses_tls && (tls.ca.is_some() || tls.certificate.is_some()) {
+            r.problem("KAFKA_TLS_* files are set but the connection is not TLS: set KAFKA_AUTH=tls (or a SASL mode over TLS)");
+        }
+        let mut properties = Vec::new();
+        if let Some(text) = r.raw("KAFKA_PROPERTIES") {
+            for pair in text
+                .split([';', '\n'])
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+            {
+                match pair.split_once('=') {
+                    Some((k, v)) if !k.trim().is_empty() => {
+                        properties.push((k.trim().to_owned(), v.trim().to_owned()))
+                    }
+                    _ => r.problem(format!(
+                        "KAFKA_PROPERTIES has {:?}, not key=value (pairs are separated by `;`)",
+                        pair.split('=').next().unwrap_or_default()
+                    )),
+                }
+            }
+        }
+        let client_id = r
+            .text("KAFKA_CLIENT_ID")
+            .unwrap_or_else(|| default_client_id.to_owned());
+        Some(Self {
+            bootstrap_servers: bootstrap_servers?,
+            client_id,
+            delivery_timeout,
+            auth: auth?,
+            tls,
+            properties,
+        })
+    }
+
+    /// Fetches SASL credentials named by a secret ARN (once per container), so that the settings
+    /// hold them. Other settings are returned unchanged.
+    pub async fn resolve_secrets(mut self) -> Result<Self, KafkaSetupError> {
+        if let KafkaAuth::Sasl {
+            credentials: SaslCredentials::FromSecret { arn },
+            ..
+        } = &self.auth
+        {
+            let (username, password) = super::secrets::fetch_sasl_secret(arn).await?;
+            if let KafkaAuth::Sasl { credentials, .. } = &mut self.auth {
+                *credentials = SaslCredentials::Given { username, password };
+            }
+        }
+        Ok(self)
+    }
+
+    /// The connection part of a librdkafka configuration: servers, client id, security.
+    pub fn client_config(&self) -> Result<ClientConfig, KafkaSetupError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", &self.client_id);
+        let tls = match &self.auth {
+            KafkaAuth::None => {
+                config.set("security.protocol", "plaintext");
+                false
+            }
+            KafkaAuth::Tls => {
+                config.set("security.protocol", "ssl");
+                true
+            }
+            KafkaAuth::Sasl {
+                mechanism,
+                credentials,
+                over_tls,
+            } => {
+                let SaslCredentials::Given { username, password } = credentials else {
+                    let SaslCredentials::FromSecret { arn } = credentials else {
+                        unreachable!()
+                    };
+                    return Err(KafkaSetupError::Unresolved { arn: arn.clone() });
+                };
+                config
+                    .set(
+                        "security.protocol",
+                        if *over_tls {
+                            "sasl_ssl"
+                        } else {
+                            "sasl_plaintext"
+                        },
+                    )
+                    .set("sasl.mechanism", mechanism.as_str())
+                    .set("sasl.username", username)
+                    .set("sasl.password", password.expose());
+                *over_tls
+            }
+            KafkaAuth::MskIam { .. } => {
+                config
+                    .set("security.protocol", "sasl_ssl")
+                    .set("sasl.mechanism", "OAUTHBEARER");
+                true
+            }
+        };
+        if tls {
+            // Without a CA file, probe the system's usual bundle locations: the OpenSSL default
+            // compiled into librdkafka points at the build machine's paths, not Lambda's.
+            match &self.tls.ca {
+                Some(ca) => config.set("ssl.ca.location", ca.display().to_string()),
+                None => config.set("ssl.ca.location", "probe"),
+            };
+            if let (Some(cert), Some(key)) = (&self.tls.certificate, &self.tls.key) {
+                config
+                    .set("ssl.certificate.location", cert.display().to_string())
+                    .set("ssl.key.location", key.display().to_string());
+                if let Some(password) = &self.tls.key_password {
+                    config.set("ssl.key.password", password.expose());
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// A producer configuration that never loses or duplicates a message on its own retries:
+    /// idempotence on, `acks=all`, lz4, a short linger for batching.
+    pub fn producer_config(&self) -> Result<ClientConfig, KafkaSetupError> {
+        let mut config = self.client_config()?;
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set(
+                "message.timeout.ms",
+                self.delivery_timeout.as_millis().max(1).to_string(),
+            )
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4");
+        self.apply_properties(&mut config);
+        Ok(config)
+    }
+
+    /// A consumer configuration for tools that assign partitions themselves (no offsets committed).
+    pub fn consumer_config(&self, group_id: &str) -> Result<ClientConfig, KafkaSetupError> {
+        let mut config = self.client_config()?;
+        config
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true");
+        self.apply_properties(&mut config);
+        Ok(config)
+    }
+
+    fn apply_properties(&self, config: &mut ClientConfig) {
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+    }
+
+    /// The client context: signs MSK IAM tokens when the settings say so.
+    pub fn context(&self) -> KafkaClientContext {
+        match &self.auth {
+            KafkaAuth::MskIam { region } => KafkaClientContext::msk_iam(region),
+            _ => KafkaClientContext::plain(),
+        }
+    }
+
+    /// An idempotent producer for these settings.
+    pub fn create_producer(&self) -> Result<FutureProducer<KafkaClientContext>, KafkaSetupError> {
+        Ok(self
+            .producer_config()?
+            .create_with_context(self.context())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<KafkaSettings, Vec<String>> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| map.get(k).cloned();
+        let mut r = EnvReader::new(&lookup);
+        let s = KafkaSettings::from_env(&mut r, "fn", Duration::from_secs(5));
+        if r.problems.is_empty() {
+            Ok(s.expect("bootstrap servers given"))
+        } else {
+            Err(r.problems)
+        }
+    }
+
+    fn get(config: &ClientConfig, key: &str) -> Option<String> {
+        config.get(key).map(str::to_owned)
+    }
+
+    #[test]
+    fn plaintext_by_default() {
+        let s = settings(&[("KAFKA_BOOTSTRAP_SERVERS", "b:9092")]).unwrap();
+        assert_eq!(s.auth, KafkaAuth::None);
+        assert_eq!(s.client_id, "fn");
+        let c = s.producer_config().unwrap();
+        assert_eq!(get(&c, "security.protocol").as_deref(), Some("plaintext"));
+        assert_eq!(get(&c, "enable.idempotence").as_deref(), Some("true"));
+        assert_eq!(get(&c, "acks").as_deref(), Some("all"));
+        assert_eq!(get(&c, "message.timeout.ms").as_deref(), Some("5000"));
+    }
+
+    #[test]
+    fn scram_with_given_credentials_over_tls() {
+        let s = settings(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "b:9096"),
+            ("KAFKA_AUTH", "SCRAM-SHA-512"),
+            ("KAFKA_SASL_USERNAME", "alice"),
+            ("KAFKA_SASL_PASSWORD", " p w "),
+        ])
+        .unwrap();
+        let c = s.producer_config().unwrap();
+        assert_eq!(get(&c, "security.protocol").as_deref(), Some("sasl_ssl"));
+        assert_eq!(get(&c, "sasl.mechanism").as_deref(), Some("SCRAM-SHA-512"));
+        assert_eq!(get(&c, "sasl.username").as_deref(), Some("alice"));
+        assert_eq!(
+            get(&c, "sasl.password").as_deref(),
+            Some(" p w "),
+            "passwords are not trimmed"
+        );
+        assert_eq!(get(&c, "ssl.ca.location").as_deref(), Some("probe"));
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("p w"), "the password never shows: {shown}");
+        // librdkafka accepts the configuration (SCRAM needs the ssl feature compiled in).
+        s.create_producer().unwrap();
+    }
+
+    #[test]
+    fn plain_without_tls_and_scram_256_from_a_secret() {
+        let s = settings(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "b:9092"),
+            ("KAFKA_AUTH", "plain"),
+            ("KAFKA_SASL_USERNAME", "u"),
+            ("KAFKA_SASL_PASSWORD", "p"),
+            ("KAFKA_SASL_TLS", "false"),
+        ])
+        .unwrap();
+        let c = s.client_config().unwrap();
+        assert_eq!(
+            get(&c, "security.protocol").as_deref(),
+            Some("sasl_plaintext")
+        );
+        assert_eq!(get(&c, "ssl.ca.location"), None);
+
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:AmazonMSK_x";
+        let s = settings(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "b:9096"),
+            ("KAFKA_AUTH", "scram-sha-256"),
+            ("KAFKA_SASL_SECRET_ARN", arn),
+        ])
+        .unwrap();
+        let error = s.client_config().unwrap_err().to_string();
+        assert!(error.contains("resolve_secrets"), "{error}");
+    }
+
+    #[test]
+    fn msk_iam_signs_for_the_region() {
+        let s = settings(&[
+            (
+                "KAFKA_BOOTSTRAP_SERVERS",
+                "b-1.c.kafka.eu-west-1.amazonaws.com:9098",
+            ),
+            ("KAFKA_AUTH", "iam"),
+            ("AWS_REGION", "eu-west-1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.auth,
+            KafkaAuth::MskIam {
+                region: "eu-west-1".into()
+            }
+        );
+        let c = s.client_config().unwrap();
+        assert_eq!(get(&c, "security.protocol").as_deref(), Some("sasl_ssl"));
+        assert_eq!(get(&c, "sasl.mechanism").as_deref(), Some("OAUTHBEARER"));
+    }
+
+    #[test]
+    fn mutual_tls_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["ca.pem", "cert.pem", "key.pem"] {
+            std::fs::write(dir.path().join(f), "-----BEGIN-----").unwrap();
+        }
+        let p = |f: &str| dir.path().join(f).display().to_string();
+        let (ca, cert, key) = (p("ca.pem"), p("cert.pem"), p("key.pem"));
+        let s = settings(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "b:9094"),
+            ("KAFKA_AUTH", "tls"),
+            ("KAFKA_TLS_CA_PATH", &ca),
+            ("KAFKA_TLS_CERT_PATH", &cert),
+            ("KAFKA_TLS_KEY_PATH", &key),
+            ("KAFKA_TLS_KEY_PASSWORD", "kp"),
+            (
+                "KAFKA_PROPERTIES",
+                "socket.keepalive.enable=true; request.timeout.ms = 20000",
+            ),
+        ])
+        .unwrap();
+        let c = s.producer_config().unwrap();
+        assert_eq!(get(&c, "security.protocol").as_deref(), Some("ssl"));
+        assert_eq!(get(&c, "ssl.ca.location"), Some(ca));
+        assert_eq!(get(&c, "ssl.certificate.location"), Some(cert));
+        assert_eq!(get(&c, "ssl.key.password").as_deref(), Some("kp"));
+        assert_eq!(get(&c, "request.timeout.ms").as_deref(), Some("20000"));
+        assert!(!format!("{s:?}").contains("kp"));
+    }
+
+    #[test]
+    fn every_inconsistency_is_named() {
+        let problems = settings(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "b:9092"),
+            ("KAFKA_AUTH", "kerberos"),
+            ("KAFKA_SASL_USERNAME", "u"),
+        ])
+        .unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("KAFKA_AUTH=\"kerberos\""));
+        assert!(problems[1].contains("KAFKA_SASL_USERNAME set, but KAFKA_AUTH=kerberos"));
+
+        let problems = settings(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "b"),
+            ("KAFKA_AUTH", "scram-sha-512"),
+            ("KAFKA_SASL_USERNAME", "u"),
+        ])
+        .unwrap_err();
+        assert!(
+            problems[0].contains("the password is missing"),
+            "{problems:?}"
+        );
+
+        let problems = settings(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "b"),
+            ("KAFKA_AUTH", "scram-sha-512"),
+            ("KAFKA_SASL_USERNAME", "u"),
+            ("KAFKA_SASL_PASSWORD", "p"),
+            (
+                "KAFKA_SASL_SECRET_ARN",
+                "arn:aws:secretsmanager:r:1:secret:s",
+            ),
+        ])
+        .unwrap_err();
+        assert!(problems[0].contains("one way only"), "{problems:?}");
+
+        let problems = settings(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "b"),
+            ("KAFKA_AUTH", "iam"),
+            ("KAFKA_SASL_TLS", "false"),
+        ])
+        .unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[1].contains("AWS_REGION"));
+
+        let problems = settings(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "b"),
+            ("KAFKA_TLS_CERT_PATH", "/no/such/cert.pem"),
+            ("KAFKA_PROPERTIES", "acks"),
+        ])
+        .unwrap_err();
+        let all = problems.join("\n");
+        assert!(all.contains("not a readable file"), "{all}");
+        assert!(all.contains("go together"), "{all}");
+        assert!(all.contains("not TLS"), "{all}");
+        assert!(all.contains("not key=value"), "{all}");
+    }
+}
