@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::env::EnvReader;
 use crate::kafka::KafkaSettings;
 use crate::processor::ProcessorSettings;
+use crate::producer::ProducerSettings;
 use crate::retry::Backoff;
 use crate::telemetry::{AlertRule, DEFAULT_ALERT_RULES, DEFAULT_ALERTS_TOPIC, parse_rules};
 
@@ -176,22 +177,7 @@ impl ConsumerConfig {
             }
         };
         let kafka = KafkaSettings::from_env(&mut r, &function_name, processor.publish_timeout);
-        let log_format = match r
-            .text("LOG_FORMAT")
-            .map(|v| v.to_ascii_lowercase())
-            .as_deref()
-        {
-            None if on_lambda => LogFormat::Json,
-            None => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some("text") => LogFormat::Text,
-            Some(other) => {
-                r.problems.push(format!(
-                    "LOG_FORMAT={other:?} is not valid: expected json or text"
-                ));
-                LogFormat::Text
-            }
-        };
+        let log_format = read_log_format(&mut r, on_lambda);
         if !r.problems.is_empty() {
             return Err(ConfigError {
                 problems: r.problems,
@@ -208,6 +194,104 @@ impl ConsumerConfig {
             function_name,
             log_format,
         })
+    }
+}
+
+/// Everything the producer Lambda reads from its environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProducerConfig {
+    /// `KAFKA_*`: where and how to produce (required).
+    pub kafka: KafkaSettings,
+    /// `METRICS_TOPIC` (default `telemetry.metrics`) and `PRODUCER_DLQ_TOPIC` (default `<topic>.dlq`).
+    pub producer: ProducerSettings,
+    /// `GENERATE_COUNT`: metrics collected per scheduled run (default 10).
+    pub scheduled_count: usize,
+    /// `SAFETY_MARGIN_MS`: time kept in reserve before the Lambda deadline.
+    pub safety_margin: Duration,
+    /// `LOG_FORMAT`.
+    pub log_format: LogFormat,
+}
+
+impl ProducerConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup`.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut r = EnvReader::new(lookup);
+        let on_lambda = r.text("AWS_LAMBDA_FUNCTION_NAME").is_some();
+        let function_name = r
+            .text("AWS_LAMBDA_FUNCTION_NAME")
+            .unwrap_or_else(|| "kafka-esm-producer".into());
+        let delivery_timeout =
+            Duration::from_millis(r.number("PUBLISH_TIMEOUT_MS", 10_000, 100, 900_000));
+        let kafka = KafkaSettings::from_env(&mut r, &function_name, delivery_timeout);
+        if r.text("KAFKA_BOOTSTRAP_SERVERS").is_none() {
+            r.problem("KAFKA_BOOTSTRAP_SERVERS is not set: the producer writes to Kafka; set it to the cluster's host:port list");
+        }
+        let topic = r
+            .text("METRICS_TOPIC")
+            .unwrap_or_else(|| "telemetry.metrics".into());
+        let dead_letter_topic = r
+            .text("PRODUCER_DLQ_TOPIC")
+            .unwrap_or_else(|| format!("{topic}.dlq"));
+        for (name, value) in [
+            ("METRICS_TOPIC", &topic),
+            ("PRODUCER_DLQ_TOPIC", &dead_letter_topic),
+        ] {
+            if !valid_topic(value) {
+                r.problem(format!(
+                    "{name}={value:?} is not a Kafka topic name: use letters, digits, `.`, `_` and `-` (at most 249)"
+                ));
+            }
+        }
+        if topic == dead_letter_topic {
+            r.problem("PRODUCER_DLQ_TOPIC must differ from METRICS_TOPIC");
+        }
+        let scheduled_count = r.number(
+            "GENERATE_COUNT",
+            10,
+            0,
+            crate::producer::MAX_GENERATE as u64,
+        ) as usize;
+        let safety_margin = Duration::from_millis(r.number("SAFETY_MARGIN_MS", 2_000, 0, 600_000));
+        let log_format = read_log_format(&mut r, on_lambda);
+        match (r.problems.is_empty(), kafka) {
+            (true, Some(kafka)) => Ok(Self {
+                kafka,
+                producer: ProducerSettings {
+                    topic,
+                    dead_letter_topic,
+                },
+                scheduled_count,
+                safety_margin,
+                log_format,
+            }),
+            _ => Err(ConfigError {
+                problems: r.problems,
+            }),
+        }
+    }
+}
+
+fn read_log_format(r: &mut EnvReader<'_>, on_lambda: bool) -> LogFormat {
+    match r
+        .text("LOG_FORMAT")
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
+        None if on_lambda => LogFormat::Json,
+        None => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some("text") => LogFormat::Text,
+        Some(other) => {
+            r.problem(format!(
+                "LOG_FORMAT={other:?} is not valid: expected json or text"
+            ));
+            LogFormat::Text
+        }
     }
 }
 
@@ -291,6 +375,35 @@ mod tests {
             )]))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn the_producer_configuration() {
+        let lookup = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c =
+            ProducerConfig::from_lookup(&lookup(&[("KAFKA_BOOTSTRAP_SERVERS", "b:9092")])).unwrap();
+        assert_eq!(c.producer.topic, "telemetry.metrics");
+        assert_eq!(c.producer.dead_letter_topic, "telemetry.metrics.dlq");
+        assert_eq!(c.scheduled_count, 10);
+        let e = ProducerConfig::from_lookup(&lookup(&[
+            ("METRICS_TOPIC", "m"),
+            ("PRODUCER_DLQ_TOPIC", "m"),
+            ("KAFKA_AUTH", "scram-sha-512"),
+        ]))
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("KAFKA_BOOTSTRAP_SERVERS is not set"),
+            "{text}"
+        );
+        assert!(text.contains("must differ"), "{text}");
+        assert!(text.contains("needs credentials"), "{text}");
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //! invocation and loses nothing.
 
 use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::Consumed;
 
 use kafka_esm::app::telemetry_consumer;
 use kafka_esm::config::ConsumerConfig;
@@ -15,75 +19,14 @@ use kafka_esm::kafka::KafkaSettings;
 use kafka_esm::record::{Header, KafkaRecord, TimestampType};
 use kafka_esm::retry::Deadline;
 use kafka_esm::sink::KafkaSink;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const SOURCE: &str = "telemetry.metrics-eu";
 const DLQ: &str = "telemetry.metrics-eu.dlq";
 const ALERTS: &str = "telemetry.alerts";
 
-/// A consumed message, owned.
-#[derive(Debug)]
-struct Consumed {
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-impl Consumed {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, v)| v.clone())
-            .map(|v| String::from_utf8(v).unwrap())
-    }
-}
-
-/// Reads `topic` partition 0 from the beginning until `expected` messages arrive or 15 s pass, then
-/// a little longer to catch any extra copy.
 fn consume(bootstrap: &str, topic: &str, expected: usize) -> Vec<Consumed> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "verifier")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&assignment).unwrap();
-    let mut out = Vec::new();
-    let started = Instant::now();
-    let mut settle_until = None;
-    while started.elapsed() < Duration::from_secs(15) {
-        if out.len() >= expected {
-            let until =
-                *settle_until.get_or_insert_with(|| Instant::now() + Duration::from_millis(500));
-            if Instant::now() > until {
-                break;
-            }
-        }
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let headers = m
-                .headers()
-                .map(|hs| {
-                    hs.iter()
-                        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(Consumed {
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-                headers,
-            });
-        }
-    }
-    out
+    common::consume(bootstrap, topic, 1, expected)
 }
 
 fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
