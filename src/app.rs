@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::config::{ConsumerConfig, StoreChoice};
 use crate::consumer::Consumer;
-use crate::idempotency::{IdempotencyStore, LocalStore, MemoryStore, StoreError};
+use crate::idempotency::{DynamoDbStore, IdempotencyStore, LocalStore, MemoryStore, StoreError};
 use crate::processor::Processor;
 use crate::sink::MessageSink;
 use crate::telemetry::TelemetryHandler;
@@ -26,10 +26,27 @@ pub fn telemetry_consumer(
     Consumer::new(processor, config.partial_batch_response)
 }
 
-/// The store the configuration names.
-pub fn open_store(choice: &StoreChoice) -> Result<Arc<dyn IdempotencyStore>, StoreError> {
+/// The store the configuration names. A DynamoDB client takes its region and credentials from the
+/// usual AWS sources (the Lambda's role); see [`open_store_with`] to pass an AWS configuration.
+pub async fn open_store(choice: &StoreChoice) -> Result<Arc<dyn IdempotencyStore>, StoreError> {
     Ok(match choice {
         StoreChoice::Memory => Arc::new(MemoryStore::new()),
         StoreChoice::Local(path) => Arc::new(LocalStore::open(path)?),
+        StoreChoice::DynamoDb { table } => Arc::new(DynamoDbStore::from_env(table.clone()).await),
+    })
+}
+
+/// As [`open_store`], with a DynamoDB client built from `aws` (a region or endpoint set by a tool).
+pub fn open_store_with(
+    choice: &StoreChoice,
+    aws: &aws_config::SdkConfig,
+) -> Result<Arc<dyn IdempotencyStore>, StoreError> {
+    Ok(match choice {
+        StoreChoice::Memory => Arc::new(MemoryStore::new()),
+        StoreChoice::Local(path) => Arc::new(LocalStore::open(path)?),
+        StoreChoice::DynamoDb { table } => Arc::new(DynamoDbStore::new(
+            aws_sdk_dynamodb::Client::new(aws),
+            table.clone(),
+        )),
     })
 }

@@ -45,6 +45,11 @@ pub enum StoreChoice {
     Memory,
     /// A redb file at this path.
     Local(PathBuf),
+    /// A DynamoDB table shared by every container (`IDEMPOTENCY_TABLE`).
+    DynamoDb {
+        /// The table's name.
+        table: String,
+    },
 }
 
 /// Everything the consumer reads from its environment.
@@ -60,7 +65,7 @@ pub struct ConsumerConfig {
     pub alerts_topic: String,
     /// `ALERT_RULES`.
     pub alert_rules: Vec<AlertRule>,
-    /// `IDEMPOTENCY_STORE` (+ `IDEMPOTENCY_LOCAL_PATH`).
+    /// `IDEMPOTENCY_STORE` (+ `IDEMPOTENCY_LOCAL_PATH` or `IDEMPOTENCY_TABLE`).
     pub store: StoreChoice,
     /// `KAFKA_BOOTSTRAP_SERVERS` (+ `KAFKA_CLIENT_ID`): where DLQ and alerts go.
     pub kafka: Option<KafkaSettings>,
@@ -169,9 +174,25 @@ impl ConsumerConfig {
                     .map(PathBuf::from)
                     .unwrap_or_else(|| PathBuf::from("/tmp/kafka-esm/idempotency.redb")),
             ),
+            Some("dynamodb") => match r.text("IDEMPOTENCY_TABLE") {
+                Some(table) if valid_table(&table) => StoreChoice::DynamoDb { table },
+                Some(table) => {
+                    r.problems.push(format!(
+                        "IDEMPOTENCY_TABLE={table:?} is not a DynamoDB table name: use 3 to 255 letters, digits, `_`, `-` and `.`"
+                    ));
+                    StoreChoice::Memory
+                }
+                None => {
+                    r.problems.push(
+                        "IDEMPOTENCY_TABLE is not set: IDEMPOTENCY_STORE=dynamodb needs the table's name"
+                            .into(),
+                    );
+                    StoreChoice::Memory
+                }
+            },
             Some(other) => {
                 r.problems.push(format!(
-                    "IDEMPOTENCY_STORE={other:?} is not valid: expected memory or local"
+                    "IDEMPOTENCY_STORE={other:?} is not valid: expected memory, local or dynamodb"
                 ));
                 StoreChoice::Memory
             }
@@ -295,6 +316,14 @@ fn read_log_format(r: &mut EnvReader<'_>, on_lambda: bool) -> LogFormat {
     }
 }
 
+/// DynamoDB's rule for table names.
+pub fn valid_table(name: &str) -> bool {
+    (3..=255).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// Kafka's rule for topic names.
 pub fn valid_topic(name: &str) -> bool {
     !name.is_empty()
@@ -351,6 +380,36 @@ mod tests {
         assert_eq!(c.store, StoreChoice::Local("/tmp/x.redb".into()));
         assert_eq!(c.processor.backoff.max_attempts, 3);
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn the_dynamodb_store_needs_a_valid_table_reported_with_the_other_problems() {
+        let c = config(&[
+            ("IDEMPOTENCY_STORE", "dynamodb"),
+            ("IDEMPOTENCY_TABLE", "kafka-esm.idempotency_keys"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.store,
+            StoreChoice::DynamoDb {
+                table: "kafka-esm.idempotency_keys".into()
+            }
+        );
+        let e = config(&[("IDEMPOTENCY_STORE", "dynamodb"), ("LOG_FORMAT", "xml")]).unwrap_err();
+        assert_eq!(e.problems.len(), 2, "{e}");
+        assert!(
+            e.to_string().contains("IDEMPOTENCY_TABLE is not set"),
+            "{e}"
+        );
+        let e = config(&[
+            ("IDEMPOTENCY_STORE", "dynamodb"),
+            ("IDEMPOTENCY_TABLE", "no spaces"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert!(e.to_string().contains("not a DynamoDB table name"), "{e}");
+        assert!(!valid_table("ab"));
+        assert!(!valid_table(&"a".repeat(256)));
     }
 
     #[test]

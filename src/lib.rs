@@ -24,6 +24,7 @@ pub mod observability;
 pub mod processor;
 pub mod producer;
 pub mod record;
+pub mod redrive;
 pub mod replay;
 pub mod response;
 pub mod retry;

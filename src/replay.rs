@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::app::{open_store, telemetry_consumer};
-use crate::config::{ConsumerConfig, StoreChoice};
+use crate::app::telemetry_consumer;
+use crate::config::ConsumerConfig;
 use crate::consumer::Consumer;
 use crate::handler::InvocationInfo;
+use crate::idempotency::LocalStore;
 use crate::kafka::KafkaSettings;
 use crate::processor::RecordOutcome;
 use crate::retry::Deadline;
@@ -137,10 +138,10 @@ impl Replayer {
             std::fs::remove_dir_all(&options.state_dir).map_err(|e| state_error(&e))?;
         }
         std::fs::create_dir_all(&options.state_dir).map_err(|e| state_error(&e))?;
-        let store = open_store(&StoreChoice::Local(
-            options.state_dir.join("idempotency.redb"),
-        ))
-        .map_err(|e| state_error(&e))?;
+        let store = Arc::new(
+            LocalStore::open(&options.state_dir.join("idempotency.redb"))
+                .map_err(|e| state_error(&e))?,
+        );
         let sink: Arc<dyn MessageSink> = match &options.brokers {
             Some(brokers) => {
                 let mut settings = config

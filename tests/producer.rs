@@ -351,3 +351,53 @@ async fn what_the_producer_writes_the_consumer_turns_into_alerts() {
     assert_eq!(again.report.counts().duplicates, 40);
     assert_eq!(alerts.len(), 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn esm_produce_loads_a_broker_from_a_file_or_generated_metrics() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let esm = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_esm"))
+            .arg("produce")
+            .args(["--brokers", &bootstrap, "--json"])
+            .args(args)
+            .env_remove("KAFKA_AUTH")
+            .output()
+            .unwrap()
+    };
+    let out = esm(&["--generate", "2500", "--rate", "5000"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["delivered"], 2500);
+    assert!(
+        summary["seconds"].as_f64().unwrap() >= 0.4,
+        "paced to 5000/s: {summary}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("metrics.jsonl");
+    let lines = [
+        metric(7, 1, 91.0).to_string(),
+        "{\"value\": 1}".into(),
+        metric(7, 2, 12.0).to_string(),
+    ];
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = esm(&["--file", file.to_str().unwrap()]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (summary["delivered"].as_u64(), summary["rejected"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("record 1:"),
+        "the rejected record is named"
+    );
+    assert_eq!(common::consume(&bootstrap, TOPIC, 3, 2502).len(), 2502);
+
+    let out = esm(&[]);
+    assert_eq!(out.status.code(), Some(2));
+}

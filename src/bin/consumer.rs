@@ -31,7 +31,7 @@ async fn start() -> Result<(ConsumerConfig, Consumer<TelemetryHandler>), Box<dyn
         .await?;
     // One producer per container, shared by dead letters and alerts, reused across invocations.
     let sink = Arc::new(KafkaSink::new(&kafka)?);
-    let store = open_store(&config.store)?;
+    let store = open_store(&config.store).await?;
     let consumer = telemetry_consumer(&config, store, sink.clone(), sink);
     Ok((config, consumer))
 }

@@ -1,16 +1,19 @@
 //! `esm`: the command-line tool. `esm replay` runs event files through the consumer locally;
-//! `esm generate` writes realistic batches.
+//! `esm produce` writes metric events to Kafka through the producer's code; `esm generate` writes
+//! realistic batches.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kafka_esm::config::{ConsumerConfig, LogFormat};
+use kafka_esm::config::{ConsumerConfig, LogFormat, ProducerConfig};
 use kafka_esm::encode::Source;
-use kafka_esm::generate::{GenerateOptions, generate_event};
+use kafka_esm::generate::{GenerateOptions, generate_event, generate_metrics};
 use kafka_esm::observability;
+use kafka_esm::producer::{MetricProducer, ProducerRequest, RecordStatus};
 use kafka_esm::replay::{ReplayOptions, Replayer, event_files, render_table};
+use kafka_esm::retry::{Deadline, now_ms};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +49,32 @@ enum Command {
         #[arg(long, default_value_t = 60_000)]
         timeout_ms: u64,
     },
+    /// Produce metric events to Kafka through the producer Lambda's code (idempotent, acks=all):
+    /// from a file (a JSON array, `{"metrics": [...]}`, or one metric per line) or generated.
+    /// Authentication comes from the KAFKA_* variables, as for the Lambda.
+    Produce {
+        /// Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Topic (default: METRICS_TOPIC, else telemetry.metrics).
+        #[arg(long)]
+        topic: Option<String>,
+        /// A file of metric events.
+        #[arg(long, conflicts_with = "generate")]
+        file: Option<PathBuf>,
+        /// Generate this many metrics instead.
+        #[arg(long)]
+        generate: Option<usize>,
+        /// At most this many records per second (default: as fast as the broker takes them).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// One JSON summary line at the end.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recover batches the ESM gave up on: read its on-failure SQS queue, read the failed offsets
+    /// back from Kafka and re-run them through the consumer (or copy them to the dead-letter topic).
+    Redrive(kafka_esm::redrive::cli::RedriveArgs),
     /// Write a realistic telemetry batch as an ESM event.
     Generate {
         /// Number of records (ignored with --max-bytes unless smaller).
@@ -106,6 +135,15 @@ async fn main() -> ExitCode {
             };
             replay(&paths, json, &options).await
         }
+        Command::Produce {
+            brokers,
+            topic,
+            file,
+            generate,
+            rate,
+            json,
+        } => produce(brokers, topic, file, generate, rate, json).await,
+        Command::Redrive(args) => kafka_esm::redrive::cli::run(args).await,
         Command::Generate {
             records,
             max_bytes,
@@ -145,6 +183,173 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+async fn produce(
+    brokers: Option<String>,
+    topic: Option<String>,
+    file: Option<PathBuf>,
+    generate: Option<usize>,
+    rate: Option<u64>,
+    json: bool,
+) -> ExitCode {
+    let overrides = [
+        ("KAFKA_BOOTSTRAP_SERVERS", brokers),
+        ("METRICS_TOPIC", topic),
+    ];
+    let lookup = |name: &str| {
+        overrides
+            .iter()
+            .find(|(n, v)| *n == name && v.is_some())
+            .and_then(|(_, v)| v.clone())
+            .or_else(|| std::env::var(name).ok())
+    };
+    let config = match ProducerConfig::from_lookup(&lookup) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("esm produce: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    observability::init_with_default(LogFormat::Text, "warn");
+    let started = async {
+        let kafka = config.kafka.clone().resolve_secrets().await?;
+        Ok::<_, kafka_esm::kafka::KafkaSetupError>(MetricProducer::new(
+            kafka.create_producer()?,
+            config.producer.clone(),
+        ))
+    };
+    let producer = match started.await {
+        Ok(producer) => producer,
+        Err(e) => {
+            eprintln!("esm produce: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let source = match (file, generate) {
+        (Some(path), _) => match read_metrics(&path) {
+            Ok(metrics) => MetricSource::File(metrics),
+            Err(e) => {
+                eprintln!("esm produce: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, Some(n)) => MetricSource::Generate(n),
+        (None, None) => {
+            eprintln!("esm produce: give --file FILE or --generate N");
+            return ExitCode::from(2);
+        }
+    };
+    let chunk = rate.map_or(10_000, |r| r.clamp(1, 100_000) as usize);
+    let total = source.len();
+    let (mut delivered, mut rejected, mut dead_lettered, mut not_delivered) = (0, 0, 0, 0);
+    let began = std::time::Instant::now();
+    let mut sent = 0;
+    let mut chunk_index = 0u64;
+    while sent < total {
+        let n = chunk.min(total - sent);
+        let metrics = source.take(sent, n, chunk_index);
+        let deadline = Deadline::after(Duration::from_secs(120), Duration::ZERO);
+        let report = producer.produce(metrics, &deadline).await;
+        delivered += report.delivered;
+        rejected += report.rejected;
+        dead_lettered += report.dead_lettered;
+        not_delivered += report.not_delivered;
+        for r in report
+            .results
+            .iter()
+            .filter(|r| !matches!(r.status, RecordStatus::Delivered { .. }))
+        {
+            eprintln!(
+                "record {}: {}",
+                sent + r.index,
+                serde_json::to_string(&r.status).unwrap_or_default()
+            );
+        }
+        sent += n;
+        chunk_index += 1;
+        if let Some(rate) = rate {
+            // Pace to `rate` records per second overall.
+            let due = Duration::from_secs_f64(sent as f64 / rate.max(1) as f64);
+            if let Some(wait) = due.checked_sub(began.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        if !json {
+            eprint!("\r{sent}/{total} sent, {delivered} delivered");
+        }
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    let summary = serde_json::json!({
+        "topic": producer.settings().topic, "records": total, "delivered": delivered, "rejected": rejected,
+        "dead_lettered": dead_lettered, "not_delivered": not_delivered,
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+        "records_per_second": (total as f64 / seconds.max(1e-9)).round(),
+    });
+    if json {
+        println!("{summary}");
+    } else {
+        eprintln!();
+        println!(
+            "{total} records to {}: {delivered} delivered, {rejected} rejected, {dead_lettered} dead-lettered, {not_delivered} not delivered in {seconds:.2} s ({:.0} records/s)",
+            producer.settings().topic,
+            total as f64 / seconds.max(1e-9)
+        );
+    }
+    if not_delivered > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Where `esm produce` takes metrics from.
+enum MetricSource {
+    File(Vec<serde_json::Value>),
+    Generate(usize),
+}
+
+impl MetricSource {
+    fn len(&self) -> usize {
+        match self {
+            Self::File(metrics) => metrics.len(),
+            Self::Generate(n) => *n,
+        }
+    }
+
+    /// `n` metrics from position `from`; generated ones get ids unique to their chunk.
+    fn take(&self, from: usize, n: usize, chunk: u64) -> Vec<serde_json::Value> {
+        match self {
+            Self::File(metrics) => metrics[from..from + n].to_vec(),
+            Self::Generate(_) => generate_metrics(now_ms() ^ (chunk << 48), n)
+                .iter()
+                .map(|m| serde_json::to_value(m).expect("a metric serializes"))
+                .collect(),
+        }
+    }
+}
+
+/// A JSON array, a producer request, or one metric per line.
+fn read_metrics(path: &std::path::Path) -> Result<Vec<serde_json::Value>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
+        return match ProducerRequest::from_json(value, 0).map_err(|e| e.to_string())? {
+            ProducerRequest::Metrics(metrics) => Ok(metrics),
+            ProducerRequest::Generate(_) => Err(format!(
+                "{} asks to generate: use --generate N",
+                path.display()
+            )),
+        };
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| format!("{} line {}: not JSON: {e}", path.display(), n + 1))
+        })
+        .collect()
 }
 
 async fn replay(paths: &[PathBuf], json: bool, options: &ReplayOptions) -> ExitCode {

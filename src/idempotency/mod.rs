@@ -9,11 +9,13 @@
 //! The trait is shaped for stores with conditional writes (DynamoDB's `ConditionExpression`), plus one
 //! batch read ([`IdempotencyStore::completed`]) so duplicates are found without a round trip each.
 
+mod dynamodb;
 mod local;
 mod memory;
 
 use async_trait::async_trait;
 
+pub use dynamodb::DynamoDbStore;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 

@@ -528,7 +528,7 @@ mod tests {
         let shown = format!("{s:?}");
         assert!(!shown.contains("p w"), "the password never shows: {shown}");
         // librdkafka accepts the configuration (SCRAM needs the ssl feature compiled in).
-        s.create_producer().unwrap();
+        let _producer = s.create_producer().unwrap();
     }
 
     #[test]

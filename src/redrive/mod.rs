@@ -1,0 +1,588 @@
+//! `esm redrive`: recover the batches the event source mapping gave up on.
+//!
+//! When retries run out, the ESM writes an on-failure record to its destination. An SQS or SNS
+//! destination receives metadata only ([`on_failure::OnFailureRecord`]: which offsets of which
+//! partitions), so the records must be read back from Kafka ([`fetch::RangeReader`]). Then either:
+//!
+//! - [`Mode::Reprocess`] (the default): the records are re-run through the consumer's own code path,
+//!   an ESM-shaped event ([`crate::encode::encode_event`]) given to [`crate::consumer::Consumer::invoke`]
+//!   of the telemetry consumer built from the same configuration as the Lambda. With the Lambda's
+//!   idempotency store (`IDEMPOTENCY_STORE=dynamodb`) what was already done is skipped as duplicates;
+//! - [`Mode::ToDeadLetterTopic`] (`--to-dlq`): the records are copied to the dead-letter topic with the
+//!   provenance headers of [`crate::dead_letter`] (kind `rejected`, message
+//!   `redriven from the on-failure queue: <condition>`, the failed invocation's request id and function).
+//!
+//! [`Redriver::run_queue`] drains the queue: a message is deleted only once every offset it names is
+//! accounted for (processed, duplicate, dead-lettered or copied, or reported as deleted by
+//! retention). A malformed message, or one whose records could not all be handled, stays on the
+//! queue with the reason in its [`MessageReport`].
+
+pub mod cli;
+pub mod fetch;
+pub mod on_failure;
+mod queue;
+pub mod report;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+pub use fetch::{FetchError, Incomplete, MissingOffsets, RangeFetch, RangePlan, RangeReader};
+pub use on_failure::{FailureCondition, MalformedRecord, OffsetRange, OnFailureRecord};
+pub use report::{MessageReport, MessageStatus, RangeReport, RunSummary};
+
+use crate::app::telemetry_consumer;
+use crate::config::ConsumerConfig;
+use crate::consumer::Consumer;
+use crate::dead_letter::{Failure, PoisonKind, dead_letter_message};
+use crate::encode::{Source, encode_event};
+use crate::handler::InvocationInfo;
+use crate::idempotency::IdempotencyStore;
+use crate::kafka::KafkaSettings;
+use crate::processor::RecordOutcome;
+use crate::record::{DecodedRecord, KafkaRecord};
+use crate::retry::{Deadline, now_ms};
+use crate::sink::{KafkaSink, MessageSink};
+use crate::telemetry::TelemetryHandler;
+
+/// What to do with the records read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Run them through the consumer again (idempotency skips what was done).
+    Reprocess,
+    /// Copy them to the dead-letter topic with provenance headers.
+    ToDeadLetterTopic,
+}
+
+impl Mode {
+    /// `reprocess` or `to-dlq`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reprocess => "reprocess",
+            Self::ToDeadLetterTopic => "to-dlq",
+        }
+    }
+}
+
+/// How to redrive.
+#[derive(Debug, Clone)]
+pub struct RedriveOptions {
+    /// Re-run or copy to the dead-letter topic.
+    pub mode: Mode,
+    /// Read and report only: no record handled, no message deleted, messages made visible again.
+    pub dry_run: bool,
+    /// Read from these brokers instead of each message's `bootstrapServers`.
+    pub brokers: Option<String>,
+    /// Stop after this many messages.
+    pub max_messages: Option<usize>,
+    /// SQS long polling wait, 0..=20 seconds.
+    pub wait_seconds: i32,
+    /// How long received messages stay invisible to others (default: the queue's own setting).
+    pub visibility_timeout: Option<i32>,
+    /// The longest read of one range.
+    pub fetch_timeout: Duration,
+    /// The time budget of each re-run invocation (its idempotency locks expire with it).
+    pub invocation_timeout: Duration,
+    /// Records per re-run invocation.
+    pub chunk_records: usize,
+}
+
+impl Default for RedriveOptions {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Reprocess,
+            dry_run: false,
+            brokers: None,
+            max_messages: None,
+            wait_seconds: 20,
+            visibility_timeout: None,
+            fetch_timeout: Duration::from_secs(60),
+            invocation_timeout: Duration::from_secs(300),
+            chunk_records: 1_000,
+        }
+    }
+}
+
+/// The redrive could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RedriveError {
+    /// Options that cannot work together.
+    #[error("invalid options: {0}")]
+    Options(String),
+    /// The queue could not be read.
+    #[error(
+        "cannot receive messages from {queue_url}: {message}; check the queue URL, the region, the endpoint and the credentials"
+    )]
+    Receive {
+        /// The queue.
+        queue_url: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Redrives on-failure messages (see the module documentation).
+pub struct Redriver {
+    config: ConsumerConfig,
+    options: RedriveOptions,
+    store: Arc<dyn IdempotencyStore>,
+    /// Explicit (dead letters, alerts) sinks; otherwise Kafka sinks to the cluster.
+    sinks: Option<(Arc<dyn MessageSink>, Arc<dyn MessageSink>)>,
+    readers: Mutex<HashMap<String, Arc<RangeReader>>>,
+    kafka_sinks: Mutex<HashMap<String, Arc<KafkaSink>>>,
+    consumers: Mutex<HashMap<String, Arc<Consumer<TelemetryHandler>>>>,
+}
+
+impl std::fmt::Debug for Redriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redriver")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redriver {
+    /// A redriver with the consumer's configuration (its SASL secret already resolved), options,
+    /// and the idempotency store re-runs use (the Lambda's own, to skip what it did).
+    pub fn new(
+        config: ConsumerConfig,
+        options: RedriveOptions,
+        store: Arc<dyn IdempotencyStore>,
+    ) -> Result<Self, RedriveError> {
+        if !(0..=20).contains(&options.wait_seconds) {
+            return Err(RedriveError::Options(format!(
+                "--wait-seconds {} is out of range: SQS long polling waits 0 to 20 seconds",
+                options.wait_seconds
+            )));
+        }
+        if options.chunk_records == 0 {
+            return Err(RedriveError::Options(
+                "records per invocation must be at least 1".into(),
+            ));
+        }
+        if options.max_messages == Some(0) {
+            return Err(RedriveError::Options(
+                "--max-messages must be at least 1".into(),
+            ));
+        }
+        Ok(Self {
+            config,
+            options,
+            store,
+            sinks: None,
+            readers: Mutex::default(),
+            kafka_sinks: Mutex::default(),
+            consumers: Mutex::default(),
+        })
+    }
+
+    /// Publishes dead letters and alerts through these sinks instead of Kafka (tests, tools).
+    pub fn with_sinks(
+        mut self,
+        dead_letters: Arc<dyn MessageSink>,
+        alerts: Arc<dyn MessageSink>,
+    ) -> Self {
+        self.sinks = Some((dead_letters, alerts));
+        self
+    }
+
+    /// The options.
+    pub fn options(&self) -> &RedriveOptions {
+        &self.options
+    }
+
+    /// Settings for `brokers`, with the configured authentication.
+    fn kafka_settings(&self, brokers: &str) -> KafkaSettings {
+        let mut settings = self
+            .config
+            .kafka
+            .clone()
+            .unwrap_or_else(|| KafkaSettings::new(brokers));
+        settings.bootstrap_servers = brokers.to_owned();
+        settings
+    }
+
+    /// Where dead letters and alerts go: `KAFKA_BOOTSTRAP_SERVERS`, else the cluster read from.
+    fn output_brokers<'a>(&'a self, read_from: &'a str) -> &'a str {
+        self.config
+            .kafka
+            .as_ref()
+            .map_or(read_from, |k| k.bootstrap_servers.as_str())
+    }
+
+    fn reader(&self, brokers: &str) -> Result<Arc<RangeReader>, FetchError> {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reader) = readers.get(brokers) {
+            return Ok(reader.clone());
+        }
+        let reader = Arc::new(RangeReader::new(
+            &self.kafka_settings(brokers),
+            self.options.fetch_timeout,
+        )?);
+        readers.insert(brokers.to_owned(), reader.clone());
+        Ok(reader)
+    }
+
+    fn kafka_sink(&self, brokers: &str) -> Result<Arc<KafkaSink>, String> {
+        let mut sinks = self.kafka_sinks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sink) = sinks.get(brokers) {
+            return Ok(sink.clone());
+        }
+        let sink = Arc::new(
+            KafkaSink::new(&self.kafka_settings(brokers))
+                .map_err(|e| format!("cannot create a Kafka producer for {brokers}: {e}"))?,
+        );
+        sinks.insert(brokers.to_owned(), sink.clone());
+        Ok(sink)
+    }
+
+    fn dead_letter_sink(&self, brokers: &str) -> Result<Arc<dyn MessageSink>, String> {
+        match &self.sinks {
+            Some((dead_letters, _)) => Ok(dead_letters.clone()),
+            None => Ok(self.kafka_sink(brokers)?),
+        }
+    }
+
+    fn consumer(&self, brokers: &str) -> Result<Arc<Consumer<TelemetryHandler>>, String> {
+        let key = if self.sinks.is_some() { "" } else { brokers };
+        if let Some(consumer) = self
+            .consumers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+        {
+            return Ok(consumer.clone());
+        }
+        let (dead_letters, alerts): (Arc<dyn MessageSink>, Arc<dyn MessageSink>) = match &self.sinks
+        {
+            Some((d, a)) => (d.clone(), a.clone()),
+            None => {
+                let sink = self.kafka_sink(brokers)?;
+                (sink.clone(), sink)
+            }
+        };
+        let consumer = Arc::new(telemetry_consumer(
+            &self.config,
+            self.store.clone(),
+            dead_letters,
+            alerts,
+        ));
+        self.consumers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_owned(), consumer.clone());
+        Ok(consumer)
+    }
+
+    /// Handles one on-failure message body. The report's status is [`MessageStatus::Deleted`] when
+    /// every offset is accounted for and the message may be deleted (the queue loop deletes it),
+    /// [`MessageStatus::Left`] with a reason otherwise, [`MessageStatus::DryRun`] in a dry run.
+    pub async fn handle_message(&self, message_id: &str, body: &str) -> MessageReport {
+        let started = Instant::now();
+        let mode = self.options.mode.as_str();
+        let record = match OnFailureRecord::parse(body) {
+            Ok(record) => record,
+            Err(e) => {
+                let mut report = MessageReport::left(
+                    message_id,
+                    mode,
+                    format!("malformed on-failure record: {e}; left on the queue"),
+                );
+                if self.options.dry_run {
+                    report.status = MessageStatus::DryRun;
+                    report.would_delete = Some(false);
+                }
+                return report;
+            }
+        };
+        let mut report = MessageReport {
+            message_id: message_id.to_owned(),
+            status: MessageStatus::Left,
+            reason: None,
+            would_delete: None,
+            mode,
+            request_id: Some(record.request_id.clone()),
+            function_arn: Some(record.function_arn.clone()),
+            condition: Some(record.condition.clone()),
+            brokers: None,
+            ranges: Vec::new(),
+            duration_ms: 0,
+        };
+        let Some(brokers) = self
+            .options
+            .brokers
+            .clone()
+            .or_else(|| record.bootstrap_servers.clone())
+        else {
+            report.reason = Some(
+                "the record names no bootstrapServers: give --brokers host:port; left on the queue"
+                    .into(),
+            );
+            if self.options.dry_run {
+                report.status = MessageStatus::DryRun;
+                report.would_delete = Some(false);
+            }
+            return report;
+        };
+        report.brokers = Some(brokers.clone());
+        for range in &record.ranges {
+            let range_report = if self.options.dry_run {
+                self.plan_range(&brokers, range).await
+            } else {
+                self.redrive_range(message_id, &record, &brokers, range)
+                    .await
+            };
+            report.ranges.push(range_report);
+        }
+        let first_problem = report.ranges.iter().find(|r| !r.accounted_for()).map(|r| {
+            let why = r
+                .error
+                .clone()
+                .or_else(|| r.incomplete.as_ref().map(ToString::to_string))
+                .unwrap_or_else(|| format!("{} records unfinished", r.unfinished));
+            format!("{}-{}: {why}", r.topic, r.partition)
+        });
+        if self.options.dry_run {
+            report.status = MessageStatus::DryRun;
+            report.would_delete = Some(first_problem.is_none());
+            report.reason = first_problem;
+        } else if let Some(problem) = first_problem {
+            report.status = MessageStatus::Left;
+            report.reason = Some(format!(
+                "not every record could be handled ({problem}); left on the queue to try again"
+            ));
+        } else {
+            report.status = MessageStatus::Deleted;
+        }
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        report
+    }
+
+    fn empty_range_report(range: &OffsetRange) -> RangeReport {
+        RangeReport {
+            topic: range.topic.clone(),
+            partition: range.partition,
+            first_offset: range.first_offset,
+            last_offset: range.last_offset,
+            ..RangeReport::default()
+        }
+    }
+
+    async fn plan_range(&self, brokers: &str, range: &OffsetRange) -> RangeReport {
+        let mut out = Self::empty_range_report(range);
+        let planned = match self.reader(brokers) {
+            Ok(reader) => {
+                let range = range.clone();
+                tokio::task::spawn_blocking(move || reader.plan(&range))
+                    .await
+                    .map_err(|e| format!("the Kafka read was interrupted: {e}"))
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match planned {
+            Ok(plan) => {
+                out.low_watermark = Some(plan.low_watermark);
+                out.high_watermark = Some(plan.high_watermark);
+                out.fetched = plan.available;
+                out.missing = plan.missing;
+                if plan.beyond_end > 0 {
+                    out.incomplete = Some(Incomplete::BeyondEnd {
+                        first: range.last_offset + 1 - plan.beyond_end as i64,
+                        last: range.last_offset,
+                        high_watermark: plan.high_watermark,
+                    });
+                }
+            }
+            Err(error) => out.error = Some(error),
+        }
+        out
+    }
+
+    async fn redrive_range(
+        &self,
+        message_id: &str,
+        record: &OnFailureRecord,
+        brokers: &str,
+        range: &OffsetRange,
+    ) -> RangeReport {
+        let mut out = Self::empty_range_report(range);
+        let fetched = match self.reader(brokers) {
+            Ok(reader) => {
+                let range = range.clone();
+                tokio::task::spawn_blocking(move || reader.fetch(&range))
+                    .await
+                    .map_err(|e| format!("the Kafka read was interrupted: {e}"))
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let fetched = match fetched {
+            Ok(fetched) => fetched,
+            Err(error) => {
+                out.error = Some(error);
+                return out;
+            }
+        };
+        out.low_watermark = Some(fetched.low_watermark);
+        out.high_watermark = Some(fetched.high_watermark);
+        out.fetched = fetched.records.len() as u64;
+        out.missing = fetched.missing;
+        out.gaps = fetched.gaps;
+        out.incomplete = fetched.incomplete;
+        if fetched.records.is_empty() {
+            return out;
+        }
+        let output = self.output_brokers(brokers).to_owned();
+        match self.options.mode {
+            Mode::Reprocess => {
+                self.reprocess(
+                    message_id,
+                    record,
+                    brokers,
+                    &output,
+                    &fetched.records,
+                    &mut out,
+                )
+                .await
+            }
+            Mode::ToDeadLetterTopic => {
+                self.copy_to_dead_letters(record, &output, &fetched.records, &mut out)
+                    .await
+            }
+        }
+        out
+    }
+
+    async fn reprocess(
+        &self,
+        message_id: &str,
+        record: &OnFailureRecord,
+        brokers: &str,
+        output: &str,
+        records: &[KafkaRecord],
+        out: &mut RangeReport,
+    ) {
+        let consumer = match self.consumer(output) {
+            Ok(consumer) => consumer,
+            Err(error) => {
+                out.unfinished = records.len() as u64;
+                out.error = Some(error);
+                return;
+            }
+        };
+        let source = match &record.event_source_arn {
+            Some(arn) => Source::Msk {
+                cluster_arn: arn.clone(),
+            },
+            None => Source::SelfManaged,
+        };
+        let mut handled = 0;
+        for (n, chunk) in records.chunks(self.options.chunk_records).enumerate() {
+            let event = encode_event(&source, brokers, chunk);
+            let invocation = InvocationInfo::new(
+                format!("redrive-{message_id}-{}-{}-{n}", out.topic, out.partition),
+                self.config.function_name.clone(),
+                Deadline::after(self.options.invocation_timeout, self.config.safety_margin),
+            );
+            let result = consumer.invoke(&event, &invocation).await;
+            let counts = result.report.counts();
+            out.processed += counts.processed as u64;
+            out.duplicates += counts.duplicates as u64;
+            out.dead_lettered += counts.dead_lettered as u64;
+            handled += chunk.len();
+            if let Err(error) = &result.result
+                && result.batch.is_none()
+            {
+                out.error = Some(format!("the consumer rejected the rebuilt event: {error}"));
+            }
+            if counts.unfinished > 0 || out.error.is_some() {
+                let reason = result
+                    .report
+                    .partitions
+                    .iter()
+                    .flat_map(|p| &p.outcomes)
+                    .find_map(|(offset, outcome)| match outcome {
+                        RecordOutcome::Unfinished(reason) => Some(format!(
+                            "offset {}: {reason}",
+                            offset.map_or("?".into(), |o| o.to_string())
+                        )),
+                        _ => None,
+                    });
+                out.unfinished = counts.unfinished as u64 + (records.len() - handled) as u64;
+                if out.error.is_none() {
+                    out.error = Some(format!(
+                        "the consumer left {} record(s) unfinished{}",
+                        out.unfinished,
+                        reason
+                            .map(|r| format!(", first at {r}"))
+                            .unwrap_or_default()
+                    ));
+                }
+                return;
+            }
+        }
+    }
+
+    async fn copy_to_dead_letters(
+        &self,
+        record: &OnFailureRecord,
+        output: &str,
+        records: &[KafkaRecord],
+        out: &mut RangeReport,
+    ) {
+        let sink = match self.dead_letter_sink(output) {
+            Ok(sink) => sink,
+            Err(error) => {
+                out.unfinished = records.len() as u64;
+                out.error = Some(error);
+                return;
+            }
+        };
+        let failure = Failure {
+            kind: PoisonKind::Rejected,
+            message: format!("redriven from the on-failure queue: {}", record.condition),
+            attempts: record
+                .approximate_invoke_count
+                .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        };
+        // Provenance names the invocation that gave up, not this tool.
+        let invocation = InvocationInfo::new(
+            record.request_id.clone(),
+            record.function_name().to_owned(),
+            Deadline::after(self.options.invocation_timeout, Duration::ZERO),
+        );
+        let timeout = self.config.processor.publish_timeout;
+        // Sent in order, up to 256 awaiting their acknowledgement at once.
+        let results: Vec<Result<(), String>> = futures::stream::iter(records)
+            .map(|r| {
+                let message = dead_letter_message(
+                    &DecodedRecord::Record(r.clone()),
+                    &failure,
+                    &invocation,
+                    self.config.processor.dead_letter_topic_for(&r.topic),
+                    now_ms(),
+                );
+                let sink = sink.clone();
+                async move {
+                    sink.publish(message, timeout)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .buffered(256)
+            .collect()
+            .await;
+        out.copied = results.iter().filter(|r| r.is_ok()).count() as u64;
+        out.unfinished = records.len() as u64 - out.copied;
+        if let Some(Err(first)) = results.iter().find(|r| r.is_err()) {
+            out.error = Some(format!(
+                "{} record(s) not copied to the dead-letter topic: {first}",
+                out.unfinished
+            ));
+        }
+    }
+}
