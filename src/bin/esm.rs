@@ -1,6 +1,7 @@
 //! `esm`: the command-line tool. `esm replay` runs event files through the consumer locally;
 //! `esm produce` writes metric events to Kafka through the producer's code; `esm generate` writes
-//! realistic batches.
+//! realistic batches; `esm poll` is a local event source mapping on a real broker and `esm lag` its
+//! offset lag; `esm redrive` recovers batches the ESM gave up on.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,14 @@ enum Command {
     /// Recover batches the ESM gave up on: read its on-failure SQS queue, read the failed offsets
     /// back from Kafka and re-run them through the consumer (or copy them to the dead-letter topic).
     Redrive(kafka_esm::redrive::cli::RedriveArgs),
+    /// A local event source mapping: poll Kafka in a consumer group and invoke the consumer with
+    /// ESM-identical batches (in process, or over `cargo lambda watch`), committing after success.
+    Poll(kafka_esm::poll::cli::PollArgs),
+    /// Committed offset, watermarks and lag per partition of a consumer group (the ESM's OffsetLag).
+    Lag(kafka_esm::poll::cli::LagArgs),
+    /// After a run: prove every record of the source topic is accounted for exactly once (an alert,
+    /// a completion in the idempotency store, or a dead letter), and measure produce-to-alert latency.
+    Verify(kafka_esm::verify::VerifyArgs),
     /// Write a realistic telemetry batch as an ESM event.
     Generate {
         /// Number of records (ignored with --max-bytes unless smaller).
@@ -144,6 +153,9 @@ async fn main() -> ExitCode {
             json,
         } => produce(brokers, topic, file, generate, rate, json).await,
         Command::Redrive(args) => kafka_esm::redrive::cli::run(args).await,
+        Command::Poll(args) => kafka_esm::poll::cli::run_poll(args).await,
+        Command::Lag(args) => kafka_esm::poll::cli::run_lag(args).await,
+        Command::Verify(args) => kafka_esm::verify::run_verify(args).await,
         Command::Generate {
             records,
             max_bytes,

@@ -5,10 +5,12 @@
 //! (OAUTHBEARER with a SigV4-signed token, refreshed by librdkafka before it expires).
 
 mod context;
+mod message;
 mod secrets;
 mod settings;
 
 pub use context::{KafkaClientContext, MskIamTokens};
+pub use message::record_from_message;
 pub use secrets::{SecretError, parse_sasl_secret};
 pub use settings::{
     KafkaAuth, KafkaSettings, KafkaSetupError, SaslCredentials, SaslMechanism, Secret, TlsFiles,

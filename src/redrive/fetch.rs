@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message, Timestamp};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use super::on_failure::OffsetRange;
-use crate::kafka::{KafkaAuth, KafkaClientContext, KafkaSettings};
-use crate::record::{Header, KafkaRecord, TimestampType};
+use crate::kafka::{KafkaAuth, KafkaClientContext, KafkaSettings, record_from_message};
+use crate::record::KafkaRecord;
 
 /// The group id the reader presents (it never joins the group nor commits).
 pub const READER_GROUP_ID: &str = "kafka-esm-redrive";
@@ -333,7 +333,7 @@ impl RangeReader {
                             let _ = self.consumer.unassign();
                             return Ok(finish(records, true, None));
                         }
-                        records.push(to_record(&message));
+                        records.push(record_from_message(&message));
                         if offset == end {
                             let _ = self.consumer.unassign();
                             return Ok(finish(records, true, None));
@@ -384,31 +384,4 @@ impl RangeReader {
             }
         }
     }
-}
-
-fn to_record<M: Message>(message: &M) -> KafkaRecord {
-    let mut record = KafkaRecord::new(message.topic(), message.partition(), message.offset());
-    match message.timestamp() {
-        Timestamp::CreateTime(ms) => {
-            record.timestamp = Some(ms);
-            record.timestamp_type = Some(TimestampType::CreateTime);
-        }
-        Timestamp::LogAppendTime(ms) => {
-            record.timestamp = Some(ms);
-            record.timestamp_type = Some(TimestampType::LogAppendTime);
-        }
-        Timestamp::NotAvailable => {}
-    }
-    record.key = message.key().map(<[u8]>::to_vec);
-    record.value = message.payload().map(<[u8]>::to_vec);
-    if let Some(headers) = message.headers() {
-        record.headers = headers
-            .iter()
-            .map(|h| Header {
-                name: h.key.to_owned(),
-                value: h.value.map(<[u8]>::to_vec),
-            })
-            .collect();
-    }
-    record
 }

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# A real Kafka-protocol broker for the end-to-end tests and demos: Tansu, on 127.0.0.1.
+#
+#   bash infra/broker.sh install                 # cargo install tansu (once; cached outside the clone)
+#   bash infra/broker.sh start [memory|sqlite]   # start it (default memory), wait until it answers
+#   bash infra/broker.sh topics NAME[:PARTITIONS] ...   # create topics (default 3 partitions)
+#   bash infra/broker.sh status                  # exit 0 when it runs and answers, 3 otherwise
+#   bash infra/broker.sh restart                 # stop and start again with the same storage
+#   bash infra/broker.sh stop
+#   bash infra/broker.sh env                     # KAFKA_ESM_BROKER=127.0.0.1:PORT, for eval
+#
+# Tansu is built with `cargo install tansu --locked --features dynostore,libsql` (about 12 minutes on
+# 2 cores) into ${KAFKA_ESM_CACHE:-$HOME/.cache/kafka-esm}/tansu-$version, so a second run finds it at
+# once. The pid file, the log and the SQLite database live in the same cache directory. The port is
+# ${TANSU_PORT:-9092}. SQLite storage survives `restart`; memory storage does not.
+set -euo pipefail
+
+version="${TANSU_VERSION:-0.6.0}"
+cache="${KAFKA_ESM_CACHE:-$HOME/.cache/kafka-esm}"
+root="$cache/tansu-$version"
+bin="$root/bin/tansu"
+port="${TANSU_PORT:-9092}"
+pidfile="$cache/tansu-$port.pid"
+logfile="$cache/tansu-$port.log"
+storefile="$cache/tansu-$port.storage"
+dbfile="${TANSU_SQLITE_FILE:-$cache/tansu-$port.db}"
+listener="tcp://127.0.0.1:$port"
+start_timeout_s="${TANSU_START_TIMEOUT_S:-60}"
+
+say() { echo "broker: $*" >&2; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+running_pid() {
+  [ -f "$pidfile" ] || return 1
+  local pid
+  pid=$(cat "$pidfile" 2>/dev/null) || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+# True when something accepts connections on the port.
+answers() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
+}
+
+install() {
+  if [ -x "$bin" ]; then
+    return 0
+  fi
+  command -v cargo >/dev/null || { say "cargo is missing: install Rust first"; exit 1; }
+  mkdir -p "$cache"
+  say "installing tansu $version into $root (about 12 minutes on 2 cores, once)"
+  local began
+  began=$(now_ms)
+  # A private target directory: the install never waits on (or invalidates) the project's build.
+  CARGO_TARGET_DIR="$cache/tansu-build" cargo install tansu --version "$version" --locked \
+    --features dynostore,libsql --root "$root" \
+    || { say "cargo install tansu failed (see above); nothing is started"; exit 1; }
+  rm -rf "$cache/tansu-build"
+  say "tansu installed in $(($(now_ms) - began)) ms"
+}
+
+storage_url() {
+  case "$1" in
+    memory) echo "memory://tansu/" ;;
+    sqlite) echo "sqlite://$dbfile" ;;
+    *) say "unknown storage '$1': use memory or sqlite"; exit 2 ;;
+  esac
+}
+
+start() {
+  local storage="${1:-memory}"
+  if pid=$(running_pid); then
+    if answers; then
+      say "already running (pid $pid) on $listener"
+      return 0
+    fi
+    say "pid $pid from $pidfile runs but does not answer on $listener: stop it first (bash $0 stop)"
+    exit 1
+  fi
+  rm -f "$pidfile"
+  if answers; then
+    say "something not started by this script already listens on $listener: stop it, or choose TANSU_PORT"
+    exit 1
+  fi
+  local url
+  url=$(storage_url "$storage")
+  install
+  mkdir -p "$cache"
+  echo "$storage" >"$storefile"
+  local began
+  began=$(now_ms)
+  # setsid: the broker outlives this script and is not killed with the caller's process group.
+  setsid "$bin" broker --listener-url "$listener" --advertised-listener-url "$listener" \
+    --storage-engine "$url" >>"$logfile" 2>&1 </dev/null &
+  local pid=$!
+  echo "$pid" >"$pidfile"
+  local waited=0
+  until answers; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      say "tansu exited during start-up; its log ($logfile) ends with:"
+      tail -n 20 "$logfile" >&2 || true
+      rm -f "$pidfile"
+      exit 1
+    fi
+    if [ "$waited" -ge $((start_timeout_s * 10)) ]; then
+      say "tansu does not answer on $listener after ${start_timeout_s} s; stopping it (log: $logfile)"
+      kill "$pid" 2>/dev/null || true
+      rm -f "$pidfile"
+      exit 1
+    fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  say "started (pid $pid, $storage storage) on $listener in $(($(now_ms) - began)) ms"
+}
+
+stop() {
+  local pid
+  if ! pid=$(running_pid); then
+    rm -f "$pidfile"
+    say "not running"
+    return 0
+  fi
+  kill "$pid" 2>/dev/null || true
+  local waited=0
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$waited" -ge 100 ]; then
+      kill -9 "$pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  rm -f "$pidfile"
+  say "stopped (pid $pid)"
+}
+
+topics() {
+  [ "$#" -gt 0 ] || { say "topics: name at least one topic (NAME or NAME:PARTITIONS)"; exit 2; }
+  install
+  local spec name partitions
+  for spec in "$@"; do
+    name="${spec%%:*}"
+    partitions=3
+    [ "$spec" != "$name" ] && partitions="${spec#*:}"
+    [[ "$partitions" =~ ^[0-9]+$ ]] || { say "'$spec': partitions must be a number"; exit 2; }
+    if out=$("$bin" topic create --broker "$listener" --partitions "$partitions" "$name" 2>&1); then
+      say "topic $name ($partitions partitions) created"
+    elif grep -qi 'exist' <<<"$out"; then
+      say "topic $name exists"
+    else
+      say "creating topic $name failed: $out"
+      exit 1
+    fi
+  done
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start "${2:-memory}" ;;
+  stop) stop ;;
+  restart)
+    storage=$(cat "$storefile" 2>/dev/null || echo memory)
+    stop
+    start "$storage"
+    ;;
+  status)
+    if pid=$(running_pid) && answers; then
+      say "running (pid $pid) on $listener"
+    else
+      say "not running on $listener"
+      exit 3
+    fi
+    ;;
+  topics)
+    shift
+    topics "$@"
+    ;;
+  env) echo "export KAFKA_ESM_BROKER=127.0.0.1:$port" ;;
+  *)
+    echo "usage: bash $0 install | start [memory|sqlite] | topics NAME[:PARTITIONS]... | status | restart | stop | env" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Load: N records (default one million) through the whole pipeline on a real broker, then the
+# verifier's proof that each was accounted for exactly once.
+#
+#   bash infra/load.sh [N] [RATE]
+#
+# Starts Tansu (memory storage) if it is not running, creates fresh topics, starts `esm poll` (the
+# consumer in process, idempotency in a local redb file, alerts and dead letters to the broker), then
+# produces N metrics through the producer Lambda's code at RATE records/s (default: as fast as the
+# broker takes them) while the poller runs. Prints the poller's summary (records/s while busy and
+# its peak memory, `peak_rss_mib`), and the verifier's verdict with produce-to-alert latency percentiles.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+n="${1:-1000000}"
+rate="${2:-}"
+run="load-$(date +%s)"
+source_topic="$run.metrics"
+alerts_topic="$run.alerts"
+dlq_topic="$run.metrics.dlq"
+state=$(mktemp -d)
+trap 'rm -rf "$state"' EXIT
+
+cargo build --release --locked --bin esm >&2
+esm=target/release/esm
+
+bash infra/broker.sh status >/dev/null 2>&1 || bash infra/broker.sh start memory
+eval "$(bash infra/broker.sh env)"
+bash infra/broker.sh topics "$source_topic:3" "$alerts_topic:3" "$dlq_topic:1"
+
+export KAFKA_BOOTSTRAP_SERVERS="$KAFKA_ESM_BROKER"
+export IDEMPOTENCY_STORE=local IDEMPOTENCY_LOCAL_PATH="$state/idempotency.redb"
+export ALERTS_TOPIC="$alerts_topic" DLQ_TOPIC="$dlq_topic"
+export RUST_LOG="${RUST_LOG:-esm::poll=info,warn}"
+
+echo "load: $n records, topic $source_topic" >&2
+"$esm" poll --topics "$source_topic" --group "$run" \
+  --batch-size 1000 --batch-window-ms 50 --exit-when-idle-ms 5000 --progress-seconds 5 \
+  --json >"$state/poll.json" 2>"$state/poll.log" &
+poller=$!
+
+produce_args=(produce --topic "$source_topic" --generate "$n" --json)
+[ -n "$rate" ] && produce_args+=(--rate "$rate")
+"$esm" "${produce_args[@]}" >"$state/produce.json"
+wait "$poller" || true
+
+echo "produce: $(cat "$state/produce.json")"
+echo "poll:    $(tail -n 1 "$state/poll.json")"
+grep -E '"progress"|progress' "$state/poll.log" | tail -n 3 >&2 || true
+echo "verify:  $("$esm" verify --topic "$source_topic")"

@@ -1,0 +1,412 @@
+//! `esm poll`: a local event source mapping. It reads the source topics in a consumer group, cuts
+//! batches as the ESM does ([`batch`]), invokes the function with ESM-identical events ([`invoke`]),
+//! commits offsets only for what the answer completes, retries and gives up as the ESM's error
+//! handling says ([`deliver`]), and writes the AWS on-failure record ([`on_failure`]). [`lag`]
+//! reads a group's `OffsetLag`.
+//!
+//! Offsets are committed only after the function's answer, so a crash of either side redelivers
+//! the unfinished batch (the consumer's idempotency makes that safe), exactly as on AWS.
+
+pub mod batch;
+pub mod cli;
+pub mod deliver;
+pub mod invoke;
+pub mod lag;
+pub mod on_failure;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::kafka::{KafkaClientContext, KafkaSettings, record_from_message};
+pub use batch::{BatchBuilder, BatchLimits, Cut};
+pub use deliver::{BatchEnd, Commit, Deliverer, DeliveryCounts, EventOrigin, RetryPolicy};
+pub use invoke::{Answer, InProcess, Invoke, RuntimeApi};
+pub use lag::{LagError, PartitionLag, group_lag, render_lag};
+pub use on_failure::OnFailureDestination;
+
+/// Where a consumer group without committed offsets starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartingPosition {
+    /// The oldest record still in each partition.
+    TrimHorizon,
+    /// Only records produced from now on.
+    Latest,
+    /// The first record at or after this time (epoch milliseconds).
+    AtTimestamp(i64),
+}
+
+/// What `esm poll` reads and how it cuts batches.
+#[derive(Debug, Clone)]
+pub struct PollOptions {
+    /// Source topics.
+    pub topics: Vec<String>,
+    /// `ConsumerGroupId`.
+    pub group_id: String,
+    /// Used only when the group has no committed offset for a partition.
+    pub starting_position: StartingPosition,
+    /// Batch size, window and payload limit.
+    pub limits: BatchLimits,
+    /// How often to log progress (records/s and lag per partition).
+    pub progress_every: Duration,
+    /// Exit after this long without a record (for scripts and tests); run until stopped otherwise.
+    pub exit_when_idle: Option<Duration>,
+    /// Exit after this many records have settled.
+    pub max_records: Option<u64>,
+    /// The function timeout: the group's `max.poll.interval.ms` must outlast an invocation.
+    pub function_timeout: Duration,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct PollSummary {
+    /// Records read from Kafka (skipped ones excluded).
+    pub records: u64,
+    /// Batches cut.
+    pub batches: u64,
+    /// What delivering them did.
+    pub delivery: DeliveryCounts,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// From the first record read to the last batch settled: the time the pipeline was busy.
+    pub busy: Duration,
+    /// Why the run ended.
+    pub ended_by: &'static str,
+    /// Offsets committed last, per `"<topic>-<partition>"`.
+    pub committed: BTreeMap<String, i64>,
+}
+
+impl PollSummary {
+    /// Records settled per second while busy (start-up and idle time left out).
+    pub fn records_per_second(&self) -> f64 {
+        let settled = self.delivery.succeeded + self.delivery.given_up;
+        settled as f64 / self.busy.as_secs_f64().max(1e-9)
+    }
+}
+
+/// `esm poll` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// The Kafka consumer could not be set up.
+    #[error("cannot consume from {brokers}: {message}")]
+    Kafka {
+        /// Bootstrap servers.
+        brokers: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+struct KafkaCommitter<'a> {
+    consumer: &'a StreamConsumer<KafkaClientContext>,
+    committed: &'a mut HashMap<(String, i32), i64>,
+}
+
+impl Commit for KafkaCommitter<'_> {
+    fn commit(&mut self, positions: &[(String, i32, i64)]) {
+        if positions.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (topic, partition, next) in positions {
+            let entry = self
+                .committed
+                .entry((topic.clone(), *partition))
+                .or_insert(*next);
+            *entry = (*entry).max(*next);
+            let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*entry));
+        }
+        // Asynchronous: a lost commit only redelivers records the consumer then skips as done.
+        if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+            warn!(target: "esm::poll", %error, "offset commit not sent; a later commit covers it");
+        }
+    }
+}
+
+/// Runs the local ESM until `stop` turns true, the group idles for `exit_when_idle`, or
+/// `max_records` have settled. Offsets of settled records are committed before it returns.
+pub async fn run<I: Invoke>(
+    settings: &KafkaSettings,
+    options: &PollOptions,
+    deliverer: &mut Deliverer<I>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<PollSummary, PollError> {
+    let started = Instant::now();
+    let brokers = settings.bootstrap_servers.clone();
+    let kafka_error = |message: String| PollError::Kafka {
+        brokers: brokers.clone(),
+        message,
+    };
+    let consumer = Arc::new(create_consumer(settings, options).map_err(&kafka_error)?);
+    let floors = match options.starting_position {
+        StartingPosition::AtTimestamp(ms) => {
+            timestamp_floors(&consumer, options, ms).map_err(&kafka_error)?
+        }
+        _ => HashMap::new(),
+    };
+    let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|e| kafka_error(format!("subscribing to {topics:?}: {e}")))?;
+    info!(target: "esm::poll", topics = ?options.topics, group = options.group_id.as_str(), brokers = brokers.as_str(), "polling");
+
+    let arn = match &deliverer.origin().source {
+        crate::encode::Source::Msk { cluster_arn } => Some(cluster_arn.clone()),
+        crate::encode::Source::SelfManaged => None,
+    };
+    let mut builder = BatchBuilder::new(
+        options.limits,
+        &deliverer.origin().bootstrap_servers,
+        arn.as_deref(),
+    );
+    let mut committed: HashMap<(String, i32), i64> = HashMap::new();
+    let mut summary = PollSummary::default();
+    let mut last_record = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut progress_settled = 0u64;
+    let mut window_ends: Option<tokio::time::Instant> = None;
+    let mut first_record: Option<Instant> = None;
+    let ended_by = loop {
+        if *stop.borrow() {
+            break "stopped";
+        }
+        if options
+            .max_records
+            .is_some_and(|max| deliverer.counts().succeeded + deliverer.counts().given_up >= max)
+        {
+            break "max-records";
+        }
+        if last_progress.elapsed() >= options.progress_every {
+            let settled = deliverer.counts().succeeded + deliverer.counts().given_up;
+            let lag = partition_lag(&consumer, &committed).await;
+            log_progress(
+                lag,
+                settled - progress_settled,
+                last_progress.elapsed(),
+                settled,
+            );
+            progress_settled = settled;
+            last_progress = Instant::now();
+        }
+        // Wait for a record: until the window ends once the batch has one, else a little while.
+        let wait_until = window_ends.unwrap_or_else(|| {
+            tokio::time::Instant::now() + Duration::from_millis(200).min(options.progress_every)
+        });
+        let cut = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => None,
+            message = tokio::time::timeout_at(wait_until, consumer.recv()) => match message {
+                Err(_) => window_ends.is_some().then_some(Cut::Window),
+                Ok(Err(error)) => {
+                    warn!(target: "esm::poll", %error, "consumer error; rdkafka retries");
+                    None
+                }
+                Ok(Ok(message)) => {
+                    last_record = Instant::now();
+                    first_record.get_or_insert(last_record);
+                    let record = record_from_message(&message);
+                    drop(message);
+                    if floors
+                        .get(&(record.topic.clone(), record.partition))
+                        .is_some_and(|floor| record.offset < *floor)
+                    {
+                        None // before AT_TIMESTAMP's starting point
+                    } else {
+                        summary.records += 1;
+                        if builder.is_empty() {
+                            window_ends = Some(tokio::time::Instant::now() + options.limits.window);
+                        }
+                        builder.push(record)
+                    }
+                }
+            },
+        };
+        if cut.is_none() {
+            if builder.is_empty()
+                && options
+                    .exit_when_idle
+                    .is_some_and(|idle| last_record.elapsed() >= idle)
+            {
+                break "idle";
+            }
+            continue;
+        }
+        // Send every full batch (a carried record may fill the next one at once).
+        loop {
+            let batch = builder.take();
+            summary.batches += 1;
+            window_ends =
+                (!builder.is_empty()).then(|| tokio::time::Instant::now() + options.limits.window);
+            let mut committer = KafkaCommitter {
+                consumer: &consumer,
+                committed: &mut committed,
+            };
+            let end = deliverer.deliver(batch, &mut committer, &mut stop).await;
+            if let Some(first) = first_record {
+                summary.busy = first.elapsed();
+            }
+            if end == BatchEnd::Stopped {
+                break;
+            }
+            if !builder.is_full() {
+                break;
+            }
+        }
+    };
+    // Make the commits durable before returning: only settled records are in `committed`.
+    if !committed.is_empty() {
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), next) in &committed {
+            let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*next));
+        }
+        let owned = consumer.clone();
+        let result =
+            tokio::task::spawn_blocking(move || owned.commit(&list, CommitMode::Sync)).await;
+        if let Ok(Err(error)) = result {
+            warn!(target: "esm::poll", %error, "final offset commit failed; the next run redelivers records already done (idempotency skips them)");
+        }
+    }
+    consumer.unsubscribe();
+    summary.delivery = deliverer.counts().clone();
+    summary.elapsed = started.elapsed();
+    summary.ended_by = ended_by;
+    summary.committed = committed
+        .into_iter()
+        .map(|((topic, partition), next)| (format!("{topic}-{partition}"), next))
+        .collect();
+    Ok(summary)
+}
+
+fn create_consumer(
+    settings: &KafkaSettings,
+    options: &PollOptions,
+) -> Result<StreamConsumer<KafkaClientContext>, String> {
+    let mut config = settings
+        .consumer_config(&options.group_id)
+        .map_err(|e| e.to_string())?;
+    let user_set = |key: &str| settings.properties.iter().any(|(k, _)| k == key);
+    if !user_set("auto.offset.reset") {
+        config.set(
+            "auto.offset.reset",
+            match options.starting_position {
+                StartingPosition::Latest => "latest",
+                _ => "earliest",
+            },
+        );
+    }
+    if !user_set("max.poll.interval.ms") {
+        let interval =
+            (options.function_timeout + Duration::from_secs(60)).max(Duration::from_secs(300));
+        config.set("max.poll.interval.ms", interval.as_millis().to_string());
+    }
+    // Offsets move only when the function's answer settles records.
+    config
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    config
+        .create_with_context(settings.context())
+        .map_err(|e| e.to_string())
+}
+
+/// For AT_TIMESTAMP: the first offset at or after `timestamp_ms` of each partition the group has
+/// no committed offset for. Records below it are skipped once.
+fn timestamp_floors(
+    consumer: &StreamConsumer<KafkaClientContext>,
+    options: &PollOptions,
+    timestamp_ms: i64,
+) -> Result<HashMap<(String, i32), i64>, String> {
+    let timeout = Duration::from_secs(10);
+    let mut list = TopicPartitionList::new();
+    for topic in &options.topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| format!("reading the metadata of `{topic}`: {e}"))?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                list.add_partition(topic, p.id());
+            }
+        }
+    }
+    let committed = consumer
+        .committed_offsets(list.clone(), timeout)
+        .map_err(|e| format!("reading the group's committed offsets: {e}"))?;
+    let mut query = TopicPartitionList::new();
+    for element in committed.elements() {
+        if !matches!(element.offset(), Offset::Offset(_)) {
+            let _ = query.add_partition_offset(
+                element.topic(),
+                element.partition(),
+                Offset::Offset(timestamp_ms),
+            );
+        }
+    }
+    drop(committed);
+    if query.count() == 0 {
+        return Ok(HashMap::new());
+    }
+    let found = consumer
+        .offsets_for_times(query, timeout)
+        .map_err(|e| format!("looking up offsets for AT_TIMESTAMP {timestamp_ms}: {e}"))?;
+    let mut floors = HashMap::new();
+    for element in found.elements() {
+        let floor = match element.offset() {
+            Offset::Offset(o) => o,
+            // No record at or after the time: start at the end.
+            _ => {
+                consumer
+                    .fetch_watermarks(element.topic(), element.partition(), timeout)
+                    .map_err(|e| format!("reading watermarks: {e}"))?
+                    .1
+            }
+        };
+        floors.insert((element.topic().to_owned(), element.partition()), floor);
+    }
+    Ok(floors)
+}
+
+/// Records behind each assigned partition: its high watermark less the committed position.
+async fn partition_lag(
+    consumer: &Arc<StreamConsumer<KafkaClientContext>>,
+    committed: &HashMap<(String, i32), i64>,
+) -> BTreeMap<String, i64> {
+    let consumer = consumer.clone();
+    let committed = committed.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut lag = BTreeMap::new();
+        if let Ok(assignment) = consumer.assignment() {
+            for element in assignment.elements() {
+                let (topic, partition) = (element.topic(), element.partition());
+                if let Ok((low, high)) =
+                    consumer.fetch_watermarks(topic, partition, Duration::from_secs(1))
+                {
+                    let position = committed
+                        .get(&(topic.to_owned(), partition))
+                        .copied()
+                        .unwrap_or(low);
+                    lag.insert(format!("{topic}-{partition}"), (high - position).max(0));
+                }
+            }
+        }
+        lag
+    })
+    .await
+    .unwrap_or_default()
+}
+
+fn log_progress(lag: BTreeMap<String, i64>, settled_since: u64, since: Duration, settled: u64) {
+    let total: i64 = lag.values().sum();
+    info!(
+        target: "esm::poll",
+        settled,
+        records_per_second = (settled_since as f64 / since.as_secs_f64().max(1e-9)).round() as u64,
+        offset_lag = total,
+        lag = ?lag,
+        "progress"
+    );
+}

@@ -1,0 +1,398 @@
+//! The whole pipeline on a real Kafka-protocol broker (Tansu, started by `bash infra/broker.sh
+//! start sqlite`): the producer Lambda's code → broker → `esm poll` (the real binary, in a child
+//! process) → consumer → alerts and dead-letter topics, then the verifier proves that every input
+//! record is accounted for exactly once, under faults.
+//!
+//! Without `KAFKA_ESM_BROKER` (host:port) every test prints "skipped" and passes; `.ci/run` starts
+//! the broker, sets it, and fails if a test skipped. Run them one at a time (`--test-threads=1`):
+//! one of them restarts the broker.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_esm::generate::generate_metrics;
+use kafka_esm::idempotency::LocalStore;
+use kafka_esm::kafka::KafkaSettings;
+use kafka_esm::producer::{MetricProducer, ProducerSettings};
+use kafka_esm::retry::Deadline;
+use kafka_esm::telemetry::parse_rules;
+use kafka_esm::verify::{Verdict, read_topic, verify};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const RULES: &str = "cpu_usage_percent > 80";
+const PARTITIONS: i32 = 3;
+
+fn broker() -> Option<String> {
+    match std::env::var("KAFKA_ESM_BROKER") {
+        Ok(b) if !b.is_empty() => Some(b),
+        _ => {
+            println!("skipped: KAFKA_ESM_BROKER is not set (bash infra/broker.sh start sqlite)");
+            None
+        }
+    }
+}
+
+/// One pipeline: its own topics, consumer group and state directory.
+struct Pipeline {
+    broker: String,
+    source: String,
+    alerts: String,
+    dlq: String,
+    group: String,
+    dir: tempfile::TempDir,
+}
+
+impl Pipeline {
+    async fn new(broker: &str, name: &str, create_dlq: bool) -> Self {
+        let unique = format!("{name}-{}-{}", std::process::id(), fastrand::u32(..));
+        let pipeline = Self {
+            broker: broker.to_owned(),
+            source: format!("e2e.{unique}.metrics"),
+            alerts: format!("e2e.{unique}.alerts"),
+            dlq: format!("e2e.{unique}.metrics.dlq"),
+            group: format!("e2e-{unique}"),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        pipeline.create_topic(&pipeline.source, PARTITIONS).await;
+        pipeline.create_topic(&pipeline.alerts, PARTITIONS).await;
+        if create_dlq {
+            pipeline.create_topic(&pipeline.dlq, 1).await;
+        }
+        pipeline
+    }
+
+    async fn create_topic(&self, topic: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.broker)
+            .create()
+            .unwrap();
+        let results = admin
+            .create_topics(
+                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .expect("the broker answers CreateTopics");
+        for result in results {
+            result.unwrap_or_else(|(t, e)| panic!("creating {t}: {e:?}"));
+        }
+    }
+
+    fn settings(&self) -> KafkaSettings {
+        KafkaSettings::new(self.broker.clone())
+    }
+
+    /// Produces `count` metrics through the producer Lambda's code; returns them.
+    async fn produce_metrics(&self, seed: u64, count: usize) -> Vec<serde_json::Value> {
+        let metrics: Vec<serde_json::Value> = generate_metrics(seed, count)
+            .iter()
+            .map(|m| serde_json::to_value(m).unwrap())
+            .collect();
+        self.produce_values(metrics.clone()).await;
+        metrics
+    }
+
+    async fn produce_values(&self, metrics: Vec<serde_json::Value>) {
+        let producer = MetricProducer::new(
+            self.settings().create_producer().unwrap(),
+            ProducerSettings {
+                topic: self.source.clone(),
+                dead_letter_topic: format!("{}.producer-dlq", self.source),
+            },
+        );
+        let count = metrics.len();
+        let report = producer
+            .produce(
+                metrics,
+                &Deadline::after(Duration::from_secs(60), Duration::ZERO),
+            )
+            .await;
+        assert_eq!(report.delivered, count, "every metric reaches the broker");
+    }
+
+    /// One poison value in every partition, produced around the producer's validation.
+    async fn produce_poison(&self) {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.broker)
+            .create()
+            .unwrap();
+        for partition in 0..PARTITIONS {
+            producer
+                .send(
+                    FutureRecord::<[u8], [u8]>::to(&self.source)
+                        .partition(partition)
+                        .payload(b"{\"event_id\": \"truncated"),
+                    Duration::from_secs(10),
+                )
+                .await
+                .expect("poison delivered");
+        }
+    }
+
+    fn store_path(&self) -> PathBuf {
+        self.dir.path().join("idempotency.redb")
+    }
+
+    fn poll_command(&self, extra: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_esm"));
+        command
+            .args([
+                "poll",
+                "--topics",
+                &self.source,
+                "--brokers",
+                &self.broker,
+                "--group",
+                &self.group,
+                "--batch-size",
+                "50",
+                "--batch-window-ms",
+                "50",
+                "--function-timeout-ms",
+                "5000",
+                "--progress-seconds",
+                "1",
+                "--json",
+            ])
+            .args(extra)
+            .env("IDEMPOTENCY_STORE", "local")
+            .env("IDEMPOTENCY_LOCAL_PATH", self.store_path())
+            .env("ALERTS_TOPIC", &self.alerts)
+            .env("DLQ_TOPIC", &self.dlq)
+            .env("ALERT_RULES", RULES)
+            .env("PUBLISH_TIMEOUT_MS", "2000")
+            .env("RUST_LOG", "warn")
+            .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Runs `esm poll` until the source idles; returns its JSON summary.
+    fn poll_until_idle(&self, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["--exit-when-idle-ms", "4000"];
+        args.extend_from_slice(extra);
+        let output = self.poll_command(&args).output().expect("esm poll runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let summary: serde_json::Value = stdout
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "esm poll printed no summary; stdout: {stdout}\nstderr: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            });
+        summary
+    }
+
+    async fn verify(&self) -> Verdict {
+        let settings = self.settings();
+        let topics = [self.source.clone(), self.alerts.clone(), self.dlq.clone()];
+        let read = tokio::task::spawn_blocking(move || {
+            topics
+                .iter()
+                .map(|t| read_topic(&settings, t, Duration::from_secs(30)).unwrap_or_default())
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
+        let store = LocalStore::open(&self.store_path()).unwrap();
+        let verdict = verify(
+            &self.source,
+            &read[0],
+            &read[1],
+            &read[2],
+            &parse_rules(RULES).unwrap(),
+            &store,
+        )
+        .await;
+        println!("verdict: {}", serde_json::to_string(&verdict).unwrap());
+        verdict
+    }
+
+    fn lag(&self) -> i64 {
+        kafka_esm::poll::group_lag(
+            &self.settings(),
+            &self.group,
+            std::slice::from_ref(&self.source),
+            Duration::from_secs(10),
+        )
+        .unwrap()
+        .iter()
+        .map(|l| l.lag)
+        .sum()
+    }
+}
+
+fn assert_exact(verdict: &Verdict, distinct: usize) {
+    assert!(
+        verdict.exact(),
+        "lost {:?}, duplicated {:?}, unexpected {:?}",
+        verdict.lost,
+        verdict.duplicated_effects,
+        verdict.unexpected
+    );
+    assert_eq!(verdict.distinct_events, distinct);
+    assert_eq!(verdict.poison_inputs, PARTITIONS as usize);
+    assert_eq!(verdict.dead_letters_found, PARTITIONS as usize);
+    assert!(verdict.alerts_expected > 0, "the rules make some alerts");
+}
+
+/// Waits until `topic` holds at least `n` messages (or `limit` passes).
+fn wait_for_messages(pipeline: &Pipeline, topic: &str, n: i64, limit: Duration) -> bool {
+    let started = Instant::now();
+    let settings = pipeline.settings();
+    while started.elapsed() < limit {
+        let total: i64 = kafka_esm::poll::group_lag(
+            &settings,
+            "e2e-watch",
+            &[topic.to_owned()],
+            Duration::from_secs(5),
+        )
+        .map(|lags| {
+            lags.iter()
+                .map(|l| l.high_watermark - l.low_watermark)
+                .sum()
+        })
+        .unwrap_or(0);
+        if total >= n {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn kill(child: &mut Child) {
+    // SIGKILL: no clean shutdown, no final commit.
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn broker_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/broker.sh")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_record_is_accounted_for_once_with_poison_and_duplicated_inputs() {
+    let Some(broker) = broker() else { return };
+    let pipeline = Pipeline::new(&broker, "base", true).await;
+    let metrics = pipeline.produce_metrics(1, 600).await;
+    pipeline.produce_poison().await;
+    // Every tenth metric produced again: same event id, a second record.
+    pipeline
+        .produce_values(metrics.iter().step_by(10).cloned().collect())
+        .await;
+    let summary = pipeline.poll_until_idle(&[]);
+    assert_eq!(summary["records"], 600 + 60 + 3);
+    assert_eq!(summary["given_up"], 0);
+    assert_eq!(pipeline.lag(), 0, "every offset committed");
+    let verdict = pipeline.verify().await;
+    assert_exact(&verdict, 600);
+    assert_eq!(verdict.duplicated_inputs, 60);
+
+    // A second run finds nothing new: the group's offsets hold.
+    let again = pipeline.poll_until_idle(&[]);
+    assert_eq!(again["records"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_killed_mid_batch_and_restarted_loses_and_repeats_nothing() {
+    let Some(broker) = broker() else { return };
+    let pipeline = Pipeline::new(&broker, "kill", true).await;
+    pipeline.produce_metrics(2, 3_000).await;
+    pipeline.produce_poison().await;
+    let mut killed = 0;
+    for _ in 0..3 {
+        let mut child = pipeline.poll_command(&[]).spawn().unwrap();
+        // Let it get into the stream, then kill it in the middle of whatever batch runs.
+        std::thread::sleep(Duration::from_millis(700 + fastrand::u64(0..500)));
+        kill(&mut child);
+        killed += 1;
+    }
+    let summary = pipeline.poll_until_idle(&[]);
+    assert_eq!(summary["given_up"], 0, "{summary}");
+    assert_eq!(pipeline.lag(), 0);
+    let verdict = pipeline.verify().await;
+    assert_exact(&verdict, 3_000);
+    assert_eq!(killed, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_restart_mid_run_loses_and_repeats_nothing() {
+    let Some(broker) = broker() else { return };
+    if std::env::var("KAFKA_ESM_BROKER_RESTARTABLE").as_deref() != Ok("1") {
+        println!(
+            "skipped: KAFKA_ESM_BROKER_RESTARTABLE=1 is not set (the broker must use sqlite storage and be started by infra/broker.sh)"
+        );
+        return;
+    }
+    let pipeline = Pipeline::new(&broker, "restart", true).await;
+    pipeline.produce_metrics(3, 3_000).await;
+    pipeline.produce_poison().await;
+    let mut child = pipeline
+        .poll_command(&["--exit-when-idle-ms", "8000"])
+        .spawn()
+        .unwrap();
+    assert!(wait_for_messages(
+        &pipeline,
+        &pipeline.alerts,
+        10,
+        Duration::from_secs(30)
+    ));
+    let status = Command::new("bash")
+        .arg(broker_script())
+        .arg("restart")
+        .status()
+        .unwrap();
+    assert!(status.success(), "the broker restarts");
+    let output = wait_with_timeout(&mut child, Duration::from_secs(180));
+    assert!(output, "esm poll finished after the restart");
+    // Whatever the restart interrupted is picked up by a second run.
+    let summary = pipeline.poll_until_idle(&[]);
+    assert_eq!(summary["given_up"], 0, "{summary}");
+    assert_eq!(pipeline.lag(), 0);
+    assert_exact(&pipeline.verify().await, 3_000);
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    kill(child);
+    false
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_topic_unavailable_for_a_while_holds_the_records_until_it_returns() {
+    let Some(broker) = broker() else { return };
+    // No DLQ topic yet: publishing a dead letter fails, the record stays unfinished and the batch
+    // is retried (never committed past the poison record) until the topic exists.
+    let pipeline = Arc::new(Pipeline::new(&broker, "dlq-down", false).await);
+    pipeline.produce_metrics(4, 300).await;
+    pipeline.produce_poison().await;
+    let mut child = pipeline
+        .poll_command(&["--exit-when-idle-ms", "6000"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        pipeline.lag() > 0,
+        "the poison records hold their partitions while the DLQ is down"
+    );
+    pipeline.create_topic(&pipeline.dlq, 1).await;
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(120)));
+    assert_eq!(pipeline.lag(), 0);
+    assert_exact(&pipeline.verify().await, 300);
+}
