@@ -166,7 +166,9 @@ pub async fn run<I: Invoke>(
     );
     let mut committed: HashMap<(String, i32), i64> = HashMap::new();
     let mut summary = PollSummary::default();
-    let mut last_record = Instant::now();
+    // Idle time counts from the last record, or from when partitions were first assigned (joining
+    // the group is not idleness).
+    let mut last_record: Option<Instant> = None;
     let mut last_progress = Instant::now();
     let mut progress_settled = 0u64;
     let mut window_ends: Option<tokio::time::Instant> = None;
@@ -207,8 +209,9 @@ pub async fn run<I: Invoke>(
                     None
                 }
                 Ok(Ok(message)) => {
-                    last_record = Instant::now();
-                    first_record.get_or_insert(last_record);
+                    let now = Instant::now();
+                    last_record = Some(now);
+                    first_record.get_or_insert(now);
                     let record = record_from_message(&message);
                     drop(message);
                     if floors
@@ -230,7 +233,7 @@ pub async fn run<I: Invoke>(
             if builder.is_empty()
                 && options
                     .exit_when_idle
-                    .is_some_and(|idle| last_record.elapsed() >= idle)
+                    .is_some_and(|idle| idle_for(&consumer, &mut last_record) >= idle)
             {
                 break "idle";
             }
@@ -312,6 +315,21 @@ fn create_consumer(
     config
         .create_with_context(settings.context())
         .map_err(|e| e.to_string())
+}
+
+/// How long the consumer has had partitions and no record.
+fn idle_for(
+    consumer: &StreamConsumer<KafkaClientContext>,
+    last_record: &mut Option<Instant>,
+) -> Duration {
+    if last_record.is_none() {
+        let assigned = consumer.assignment().is_ok_and(|a| a.count() > 0);
+        if !assigned {
+            return Duration::ZERO;
+        }
+        *last_record = Some(Instant::now());
+    }
+    last_record.map_or(Duration::ZERO, |at| at.elapsed())
 }
 
 /// For AT_TIMESTAMP: the first offset at or after `timestamp_ms` of each partition the group has
