@@ -11,7 +11,8 @@
 #
 # Tansu is built with `cargo install tansu --locked --features dynostore,libsql` (about 12 minutes on
 # 2 cores) into ${KAFKA_ESM_CACHE:-$HOME/.cache/kafka-esm}/tansu-$version, so a second run finds it at
-# once. The pid file, the log and the SQLite database live in the same cache directory. The port is
+# once. The pid file, the log and the SQLite database (tansu-PORT.db; `reset` deletes it) live in
+# the same cache directory. The port is
 # ${TANSU_PORT:-9092}. SQLite storage survives `restart`; memory storage does not.
 set -euo pipefail
 
@@ -23,7 +24,7 @@ port="${TANSU_PORT:-9092}"
 pidfile="$cache/tansu-$port.pid"
 logfile="$cache/tansu-$port.log"
 storefile="$cache/tansu-$port.storage"
-dbfile="${TANSU_SQLITE_FILE:-$cache/tansu-$port.db}"
+dbname="tansu-$port.db" # relative: Tansu runs in $cache and reads sqlite:// paths relative to it
 listener="tcp://127.0.0.1:$port"
 start_timeout_s="${TANSU_START_TIMEOUT_S:-60}"
 
@@ -64,7 +65,7 @@ install() {
 storage_url() {
   case "$1" in
     memory) echo "memory://tansu/" ;;
-    sqlite) echo "sqlite://$dbfile" ;;
+    sqlite) echo "sqlite://$dbname" ;;
     *) say "unknown storage '$1': use memory or sqlite"; exit 2 ;;
   esac
 }
@@ -92,8 +93,8 @@ start() {
   local began
   began=$(now_ms)
   # setsid: the broker outlives this script and is not killed with the caller's process group.
-  setsid "$bin" broker --listener-url "$listener" --advertised-listener-url "$listener" \
-    --storage-engine "$url" >>"$logfile" 2>&1 </dev/null &
+  (cd "$cache" && exec setsid "$bin" broker --listener-url "$listener" --advertised-listener-url "$listener" \
+    --storage-engine "$url" >>"$logfile" 2>&1 </dev/null) &
   local pid=$!
   echo "$pid" >"$pidfile"
   local waited=0
@@ -179,8 +180,13 @@ case "${1:-}" in
     topics "$@"
     ;;
   env) echo "export KAFKA_ESM_BROKER=127.0.0.1:$port" ;;
+  reset)
+    stop
+    rm -f "$cache/$dbname" "$cache/$dbname"-*
+    say "sqlite storage deleted"
+    ;;
   *)
-    echo "usage: bash $0 install | start [memory|sqlite] | topics NAME[:PARTITIONS]... | status | restart | stop | env" >&2
+    echo "usage: bash $0 install | start [memory|sqlite] | topics NAME[:PARTITIONS]... | status | restart | stop | reset | env" >&2
     exit 2
     ;;
 esac
