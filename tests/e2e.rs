@@ -167,6 +167,11 @@ impl Pipeline {
             .env("ALERT_RULES", RULES)
             .env("PUBLISH_TIMEOUT_MS", "2000")
             .env("RUST_LOG", "warn")
+            // A killed member's partitions move after its session times out: keep that short.
+            .env(
+                "KAFKA_PROPERTIES",
+                "session.timeout.ms=6000;heartbeat.interval.ms=500",
+            )
             .env_remove("KAFKA_BOOTSTRAP_SERVERS")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -310,10 +315,17 @@ async fn a_consumer_killed_mid_batch_and_restarted_loses_and_repeats_nothing() {
     pipeline.produce_metrics(2, 3_000).await;
     pipeline.produce_poison().await;
     let mut killed = 0;
-    for _ in 0..3 {
+    for round in 1..=3 {
         let mut child = pipeline.poll_command(&[]).spawn().unwrap();
-        // Let it get into the stream, then kill it in the middle of whatever batch runs.
-        std::thread::sleep(Duration::from_millis(700 + fastrand::u64(0..500)));
+        // Once this run has published alerts of its own, kill it in the middle of whatever batch
+        // runs then.
+        assert!(wait_for_messages(
+            &pipeline,
+            &pipeline.alerts,
+            round * 15,
+            Duration::from_secs(60)
+        ));
+        std::thread::sleep(Duration::from_millis(fastrand::u64(0..200)));
         kill(&mut child);
         killed += 1;
     }
