@@ -133,7 +133,11 @@ pub struct LagArgs {
     pub json: bool,
 }
 
-fn kafka_settings(brokers: Option<&str>) -> Result<KafkaSettings, String> {
+/// The source cluster's settings; `delivery_timeout` is the producers' `message.timeout.ms`.
+fn kafka_settings(
+    brokers: Option<&str>,
+    delivery_timeout: Duration,
+) -> Result<KafkaSettings, String> {
     let brokers = brokers
         .map(str::to_owned)
         .or_else(|| std::env::var("KAFKA_BOOTSTRAP_SERVERS").ok())
@@ -146,7 +150,7 @@ fn kafka_settings(brokers: Option<&str>) -> Result<KafkaSettings, String> {
         }
     };
     let mut reader = EnvReader::new(&lookup);
-    let settings = KafkaSettings::from_env(&mut reader, "esm-poll", Duration::from_secs(30));
+    let settings = KafkaSettings::from_env(&mut reader, "esm-poll", delivery_timeout);
     if !reader.problems.is_empty() {
         return Err(reader.problems.join("; "));
     }
@@ -155,7 +159,7 @@ fn kafka_settings(brokers: Option<&str>) -> Result<KafkaSettings, String> {
 
 /// Runs `esm lag`.
 pub async fn run_lag(args: LagArgs) -> ExitCode {
-    let settings = match kafka_settings(args.brokers.as_deref()) {
+    let settings = match kafka_settings(args.brokers.as_deref(), Duration::from_secs(30)) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("esm lag: {e}");
@@ -220,7 +224,7 @@ pub async fn run_poll(args: PollArgs) -> ExitCode {
 async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
     let mut config = ConsumerConfig::from_env().map_err(|e| e.to_string())?;
     observability::init_with_default(config.log_format, "info");
-    let settings = kafka_settings(args.brokers.as_deref())?
+    let settings = kafka_settings(args.brokers.as_deref(), config.processor.publish_timeout)?
         .resolve_secrets()
         .await
         .map_err(|e| e.to_string())?;

@@ -66,13 +66,11 @@ impl MessageSink for KafkaSink {
         if let Some(value) = message.value.as_deref() {
             record = record.payload(value);
         }
-        let sent =
-            tokio::time::timeout(timeout, self.producer.send(record, Timeout::After(timeout)))
-                .await
-                .map_err(|_| SinkError {
-                    topic: message.topic.clone(),
-                    message: format!("no acknowledgement within {} ms", timeout.as_millis()),
-                })?;
+        // Wait for librdkafka's definitive delivery report, never less: a message abandoned while in
+        // flight would still be delivered later, and the retry of its record would publish it
+        // twice. The producer's `message.timeout.ms` (the publish timeout) bounds the wait;
+        // `timeout` bounds only the wait for room in a full queue.
+        let sent = self.producer.send(record, Timeout::After(timeout)).await;
         match sent {
             Ok(delivery) => Ok(Delivery {
                 partition: Some(delivery.partition),

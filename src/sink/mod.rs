@@ -51,7 +51,10 @@ pub struct SinkError {
 /// Publishes messages, confirming each one before it returns.
 #[async_trait]
 pub trait MessageSink: Send + Sync {
-    /// Publishes `message` and waits for it to be acknowledged, for at most `timeout`.
+    /// Publishes `message` and waits for its definitive outcome: acknowledged, or failed for good
+    /// (never abandoned in flight, which could deliver it after the caller gave up). `timeout`
+    /// bounds the wait; a Kafka sink's own delivery timeout (`message.timeout.ms`, set from the
+    /// publish timeout) bounds the acknowledgement.
     async fn publish(
         &self,
         message: OutboundMessage,
