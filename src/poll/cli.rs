@@ -33,6 +33,20 @@ pub enum StartingPositionArg {
     AtTimestamp,
 }
 
+/// The topics a consumer group reads, and where.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GroupArgs {
+    /// Topics, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub topics: Vec<String>,
+    /// Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// ConsumerGroupId.
+    #[arg(long, default_value = "kafka-esm-local")]
+    pub group: String,
+}
+
 /// `esm poll`: a local event source mapping. Reads the topics in a consumer group, invokes the
 /// function with ESM-identical batches (in this process, or the real `consumer` binary behind
 /// `cargo lambda watch` with --invoke-endpoint), commits offsets only after a successful answer,
@@ -44,15 +58,9 @@ pub enum StartingPositionArg {
 /// Exit code: 0 after a clean stop, 1 when records were given up, 2 when it cannot start.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PollArgs {
-    /// Source topics, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub topics: Vec<String>,
-    /// Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS).
-    #[arg(long)]
-    pub brokers: Option<String>,
-    /// ConsumerGroupId.
-    #[arg(long, default_value = "kafka-esm-local")]
-    pub group: String,
+    /// The topics, brokers and consumer group.
+    #[command(flatten)]
+    pub source: GroupArgs,
     /// StartingPosition, for partitions the group has no committed offset for.
     #[arg(long, value_enum, default_value_t = StartingPositionArg::TrimHorizon)]
     pub starting_position: StartingPositionArg,
@@ -119,15 +127,9 @@ pub struct PollArgs {
 /// `esm lag`: committed offset, watermarks and lag per partition of a consumer group.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LagArgs {
-    /// Topics, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub topics: Vec<String>,
-    /// Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS).
-    #[arg(long)]
-    pub brokers: Option<String>,
-    /// ConsumerGroupId.
-    #[arg(long, default_value = "kafka-esm-local")]
-    pub group: String,
+    /// The topics, brokers and consumer group.
+    #[command(flatten)]
+    pub source: GroupArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -159,7 +161,7 @@ fn kafka_settings(
 
 /// Runs `esm lag`.
 pub async fn run_lag(args: LagArgs) -> ExitCode {
-    let settings = match kafka_settings(args.brokers.as_deref(), Duration::from_secs(30)) {
+    let settings = match kafka_settings(args.source.brokers.as_deref(), Duration::from_secs(30)) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("esm lag: {e}");
@@ -173,7 +175,7 @@ pub async fn run_lag(args: LagArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (group, topics) = (args.group.clone(), args.topics.clone());
+    let (group, topics) = (args.source.group.clone(), args.source.topics.clone());
     let lags = tokio::task::spawn_blocking(move || {
         group_lag(&settings, &group, &topics, Duration::from_secs(10))
     })
@@ -185,10 +187,10 @@ pub async fn run_lag(args: LagArgs) -> ExitCode {
                 let total: i64 = lags.iter().map(|l| l.lag).sum();
                 println!(
                     "{}",
-                    serde_json::json!({"group": args.group, "offset_lag": total, "partitions": lags})
+                    serde_json::json!({"group": args.source.group, "offset_lag": total, "partitions": lags})
                 );
             } else {
-                print!("{}", render_lag(&args.group, &lags));
+                print!("{}", render_lag(&args.source.group, &lags));
             }
             ExitCode::SUCCESS
         }
@@ -224,10 +226,13 @@ pub async fn run_poll(args: PollArgs) -> ExitCode {
 async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
     let mut config = ConsumerConfig::from_env().map_err(|e| e.to_string())?;
     observability::init_with_default(config.log_format, "info");
-    let settings = kafka_settings(args.brokers.as_deref(), config.processor.publish_timeout)?
-        .resolve_secrets()
-        .await
-        .map_err(|e| e.to_string())?;
+    let settings = kafka_settings(
+        args.source.brokers.as_deref(),
+        config.processor.publish_timeout,
+    )?
+    .resolve_secrets()
+    .await
+    .map_err(|e| e.to_string())?;
     let report_failures = args.report_batch_item_failures
         || (args.invoke_endpoint.is_none() && config.partial_batch_response);
     let needs_aws = args.on_failure_sqs.is_some()
@@ -279,8 +284,8 @@ async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
         bootstrap_servers: settings.bootstrap_servers.clone(),
     };
     let options = PollOptions {
-        topics: args.topics.clone(),
-        group_id: args.group.clone(),
+        topics: args.source.topics.clone(),
+        group_id: args.source.group.clone(),
         starting_position: match args.starting_position {
             StartingPositionArg::TrimHorizon => StartingPosition::TrimHorizon,
             StartingPositionArg::Latest => StartingPosition::Latest,

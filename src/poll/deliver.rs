@@ -106,6 +106,19 @@ struct Work {
     last_response: Option<LastResponse>,
 }
 
+impl Work {
+    /// Keeps the first half of the records and returns the second, with the same history: the
+    /// first half is delivered (and settles) first, so each partition stays in order.
+    fn split_half(&mut self) -> Work {
+        Work {
+            records: self.records.split_off(self.records.len() / 2),
+            invocations: self.invocations,
+            last_request_id: self.last_request_id.clone(),
+            last_response: self.last_response.clone(),
+        }
+    }
+}
+
 enum Verdict {
     Done,
     /// Indices of the records to invoke again.
@@ -185,13 +198,8 @@ impl<I: Invoke> Deliverer<I> {
                 if work.records.len() > 1 {
                     // Only a batch the poller could not cut (one record) is over the limit; split
                     // any other, keeping partition order (the first half settles first).
-                    let second = work.records.split_off(work.records.len() / 2);
-                    stack.push(Work {
-                        records: second,
-                        invocations: work.invocations,
-                        last_request_id: work.last_request_id.clone(),
-                        last_response: work.last_response.clone(),
-                    });
+                    let second = work.split_half();
+                    stack.push(second);
                     stack.push(work);
                     continue;
                 }
@@ -239,10 +247,11 @@ impl<I: Invoke> Deliverer<I> {
             self.counts.invocations += 1;
             work.invocations += 1;
             work.last_request_id = request_id;
-            match self.verdict(&answer, &work.records) {
+            let bisect = match self.verdict(&answer, &work.records) {
                 Verdict::Done => {
                     self.counts.succeeded += work.records.len() as u64;
                     committer.commit(&next_positions(&work.records));
+                    continue;
                 }
                 Verdict::Retry(indices) => {
                     let mut retry = Vec::with_capacity(indices.len());
@@ -263,22 +272,7 @@ impl<I: Invoke> Deliverer<I> {
                         status_code: 200,
                         function_error: None,
                     });
-                    if self.exhausted(&work) {
-                        if !self
-                            .give_up(
-                                &work,
-                                "RetryAttemptsExhausted",
-                                event.len(),
-                                committer,
-                                stop,
-                            )
-                            .await
-                        {
-                            return BatchEnd::Stopped;
-                        }
-                    } else {
-                        stack.push(work);
-                    }
+                    false
                 }
                 Verdict::Failed(response) => {
                     self.counts.failed_invocations += 1;
@@ -298,32 +292,23 @@ impl<I: Invoke> Deliverer<I> {
                         );
                     }
                     work.last_response = Some(response);
-                    if self.exhausted(&work) {
-                        if !self
-                            .give_up(
-                                &work,
-                                "RetryAttemptsExhausted",
-                                event.len(),
-                                committer,
-                                stop,
-                            )
-                            .await
-                        {
-                            return BatchEnd::Stopped;
-                        }
-                    } else if self.policy.bisect_on_error && work.records.len() > 1 {
-                        let second = work.records.split_off(work.records.len() / 2);
-                        stack.push(Work {
-                            records: second,
-                            invocations: work.invocations,
-                            last_request_id: work.last_request_id.clone(),
-                            last_response: work.last_response.clone(),
-                        });
-                        stack.push(work);
-                    } else {
-                        stack.push(work);
-                    }
+                    self.policy.bisect_on_error
                 }
+            };
+            if self.exhausted(&work) {
+                let condition = "RetryAttemptsExhausted";
+                if !self
+                    .give_up(&work, condition, event.len(), committer, stop)
+                    .await
+                {
+                    return BatchEnd::Stopped;
+                }
+            } else if bisect && work.records.len() > 1 {
+                let second = work.split_half();
+                stack.push(second);
+                stack.push(work);
+            } else {
+                stack.push(work);
             }
         }
         BatchEnd::Settled
