@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Deletes the kafka-esm stack with `sam delete`.
+#
+#   bash infra/teardown.sh                          # stack and region from samconfig.toml
+#   bash infra/teardown.sh STACK [--region REGION]  # or named here
+#   bash infra/teardown.sh ... --yes                # no questions (sam delete --no-prompts)
+#
+# What goes and what stays (template.yaml):
+#   - deleted with the stack: both functions, the event source mapping (its consumer group's committed offsets
+#     stay in Kafka), the IAM roles, the log groups and their logs, the metric filters, alarms, SNS topic and
+#     schedule, and the DynamoDB idempotency table with every key in it: a new stack starts with an empty
+#     table, so records redelivered or redriven after a redeploy are processed again, not seen as duplicates;
+#   - kept: the on-failure SQS queue (DeletionPolicy: Retain). Its messages are the only pointers to batches
+#     the mapping gave up on; this script prints its URL and message count before deleting the stack: drain
+#     it with `esm redrive` first, delete it yourself afterwards (aws sqs delete-queue --queue-url URL).
+#     Kafka topics, secrets and the cluster were never part of the stack.
+# Needs the same AWS credentials as the deploy (see infra/deploy.sh).
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${KAFKA_ESM_CACHE:-$HOME/.cache/kafka-esm}"
+config="$repo/samconfig.toml"
+
+say() { echo "teardown: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+usage() { sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+stack=""
+region=""
+yes=0
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --region) [ "$#" -ge 2 ] || die "--region needs a value"; region="$2"; shift ;;
+    --region=*) region="${1#--region=}" ;;
+    --yes | -y) yes=1 ;;
+    -h | --help) usage; exit 0 ;;
+    -*) usage >&2; die "unknown option: $1" ;;
+    *) [ -z "$stack" ] || die "one stack name only"; stack="$1" ;;
+  esac
+  shift
+done
+
+sam=""
+for candidate in "$cache/venv/bin/sam" "$(command -v sam || true)" "$cache/cargo-lambda-venv/bin/sam"; do
+  if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+    sam="$candidate"
+    break
+  fi
+done
+[ -n "$sam" ] || die "the SAM CLI is missing: bash infra/build-lambdas.sh (or bash infra/lint-template.sh) installs it"
+py=""
+for candidate in "$(dirname "$(readlink -f "$sam")")/python3" python3; do
+  if command -v "$candidate" >/dev/null && "$candidate" -c 'import boto3' 2>/dev/null; then
+    py="$candidate"
+    break
+  fi
+done
+
+config_value() {
+  [ -f "$config" ] || return 0
+  "${py:-python3}" - "$config" "$1" <<'EOF' 2>/dev/null || true
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    default = tomllib.load(f).get("default", {})
+for section in ("deploy", "global"):
+    value = default.get(section, {}).get("parameters", {}).get(sys.argv[2])
+    if value:
+        print(value)
+        break
+EOF
+}
+
+[ -n "$stack" ] || stack="$(config_value stack_name)"
+[ -n "$stack" ] || die "which stack? give its name (bash infra/teardown.sh STACK) or keep samconfig.toml with stack_name"
+[ -n "$region" ] || region="$(config_value region)"
+[ -n "$region" ] || region="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
+
+# What stays behind, before it becomes hard to find: the retained queue and how many messages it holds.
+if [ -n "$py" ]; then
+  if ! report="$("$py" - "$stack" "$region" <<'EOF' 2>&1
+import sys
+import boto3
+stack, region = sys.argv[1], sys.argv[2] or None
+session = boto3.session.Session(region_name=region)
+if session.get_credentials() is None:
+    sys.exit("no AWS credentials found")
+cfn = session.client("cloudformation")
+outputs = {o["OutputKey"]: o["OutputValue"]
+           for o in cfn.describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])}
+queue = outputs.get("OnFailureQueueUrl")
+table = outputs.get("IdempotencyTableName")
+if queue:
+    attributes = session.client("sqs").get_queue_attributes(
+        QueueUrl=queue,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    waiting = int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+    print(f"kept:    on-failure queue {queue} ({waiting} message(s) now)")
+    if waiting:
+        print("         redrive them before the stack goes, while its idempotency table still skips what is done:")
+        print(f"         IDEMPOTENCY_STORE=dynamodb IDEMPOTENCY_TABLE={table} esm redrive --queue-url {queue}")
+    print(f"         delete the queue when you no longer need it: aws sqs delete-queue --queue-url {queue}")
+if table:
+    print(f"deleted: idempotency table {table} with its keys (a new stack starts with an empty table)")
+EOF
+  )"; then
+    say "cannot read the stack $stack${region:+ in $region}: $(echo "$report" | tail -1)"
+    say "check the name, the region (--region) and the credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+    exit 1
+  fi
+  while IFS= read -r line; do say "$line"; done <<<"$report"
+fi
+
+say "deleting stack $stack${region:+ in $region} (sam delete): functions, event source mapping, roles, log groups,"
+say "alarms and the idempotency table go; the on-failure queue stays (DeletionPolicy: Retain)"
+args=(delete --stack-name "$stack")
+[ -z "$region" ] || args+=(--region "$region")
+[ "$yes" = 0 ] || args+=(--no-prompts)
+export SAM_CLI_TELEMETRY="${SAM_CLI_TELEMETRY:-0}"
+"$sam" "${args[@]}"
