@@ -54,8 +54,8 @@ pub struct ReadError {
     pub message: String,
 }
 
-/// Reads every partition of `topic` from its low to its high watermark (as they are when the read
-/// starts). Blocking.
+/// Reads every partition of `topic` from its low watermark to its end (the high watermark as it is
+/// when the read starts, and whatever follows until the topic is quiet for a second). Blocking.
 pub fn read_topic(
     settings: &KafkaSettings,
     topic: &str,
@@ -98,17 +98,27 @@ pub fn read_topic(
         .assign(&assignment)
         .map_err(|e| error(e.to_string()))?;
     let started = std::time::Instant::now();
-    while !remaining.is_empty() {
+    // Read to the watermarks, then on until the topic is quiet for a second: some brokers (Tansu
+    // 0.6.0, measured) report a high watermark below the last offset they serve.
+    let mut quiet_since: Option<std::time::Instant> = None;
+    loop {
+        if remaining.is_empty() {
+            let since = *quiet_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= Duration::from_secs(1) {
+                break;
+            }
+        }
         if started.elapsed() > timeout.max(Duration::from_secs(60)) {
             return Err(error(format!(
                 "timed out with partitions {:?} unread to their end",
                 remaining.keys().collect::<Vec<_>>()
             )));
         }
-        match consumer.poll(Duration::from_millis(200)) {
+        match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(e)) => return Err(error(e.to_string())),
             Some(Ok(m)) => {
+                quiet_since = None;
                 if let Some(end) = remaining.get(&m.partition())
                     && m.offset() + 1 >= *end
                 {

@@ -23,9 +23,15 @@ impl std::fmt::Debug for KafkaSink {
 
 impl KafkaSink {
     /// A sink with a new idempotent producer for these settings (SASL secrets already resolved).
+    /// Each publish waits for its acknowledgement, so nothing is gained by lingering: the producer
+    /// sends at once (`linger.ms=0`, unless `KAFKA_PROPERTIES` says otherwise).
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaSetupError> {
+        let mut config = settings.producer_config()?;
+        if !settings.properties.iter().any(|(k, _)| k == "linger.ms") {
+            config.set("linger.ms", "0");
+        }
         Ok(Self {
-            producer: settings.create_producer()?,
+            producer: config.create_with_context(settings.context())?,
         })
     }
 
