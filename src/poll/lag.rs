@@ -85,7 +85,7 @@ pub fn group_lag(
             if let Some(error) = t.error() {
                 return Err(request(
                     format!("the metadata of `{topic}`"),
-                    &format!("{:?}", rdkafka::types::RDKafkaRespErr::from(error)),
+                    &format!("{error:?}"),
                 ));
             }
             for p in t.partitions() {
