@@ -310,20 +310,12 @@ async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
         let _ = stop_tx.send(true);
     });
     let timeout = Duration::from_millis(args.function_timeout_ms);
-    match &args.invoke_endpoint {
-        Some(endpoint) => {
-            let invoker = RuntimeApi::new(endpoint, args.function_name.clone(), timeout);
-            poll_with(
-                invoker,
-                policy,
-                destination,
-                origin,
-                &settings,
-                &options,
-                stop,
-            )
-            .await
-        }
+    let invoker: Box<dyn Invoke> = match &args.invoke_endpoint {
+        Some(endpoint) => Box::new(RuntimeApi::new(
+            endpoint,
+            args.function_name.clone(),
+            timeout,
+        )),
         None => {
             config.partial_batch_response = report_failures;
             if config.kafka.is_none() {
@@ -338,24 +330,24 @@ async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
             }
             .map_err(|e| e.to_string())?;
             let consumer = telemetry_consumer(&config, store, sink.clone(), sink);
-            let invoker = InProcess::new(
+            Box::new(InProcess::new(
                 consumer,
                 config.function_name.clone(),
                 timeout,
                 config.safety_margin,
-            );
-            poll_with(
-                invoker,
-                policy,
-                destination,
-                origin,
-                &settings,
-                &options,
-                stop,
-            )
-            .await
+            ))
         }
-    }
+    };
+    poll_with(
+        invoker,
+        policy,
+        destination,
+        origin,
+        &settings,
+        &options,
+        stop,
+    )
+    .await
 }
 
 async fn poll_with<I: Invoke>(

@@ -48,6 +48,17 @@ pub trait Invoke: Send + Sync {
     async fn invoke(&self, event: &str, request_id: &str) -> Answer;
 }
 
+#[async_trait]
+impl<T: Invoke + ?Sized> Invoke for Box<T> {
+    fn function_name(&self) -> &str {
+        (**self).function_name()
+    }
+
+    async fn invoke(&self, event: &str, request_id: &str) -> Answer {
+        (**self).invoke(event, request_id).await
+    }
+}
+
 /// The consumer of this library, invoked in this process with the function timeout as its deadline.
 pub struct InProcess<H> {
     consumer: Consumer<H>,
