@@ -214,9 +214,11 @@ pub async fn run<I: Invoke>(
                     first_record.get_or_insert(now);
                     let record = record_from_message(&message);
                     drop(message);
-                    if floors
-                        .get(&(record.topic.clone(), record.partition))
-                        .is_some_and(|floor| record.offset < *floor)
+                    // Only AT_TIMESTAMP has floors: skip the lookup (and its key) otherwise.
+                    if !floors.is_empty()
+                        && floors
+                            .get(&(record.topic.clone(), record.partition))
+                            .is_some_and(|floor| record.offset < *floor)
                     {
                         None // before AT_TIMESTAMP's starting point
                     } else {
