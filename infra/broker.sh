@@ -31,14 +31,9 @@ start_timeout_s="${TANSU_START_TIMEOUT_S:-60}"
 say() { echo "broker: $*" >&2; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
-running_pid() {
-  [ -f "$pidfile" ] || return 1
-  local pid
-  pid=$(cat "$pidfile" 2>/dev/null) || return 1
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
-  echo "$pid"
-}
+# running_pid, wait_until_answers, stop_pid.
+# shellcheck source=infra/process.sh
+source "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 
 # True when something accepts connections on the port.
 answers() {
@@ -72,7 +67,7 @@ storage_url() {
 
 start() {
   local storage="${1:-memory}"
-  if pid=$(running_pid); then
+  if pid=$(running_pid "$pidfile"); then
     if answers; then
       say "already running (pid $pid) on $listener"
       return 0
@@ -97,45 +92,12 @@ start() {
     --storage-engine "$url" >>"$logfile" 2>&1 </dev/null) &
   local pid=$!
   echo "$pid" >"$pidfile"
-  local waited=0
-  until answers; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      say "tansu exited during start-up; its log ($logfile) ends with:"
-      tail -n 20 "$logfile" >&2 || true
-      rm -f "$pidfile"
-      exit 1
-    fi
-    if [ "$waited" -ge $((start_timeout_s * 10)) ]; then
-      say "tansu does not answer on $listener after ${start_timeout_s} s; stopping it (log: $logfile)"
-      kill "$pid" 2>/dev/null || true
-      rm -f "$pidfile"
-      exit 1
-    fi
-    sleep 0.1
-    waited=$((waited + 1))
-  done
+  wait_until_answers "$pid" "$pidfile" "$logfile" tansu "$start_timeout_s"
   say "started (pid $pid, $storage storage) on $listener in $(($(now_ms) - began)) ms"
 }
 
 stop() {
-  local pid
-  if ! pid=$(running_pid); then
-    rm -f "$pidfile"
-    say "not running"
-    return 0
-  fi
-  kill "$pid" 2>/dev/null || true
-  local waited=0
-  while kill -0 "$pid" 2>/dev/null; do
-    if [ "$waited" -ge 100 ]; then
-      kill -9 "$pid" 2>/dev/null || true
-      break
-    fi
-    sleep 0.1
-    waited=$((waited + 1))
-  done
-  rm -f "$pidfile"
-  say "stopped (pid $pid)"
+  stop_pid "$pidfile"
 }
 
 topics() {
@@ -168,7 +130,7 @@ case "${1:-}" in
     start "$storage"
     ;;
   status)
-    if pid=$(running_pid) && answers; then
+    if pid=$(running_pid "$pidfile") && answers; then
       say "running (pid $pid) on $listener"
     else
       say "not running on $listener"

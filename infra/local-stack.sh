@@ -24,15 +24,9 @@ start_timeout_s="${MOTO_START_TIMEOUT_S:-60}"
 say() { echo "local-stack: $*" >&2; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
-# The pid we started, if that process still runs.
-running_pid() {
-  [ -f "$pidfile" ] || return 1
-  local pid
-  pid=$(cat "$pidfile" 2>/dev/null) || return 1
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
-  echo "$pid"
-}
+# running_pid, wait_until_answers, stop_pid.
+# shellcheck source=infra/process.sh
+source "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 
 # True when moto answers on the port (its own API path, so another server there does not count).
 answers() {
@@ -56,7 +50,7 @@ install_moto() {
 }
 
 start() {
-  if pid=$(running_pid); then
+  if pid=$(running_pid "$pidfile"); then
     if answers; then
       say "already running (pid $pid) at $endpoint"
       return 0
@@ -77,49 +71,17 @@ start() {
   setsid "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 </dev/null &
   local pid=$!
   echo "$pid" >"$pidfile"
-  local waited=0
-  until answers; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      say "moto_server exited at start; last lines of $logfile:"
-      tail -n 20 "$logfile" >&2 || true
-      rm -f "$pidfile"
-      exit 1
-    fi
-    if [ "$waited" -ge $((start_timeout_s * 10)) ]; then
-      say "moto_server did not answer at $endpoint within ${start_timeout_s} s; stopping it (log: $logfile)"
-      kill "$pid" 2>/dev/null || true
-      rm -f "$pidfile"
-      exit 1
-    fi
-    sleep 0.1
-    waited=$((waited + 1))
-  done
+  wait_until_answers "$pid" "$pidfile" "$logfile" moto_server "$start_timeout_s"
   say "started (pid $pid) at $endpoint in $(($(now_ms) - began)) ms; log: $logfile"
 }
 
 stop() {
-  local pid
-  if ! pid=$(running_pid); then
-    rm -f "$pidfile"
-    say "not running"
-    return 0
-  fi
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    say "pid $pid did not stop within 5 s; killing it"
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
-  say "stopped (pid $pid)"
+  stop_pid "$pidfile"
 }
 
 status() {
   local pid
-  if pid=$(running_pid) && answers; then
+  if pid=$(running_pid "$pidfile") && answers; then
     echo "running (pid $pid) at $endpoint"
     return 0
   fi
