@@ -41,44 +41,9 @@ while [ "$#" -gt 0 ]; do
 done
 [ -f "$config" ] || guided=1
 
-find_sam() {
-  local candidate
-  for candidate in "$cache/venv/bin/sam" "$(command -v sam || true)" "$cache/cargo-lambda-venv/bin/sam"; do
-    if [ -n "$candidate" ] && [ -x "$candidate" ]; then
-      echo "$candidate"
-      return 0
-    fi
-  done
-  return 1
-}
-
-# A Python that has boto3 (the SAM CLI's own), for the credential check.
-sam_python() {
-  local sam="$1" dir
-  dir="$(dirname "$(readlink -f "$sam")")"
-  for py in "$dir/python3" "$dir/python"; do
-    if [ -x "$py" ] && "$py" -c 'import boto3' 2>/dev/null; then
-      echo "$py"
-      return 0
-    fi
-  done
-  return 1
-}
-
-# The value of KEY in samconfig.toml ([default.deploy.parameters], then [default.global.parameters]).
-config_value() {
-  [ -f "$config" ] || return 0
-  "${py:-python3}" - "$config" "$1" <<'EOF' 2>/dev/null || true
-import sys, tomllib
-with open(sys.argv[1], "rb") as f:
-    default = tomllib.load(f).get("default", {})
-for section in ("deploy", "global"):
-    value = default.get(section, {}).get("parameters", {}).get(sys.argv[2])
-    if value:
-        print(value)
-        break
-EOF
-}
+# find_sam, sam_python, config_value.
+# shellcheck source=infra/sam-tools.sh
+source "$repo/infra/sam-tools.sh"
 
 # --- credentials first ---------------------------------------------------------------------------
 sam="$(find_sam || true)"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by infra/local-stack.sh and infra/broker.sh: the life of one background server that a pid file
 # names. The caller defines `say MESSAGE` and `answers` (true when the server answers).
 

@@ -41,35 +41,16 @@ while [ "$#" -gt 0 ]; do
   shift
 done
 
-sam=""
-for candidate in "$cache/venv/bin/sam" "$(command -v sam || true)" "$cache/cargo-lambda-venv/bin/sam"; do
-  if [ -n "$candidate" ] && [ -x "$candidate" ]; then
-    sam="$candidate"
-    break
-  fi
-done
-[ -n "$sam" ] || die "the SAM CLI is missing: bash infra/build-lambdas.sh (or bash infra/lint-template.sh) installs it"
-py=""
-for candidate in "$(dirname "$(readlink -f "$sam")")/python3" python3; do
-  if command -v "$candidate" >/dev/null && "$candidate" -c 'import boto3' 2>/dev/null; then
-    py="$candidate"
-    break
-  fi
-done
+# find_sam, sam_python, config_value.
+# shellcheck source=infra/sam-tools.sh
+source "$repo/infra/sam-tools.sh"
 
-config_value() {
-  [ -f "$config" ] || return 0
-  "${py:-python3}" - "$config" "$1" <<'EOF' 2>/dev/null || true
-import sys, tomllib
-with open(sys.argv[1], "rb") as f:
-    default = tomllib.load(f).get("default", {})
-for section in ("deploy", "global"):
-    value = default.get(section, {}).get("parameters", {}).get(sys.argv[2])
-    if value:
-        print(value)
-        break
-EOF
-}
+sam="$(find_sam || true)"
+[ -n "$sam" ] || die "the SAM CLI is missing: bash infra/build-lambdas.sh (or bash infra/lint-template.sh) installs it"
+py="$(sam_python "$sam" || true)"
+if [ -z "$py" ] && command -v python3 >/dev/null && python3 -c 'import boto3' 2>/dev/null; then
+  py=python3
+fi
 
 [ -n "$stack" ] || stack="$(config_value stack_name)"
 [ -n "$stack" ] || die "which stack? give its name (bash infra/teardown.sh STACK) or keep samconfig.toml with stack_name"
