@@ -4,12 +4,16 @@
 //! may name the event's business id for idempotency ([`RecordHandler::idempotency_key`]) and performs
 //! the side effect ([`RecordHandler::handle`]). The processor calls it in offset order within a
 //! partition, retries [`HandlerError::Transient`] failures inside the time budget, dead-letters
-//! [`HandlerError::Permanent`] ones and never calls it twice for an event it completed.
+//! [`HandlerError::Permanent`] ones and never calls it twice for an event it completed. When an
+//! earlier attempt at a record was interrupted (its process crashed, its invocation timed out) after
+//! the claim and before the completion, it calls [`RecordHandler::resume`] instead, which looks for
+//! the effect the interrupted attempt may have left and does only what is missing.
 
 use std::fmt;
 
 use async_trait::async_trait;
 
+use crate::idempotency::Interrupted;
 use crate::record::KafkaRecord;
 use crate::retry::Deadline;
 
@@ -104,6 +108,23 @@ pub trait RecordHandler: Send + Sync {
         event: &Self::Event,
         invocation: &InvocationInfo,
     ) -> Result<(), HandlerError>;
+
+    /// Performs the side effect of a record whose earlier attempt was `interrupted` between its
+    /// claim and its completion: the effect may have happened, wholly or in part, after
+    /// `interrupted.claimed_at_ms` and before `interrupted.lock_until_ms`. Look for it (a message id
+    /// in the output topic, a row's version) and do only what is missing. The default calls
+    /// [`RecordHandler::handle`] again: at least once, which is exactly once only when the side
+    /// effect is itself idempotent.
+    async fn resume(
+        &self,
+        record: &KafkaRecord,
+        event: &Self::Event,
+        interrupted: &Interrupted,
+        invocation: &InvocationInfo,
+    ) -> Result<(), HandlerError> {
+        let _ = interrupted;
+        self.handle(record, event, invocation).await
+    }
 }
 
 /// A shared handler is a handler: keep an `Arc` to read its state while the consumer owns it.
@@ -126,5 +147,17 @@ impl<H: RecordHandler + ?Sized> RecordHandler for std::sync::Arc<H> {
         invocation: &InvocationInfo,
     ) -> Result<(), HandlerError> {
         (**self).handle(record, event, invocation).await
+    }
+
+    async fn resume(
+        &self,
+        record: &KafkaRecord,
+        event: &Self::Event,
+        interrupted: &Interrupted,
+        invocation: &InvocationInfo,
+    ) -> Result<(), HandlerError> {
+        (**self)
+            .resume(record, event, interrupted, invocation)
+            .await
     }
 }

@@ -6,12 +6,20 @@
 //!
 //! 1. deserialization by the handler (failure: poison);
 //! 2. its idempotency key: a completed key is a duplicate, skipped;
-//! 3. a claim on the key (a conditional write), held until the Lambda deadline;
+//! 3. a claim on the key (a conditional write, one per chunk of records where the store can),
+//!    held until the Lambda deadline;
 //! 4. the handler's side effect, retried with backoff on transient failures while time allows;
-//!    poison records are published to the dead-letter topic instead;
-//! 5. the key marked completed; or, when the work could not be done, released and the record left
-//!    unfinished for the ESM to retry. Nothing is ever dropped.
+//!    poison records are published to the dead-letter topic instead (with the key as message id);
+//! 5. the key marked completed (one write per chunk); or, when the work could not be done, the
+//!    claim abandoned and the record left unfinished for the ESM to retry. Nothing is dropped.
+//!
+//! A claim that takes over an interrupted attempt (a crash or timeout between claim and
+//! completion), and every try after a failed one, asks the handler to *resume*: look for the side
+//! effect the earlier attempt may have left and do only what is missing; the dead-letter publish
+//! looks for its own message id the same way. So a crash never repeats a side effect that the
+//! handler (or the sink) can find.
 
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +30,10 @@ use tracing::{debug, warn};
 use crate::dead_letter::{Failure, PoisonKind, dead_letter_message};
 use crate::event::{Batch, PartitionBatch};
 use crate::handler::{HandlerError, InvocationInfo, RecordHandler};
-use crate::idempotency::{Claim, CompletedOutcome, IdempotencyStore};
+use crate::idempotency::{Claim, CompletedOutcome, IdempotencyStore, Interrupted};
 use crate::record::{DecodedRecord, TopicPartition};
 use crate::retry::{Backoff, now_ms};
-use crate::sink::MessageSink;
+use crate::sink::{MessageSink, PublishWindow};
 
 /// Records prepared and looked up together: DynamoDB's `BatchGetItem` takes up to 100 keys.
 pub const READ_AHEAD: usize = 100;
@@ -217,8 +225,9 @@ impl<H: RecordHandler> Processor<H> {
     ) -> PartitionReport {
         let mut outcomes = Vec::with_capacity(partition.records.len());
         let mut stopped = false;
-        // Records are prepared and looked up READ_AHEAD at a time: one batch read per chunk, and each
-        // chunk's events are still in cache when their records run.
+        // Records are prepared, looked up, claimed and completed READ_AHEAD at a time: one batch
+        // read and (with stores that write many keys at once) one write each way per chunk, and
+        // each chunk's events are still in cache when their records run.
         for chunk in partition.records.chunks(READ_AHEAD) {
             if stopped {
                 outcomes.extend(
@@ -231,35 +240,130 @@ impl<H: RecordHandler> Processor<H> {
             let prepared: Vec<Prepared<'_, H::Event>> =
                 chunk.iter().map(|slot| self.prepare(slot)).collect();
             let done_before = self.completed_before(&prepared, partition).await;
-            // Consumed as it goes: each event is freed as soon as its record is done.
-            for (item, done) in prepared.into_iter().zip(done_before) {
-                let outcome = if stopped {
-                    RecordOutcome::NotAttempted
-                } else if done.is_some() {
-                    RecordOutcome::Duplicate
-                } else if invocation.deadline.expired() {
-                    RecordOutcome::Unfinished("the invocation's time budget ran out".into())
-                } else {
-                    self.run(&item, invocation).await
-                };
-                if let RecordOutcome::Unfinished(reason) = &outcome {
-                    warn!(
-                        topic = item.slot.topic(),
-                        partition = item.slot.partition(),
-                        offset = item.slot.offset(),
-                        reason = reason.as_str(),
-                        "record unfinished; its partition stops here and the ESM will deliver it again"
-                    );
-                    stopped = true;
-                }
-                outcomes.push((item.slot.offset(), outcome));
-            }
+            stopped = self
+                .run_chunk(&prepared, &done_before, invocation, &mut outcomes)
+                .await;
         }
         PartitionReport {
             key: partition.key.clone(),
             topic_partition: partition.topic_partition.clone(),
             outcomes,
         }
+    }
+
+    /// Runs one chunk of a partition in offset order, appending one outcome per record; true when
+    /// a record is left unfinished (the partition stops there).
+    async fn run_chunk(
+        &self,
+        prepared: &[Prepared<'_, H::Event>],
+        done_before: &[Option<CompletedOutcome>],
+        invocation: &InvocationInfo,
+        outcomes: &mut Vec<(Option<i64>, RecordOutcome)>,
+    ) -> bool {
+        // Claim every key not done before, each once, in one call.
+        let mut wanted: Vec<&str> = Vec::with_capacity(prepared.len());
+        let mut distinct = HashSet::with_capacity(prepared.len());
+        for (item, done) in prepared.iter().zip(done_before) {
+            if done.is_none() && distinct.insert(item.key.as_str()) {
+                wanted.push(&item.key);
+            }
+        }
+        let claimed_at = now_ms();
+        let mut claims: HashMap<&str, Claim> = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            match self
+                .store
+                .try_claim_many(&wanted, claimed_at, invocation.deadline.lambda_deadline_ms())
+                .await
+            {
+                Ok(claims) if claims.len() == wanted.len() => wanted.into_iter().zip(claims).collect(),
+                Ok(_) => {
+                    warn!("the store answered a batch claim with the wrong count; claiming one by one");
+                    HashMap::new()
+                }
+                Err(error) => {
+                    warn!(%error, "batch claim failed; claiming one by one");
+                    HashMap::new()
+                }
+            }
+        };
+        let first = outcomes.len();
+        let mut completions: Vec<(&str, CompletedOutcome)> = Vec::new();
+        let mut stopped = false;
+        for (item, done) in prepared.iter().zip(done_before) {
+            let key = item.key.as_str();
+            let outcome = if stopped {
+                RecordOutcome::NotAttempted
+            } else if done.is_some() || completions.iter().any(|(k, _)| *k == key) {
+                // Done before, or earlier in this chunk (the same business id twice).
+                RecordOutcome::Duplicate
+            } else if invocation.deadline.expired() {
+                RecordOutcome::Unfinished("the invocation's time budget ran out".into())
+            } else {
+                let claim = match claims.remove(key) {
+                    Some(claim @ (Claim::Acquired | Claim::Resumed(_) | Claim::Completed(_))) => {
+                        Ok((claim, claimed_at))
+                    }
+                    // Locked by another invocation, or not claimed in the batch: claim it alone,
+                    // waiting for the lock while time allows.
+                    Some(Claim::Locked { .. }) | None => self.claim(key, invocation).await,
+                };
+                match claim {
+                    Err(reason) => RecordOutcome::Unfinished(reason),
+                    Ok((Claim::Completed(_), _)) => RecordOutcome::Duplicate,
+                    Ok((claim, claimed_at)) => {
+                        let interrupted = match claim {
+                            Claim::Resumed(interrupted) => Some(interrupted),
+                            _ => None,
+                        };
+                        let (outcome, completed) = self
+                            .run(item, Attempt { claimed_at, interrupted }, invocation)
+                            .await;
+                        if let Some(completed) = completed {
+                            completions.push((key, completed));
+                        }
+                        outcome
+                    }
+                }
+            };
+            if let RecordOutcome::Unfinished(reason) = &outcome {
+                warn!(
+                    topic = item.slot.topic(),
+                    partition = item.slot.partition(),
+                    offset = item.slot.offset(),
+                    reason = reason.as_str(),
+                    "record unfinished; its partition stops here and the ESM will deliver it again"
+                );
+                stopped = true;
+            }
+            outcomes.push((item.slot.offset(), outcome));
+        }
+        // Claims of records that never ran: nothing happened, a retry may claim them at once.
+        let unused: Vec<&str> = claims
+            .into_iter()
+            .filter(|(_, claim)| claim.holds())
+            .map(|(key, _)| key)
+            .collect();
+        if !unused.is_empty()
+            && let Err(error) = self.store.release_many(&unused).await
+        {
+            warn!(%error, "claims not released; they expire with the invocation's deadline");
+        }
+        if !completions.is_empty()
+            && let Err(reason) = self.complete(&completions, invocation).await
+        {
+            // The side effects happened but are not recorded: their claims stay, so the retry
+            // resumes them and looks for the effects instead of repeating them.
+            for (_, outcome) in &mut outcomes[first..] {
+                if matches!(outcome, RecordOutcome::Processed | RecordOutcome::DeadLettered(_)) {
+                    *outcome = RecordOutcome::Unfinished(reason.clone());
+                }
+            }
+            warn!(reason = reason.as_str(), "records done but not recorded as done; the ESM will deliver them again");
+            stopped = true;
+        }
+        stopped
     }
 
     /// One batch read: which of these records were completed before (a failed read finds none, and
@@ -330,71 +434,64 @@ impl<H: RecordHandler> Processor<H> {
         }
     }
 
+    /// Runs a claimed record: its outcome, and how to mark its key when it is done.
     async fn run(
         &self,
         item: &Prepared<'_, H::Event>,
+        attempt: Attempt,
         invocation: &InvocationInfo,
-    ) -> RecordOutcome {
-        match self.claim(&item.key, invocation).await {
-            Ok(true) => {}
-            Ok(false) => return RecordOutcome::Duplicate,
-            Err(reason) => return RecordOutcome::Unfinished(reason),
-        }
-        let failure = match &item.work {
-            Err(failure) => failure.clone(),
-            Ok(event) => match self.handle(item, event, invocation).await {
+    ) -> (RecordOutcome, Option<CompletedOutcome>) {
+        let (failure, interrupted) = match &item.work {
+            Err(failure) => (failure.clone(), attempt.interrupted),
+            Ok(event) => match self.handle(item, event, attempt, invocation).await {
                 Ok(()) => {
-                    return self
-                        .complete(
-                            &item.key,
-                            CompletedOutcome::Processed,
-                            RecordOutcome::Processed,
-                            invocation,
-                        )
-                        .await;
+                    return (RecordOutcome::Processed, Some(CompletedOutcome::Processed));
                 }
-                Err(Some(failure)) => failure,
-                Err(None) => {
-                    self.release(&item.key).await;
-                    return RecordOutcome::Unfinished(
-                        "transient failures outlasted the retry budget".into(),
+                Err(Failed::Permanently(failure, interrupted)) => (failure, interrupted),
+                Err(Failed::OutOfTime) => {
+                    self.abandon(&item.key, attempt.claimed_at).await;
+                    return (
+                        RecordOutcome::Unfinished(
+                            "transient failures outlasted the retry budget".into(),
+                        ),
+                        None,
                     );
                 }
             },
         };
-        match self.dead_letter(item.slot, &failure, invocation).await {
-            Ok(()) => {
-                self.complete(
-                    &item.key,
-                    CompletedOutcome::DeadLettered,
-                    RecordOutcome::DeadLettered(failure.kind),
-                    invocation,
-                )
-                .await
-            }
+        match self
+            .dead_letter(item, &failure, interrupted, invocation)
+            .await
+        {
+            Ok(()) => (
+                RecordOutcome::DeadLettered(failure.kind),
+                Some(CompletedOutcome::DeadLettered),
+            ),
             Err(reason) => {
-                self.release(&item.key).await;
-                RecordOutcome::Unfinished(reason)
+                self.abandon(&item.key, attempt.claimed_at).await;
+                (RecordOutcome::Unfinished(reason), None)
             }
         }
     }
 
-    /// Claims the key: `Ok(false)` for a duplicate, `Err` when it could not be claimed in time.
-    async fn claim(&self, key: &str, invocation: &InvocationInfo) -> Result<bool, String> {
+    /// Claims the key alone, waiting out another invocation's lock while time allows: `Ok` with
+    /// the claim (held, or completed for a duplicate) and when it was made, `Err` when it could not
+    /// be claimed in time.
+    async fn claim(&self, key: &str, invocation: &InvocationInfo) -> Result<(Claim, u64), String> {
         let backoff = &self.settings.backoff;
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let now = now_ms();
             let why = match self
                 .store
-                .try_claim(key, now_ms(), invocation.deadline.lambda_deadline_ms())
+                .try_claim(key, now, invocation.deadline.lambda_deadline_ms())
                 .await
             {
-                Ok(Claim::Acquired) => return Ok(true),
-                Ok(Claim::Completed(_)) => return Ok(false),
                 Ok(Claim::Locked { until_ms }) => {
                     format!("another invocation holds the record until {until_ms} (epoch ms)")
                 }
+                Ok(claim) => return Ok((claim, now)),
                 Err(error) => error.to_string(),
             };
             if !backoff.wait(attempt, &invocation.deadline).await {
@@ -403,55 +500,75 @@ impl<H: RecordHandler> Processor<H> {
         }
     }
 
-    /// Runs the handler: `Ok` when done, `Err(Some)` for a permanent failure, `Err(None)` when
-    /// transient failures used up the attempts or the time.
+    /// Runs the handler, retrying transient failures while time allows. After a failed attempt
+    /// (or when the claim took over an interrupted one) the handler is asked to resume, since the
+    /// failed attempt may have done part of the side effect.
     async fn handle(
         &self,
         item: &Prepared<'_, H::Event>,
         event: &H::Event,
+        attempt: Attempt,
         invocation: &InvocationInfo,
-    ) -> Result<(), Option<Failure>> {
+    ) -> Result<(), Failed> {
         let DecodedRecord::Record(record) = item.slot else {
             unreachable!("only decoded records carry an event")
         };
-        let mut attempt = 0;
+        let mut interrupted = attempt.interrupted;
+        let mut tries = 0;
         loop {
-            attempt += 1;
-            match self.handler.handle(record, event, invocation).await {
+            tries += 1;
+            let result = match &interrupted {
+                None => self.handler.handle(record, event, invocation).await,
+                Some(interrupted) => {
+                    self.handler
+                        .resume(record, event, interrupted, invocation)
+                        .await
+                }
+            };
+            match result {
                 Ok(()) => return Ok(()),
                 Err(HandlerError::Permanent(message)) => {
-                    return Err(Some(Failure {
-                        kind: PoisonKind::Rejected,
-                        message,
-                        attempts: attempt,
-                    }));
+                    return Err(Failed::Permanently(
+                        Failure {
+                            kind: PoisonKind::Rejected,
+                            message,
+                            attempts: tries,
+                        },
+                        interrupted,
+                    ));
                 }
                 Err(HandlerError::Transient(message)) => {
-                    debug!(
-                        offset = record.offset,
-                        attempt, message, "transient failure"
-                    );
+                    debug!(offset = record.offset, tries, message, "transient failure");
+                    // Whatever this try did, from the claim on, is there to be found.
+                    interrupted = Some(Interrupted {
+                        claimed_at_ms: interrupted.map_or(attempt.claimed_at, |i| i.claimed_at_ms),
+                        lock_until_ms: now_ms(),
+                    });
                     if !self
                         .settings
                         .backoff
-                        .wait(attempt, &invocation.deadline)
+                        .wait(tries, &invocation.deadline)
                         .await
                     {
-                        return Err(None);
+                        return Err(Failed::OutOfTime);
                     }
                 }
             }
         }
     }
 
+    /// Publishes the dead letter, unless an interrupted attempt already did.
     async fn dead_letter(
         &self,
-        slot: &DecodedRecord,
+        item: &Prepared<'_, H::Event>,
         failure: &Failure,
+        interrupted: Option<Interrupted>,
         invocation: &InvocationInfo,
     ) -> Result<(), String> {
+        let slot = item.slot;
         let topic = self.settings.dead_letter_topic_for(slot.topic());
-        let message = dead_letter_message(slot, failure, invocation, topic, now_ms());
+        let message = dead_letter_message(slot, failure, invocation, topic, now_ms())
+            .with_message_id(item.key.as_str());
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -459,7 +576,31 @@ impl<H: RecordHandler> Processor<H> {
                 .settings
                 .publish_timeout
                 .min(invocation.deadline.remaining());
-            match self.dead_letters.publish(message.clone(), timeout).await {
+            let done_before = match interrupted {
+                None => Ok(false),
+                Some(interrupted) => self
+                    .dead_letters
+                    .find_published(
+                        &message.topic,
+                        &[item.key.as_str()],
+                        PublishWindow {
+                            since_ms: interrupted.claimed_at_ms,
+                            until_ms: interrupted.lock_until_ms,
+                        },
+                        timeout,
+                    )
+                    .await
+                    .map(|found| found.first().copied().unwrap_or(false)),
+            };
+            let published = match done_before {
+                Ok(true) => {
+                    debug!(offset = slot.offset(), "dead letter found from an interrupted attempt");
+                    return Ok(());
+                }
+                Ok(false) => self.dead_letters.publish(message.clone(), timeout).await,
+                Err(error) => Err(error),
+            };
+            match published {
                 Ok(_) => {
                     warn!(
                         topic = slot.topic(),
@@ -487,19 +628,18 @@ impl<H: RecordHandler> Processor<H> {
         }
     }
 
+    /// Marks the chunk's done keys completed, retrying while time allows.
     async fn complete(
         &self,
-        key: &str,
-        completed: CompletedOutcome,
-        outcome: RecordOutcome,
+        done: &[(&str, CompletedOutcome)],
         invocation: &InvocationInfo,
-    ) -> RecordOutcome {
+    ) -> Result<(), String> {
         let keep_until = now_ms().saturating_add(self.settings.idempotency_ttl.as_millis() as u64);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.store.complete(key, completed, keep_until).await {
-                Ok(()) => return outcome,
+            match self.store.complete_many(done, keep_until).await {
+                Ok(()) => return Ok(()),
                 Err(error) => {
                     if !self
                         .settings
@@ -507,10 +647,8 @@ impl<H: RecordHandler> Processor<H> {
                         .wait(attempt, &invocation.deadline)
                         .await
                     {
-                        // The side effect happened but is not recorded: retrying may repeat it, which
-                        // is better than losing the record.
-                        return RecordOutcome::Unfinished(format!(
-                            "done, but not recorded as done ({error}); a retry may repeat its side effect"
+                        return Err(format!(
+                            "done, but not recorded as done ({error}); the retry will look for its side effect before repeating it"
                         ));
                     }
                 }
@@ -518,11 +656,29 @@ impl<H: RecordHandler> Processor<H> {
         }
     }
 
-    async fn release(&self, key: &str) {
-        if let Err(error) = self.store.release(key).await {
-            warn!(%error, "claim not released; it expires with the invocation's deadline");
+    async fn abandon(&self, key: &str, claimed_at: u64) {
+        if let Err(error) = self.store.abandon(key, claimed_at, now_ms()).await {
+            warn!(%error, "claim not abandoned; it expires with the invocation's deadline");
         }
     }
+}
+
+/// One claimed attempt at a record.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    /// When the claim was made.
+    claimed_at: u64,
+    /// The earlier attempt this claim took over, when it was interrupted.
+    interrupted: Option<Interrupted>,
+}
+
+/// Why the handler did not finish a record.
+enum Failed {
+    /// A permanent failure: dead-letter it (after the interrupted attempt, if any, that may have
+    /// dead-lettered it already).
+    Permanently(Failure, Option<Interrupted>),
+    /// Transient failures used up the time.
+    OutOfTime,
 }
 
 fn coordinates_key(topic: &str, partition: i32, offset: i64) -> String {

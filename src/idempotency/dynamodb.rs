@@ -7,8 +7,9 @@
 //! | `status` | S | `IN_PROGRESS` or `COMPLETED` |
 //! | `outcome` | S | `processed` or `dead_lettered` (completed keys) |
 //! | `lock_until_ms` | N | when an in-progress claim expires, epoch ms |
+//! | `claimed_at_ms` | N | when the in-progress claim was made, epoch ms |
 //! | `expires_at_ms` | N | when the item stops counting, epoch ms (the lock, or the completed window) |
-//! | `expiration` | N | the same in epoch **seconds**, rounded up: the table's TTL attribute |
+//! | `expiration` | N | the table's TTL attribute, epoch **seconds**: the completed window's end; for an in-progress claim a day after its lock, so an interrupted claim is still known when it is retried |
 //!
 //! DynamoDB deletes expired items lazily (often hours later), so every decision compares the exact
 //! `expires_at_ms` / `lock_until_ms` with the caller's clock and never relies on TTL having run.
@@ -16,7 +17,9 @@
 //! A claim is one conditional `PutItem`; when the condition fails, the old item comes back with the
 //! error (`ReturnValuesOnConditionCheckFailure=ALL_OLD`) and says whether the key is completed or
 //! locked without a second read. An item is free at `now` when its time is `<= now`, exactly as the
-//! other stores decide ([`super::Entry::blocks`]).
+//! other stores decide ([`super::Entry::blocks`]). A claim that succeeds returns the item it
+//! replaced (`ReturnValues=ALL_OLD`): an in-progress one is an interrupted attempt
+//! ([`super::Claim::Resumed`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,9 +29,11 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, KeysAndAttributes,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
+    ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    TimeToLiveSpecification,
 };
 
 use super::{Claim, CompletedOutcome, Entry, IdempotencyStore, StoreError};
@@ -39,6 +44,7 @@ mod attr {
     pub const STATUS: &str = "status";
     pub const OUTCOME: &str = "outcome";
     pub const LOCK_UNTIL_MS: &str = "lock_until_ms";
+    pub const CLAIMED_AT_MS: &str = "claimed_at_ms";
     pub const EXPIRES_AT_MS: &str = "expires_at_ms";
     pub const EXPIRATION: &str = "expiration";
 }
@@ -56,6 +62,14 @@ const UNPROCESSED_ROUNDS: u32 = 8;
 /// A claim whose condition fails although the old item does not block (it changed in between) is
 /// tried again this many times in all.
 const CLAIM_ATTEMPTS: u32 = 3;
+
+/// The longest a Lambda invocation runs (15 minutes): how long before its lock's end an
+/// interrupted claim without a recorded claim time may have been made.
+const LONGEST_INVOCATION_MS: u64 = 15 * 60 * 1000;
+
+/// How long after its lock an in-progress item stays in the table for TTL: a retry within this
+/// window learns that the earlier attempt was interrupted.
+const INTERRUPTED_KEPT_MS: u64 = 24 * 3600 * 1000;
 
 const CLAIM_CONDITION: &str = "attribute_not_exists(#id) \
      OR (#status = :in_progress AND #lock_until_ms <= :now) \
@@ -272,9 +286,15 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<Entry, String> {
     };
     let id = text(attr::ID).unwrap_or("?");
     let entry = match text(attr::STATUS)? {
-        IN_PROGRESS => Entry::InProgress {
-            until_ms: millis(attr::LOCK_UNTIL_MS)?,
-        },
+        IN_PROGRESS => {
+            let until_ms = millis(attr::LOCK_UNTIL_MS)?;
+            Entry::InProgress {
+                // Items written before the claim time was kept: assume the longest Lambda run.
+                since_ms: millis(attr::CLAIMED_AT_MS)
+                    .unwrap_or_else(|_| until_ms.saturating_sub(LONGEST_INVOCATION_MS)),
+                until_ms,
+            }
+        }
         COMPLETED => Entry::Completed {
             outcome: match text(attr::OUTCOME)? {
                 PROCESSED => CompletedOutcome::Processed,
@@ -355,9 +375,14 @@ impl IdempotencyStore for DynamoDbStore {
                 .item(attr::ID, AttributeValue::S(key.to_owned()))
                 .item(attr::STATUS, AttributeValue::S(IN_PROGRESS.into()))
                 .item(attr::LOCK_UNTIL_MS, number(lock_until_ms))
+                .item(attr::CLAIMED_AT_MS, number(now_ms))
                 .item(attr::EXPIRES_AT_MS, number(lock_until_ms))
-                .item(attr::EXPIRATION, ttl_seconds(lock_until_ms))
+                .item(
+                    attr::EXPIRATION,
+                    ttl_seconds(lock_until_ms.saturating_add(INTERRUPTED_KEPT_MS)),
+                )
                 .condition_expression(CLAIM_CONDITION)
+                .return_values(ReturnValue::AllOld)
                 .expression_attribute_names("#id", attr::ID)
                 .expression_attribute_names("#status", attr::STATUS)
                 .expression_attribute_names("#lock_until_ms", attr::LOCK_UNTIL_MS)
@@ -371,7 +396,16 @@ impl IdempotencyStore for DynamoDbStore {
                 .send()
                 .await;
             let old = match put {
-                Ok(_) => return Ok(Claim::Acquired),
+                Ok(output) => {
+                    let replaced = match output.attributes {
+                        Some(item) if !item.is_empty() => {
+                            Some(decode(&item).map_err(|e| StoreError::new(action, e))?)
+                        }
+                        _ => None,
+                    };
+                    // The condition held, so whatever was replaced did not block at `now_ms`.
+                    return Ok(Entry::claim(replaced, now_ms));
+                }
                 Err(SdkError::ServiceError(service)) => match service.into_err() {
                     PutItemError::ConditionalCheckFailedException(failed) => failed.item,
                     other => return Err(StoreError::new(action, DisplayErrorContext(other))),
@@ -418,6 +452,38 @@ impl IdempotencyStore for DynamoDbStore {
             .await
             .map_err(|e| sdk_error("completing a key", e))?;
         Ok(())
+    }
+
+    async fn abandon(&self, key: &str, claimed_at_ms: u64, now_ms: u64) -> Result<(), StoreError> {
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(key)))
+            .update_expression("SET #lock_until_ms = :now, #expires_at_ms = :now")
+            .condition_expression("#status = :in_progress AND #claimed_at_ms = :claimed_at")
+            .expression_attribute_names("#status", attr::STATUS)
+            .expression_attribute_names("#claimed_at_ms", attr::CLAIMED_AT_MS)
+            .expression_attribute_names("#lock_until_ms", attr::LOCK_UNTIL_MS)
+            .expression_attribute_names("#expires_at_ms", attr::EXPIRES_AT_MS)
+            .expression_attribute_values(":in_progress", AttributeValue::S(IN_PROGRESS.into()))
+            .expression_attribute_values(":claimed_at", number(claimed_at_ms))
+            .expression_attribute_values(":now", number(now_ms))
+            .send()
+            .await;
+        match updated {
+            Ok(_) => Ok(()),
+            // Completed, claimed again by someone else, or gone: not ours to abandon.
+            Err(SdkError::ServiceError(service))
+                if matches!(
+                    service.err(),
+                    UpdateItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(other) => Err(sdk_error("abandoning a claim", other)),
+        }
     }
 
     async fn release(&self, key: &str) -> Result<(), StoreError> {
@@ -507,7 +573,10 @@ mod tests {
                 ("status", s("IN_PROGRESS")),
                 ("lock_until_ms", n("5"))
             ])),
-            Ok(Entry::InProgress { until_ms: 5 })
+            Ok(Entry::InProgress {
+                since_ms: 0,
+                until_ms: 5
+            })
         );
         assert_eq!(
             decode(&item(&[
@@ -762,7 +831,9 @@ mod tests {
             .unwrap();
         assert_eq!(item["status"], AttributeValue::S("IN_PROGRESS".into()));
         assert_eq!(item["lock_until_ms"], AttributeValue::N("2500".into()));
-        assert_eq!(item["expiration"], AttributeValue::N("3".into()));
+        assert_eq!(item["claimed_at_ms"], AttributeValue::N("1000".into()));
+        // Kept a day after the lock, so a retry learns the claim was interrupted.
+        assert_eq!(item["expiration"], AttributeValue::N("86403".into()));
         store
             .complete("k", CompletedOutcome::DeadLettered, 86_400_000)
             .await
@@ -802,7 +873,7 @@ mod tests {
             match task.await.unwrap().unwrap() {
                 Claim::Acquired => acquired += 1,
                 Claim::Locked { until_ms } => locked_until.push(until_ms),
-                Claim::Completed(o) => panic!("nobody completed the key, got Completed({o:?})"),
+                other => panic!("nobody held or completed the key before, got {other:?}"),
             }
         }
         assert_eq!(acquired, 1, "exactly one claim wins");

@@ -9,12 +9,16 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 
 use super::{Claim, CompletedOutcome, Entry, IdempotencyStore, StoreError};
 
-/// key → (state, until_ms); state 1 = in progress, 2 = processed, 3 = dead-lettered.
-const KEYS: TableDefinition<&str, (u8, u64)> = TableDefinition::new("idempotency_keys");
+/// key → (state, since_ms, until_ms); state 1 = in progress (since = when claimed), 2 = processed,
+/// 3 = dead-lettered. (The first layout, without the claim time, lived in `idempotency_keys`.)
+const KEYS: TableDefinition<&str, (u8, u64, u64)> = TableDefinition::new("idempotency_keys_v2");
 
-/// Keeps keys in a redb file. Each write commits without an fsync; [`IdempotencyStore::flush`]
-/// (called once per invocation) makes them durable, so a crash loses at most the current batch's
-/// marks and those records are processed again (at least once, never lost).
+type Keys<'t> = redb::Table<'t, &'static str, (u8, u64, u64)>;
+
+/// Keeps keys in a redb file. Every write is one durable transaction (`fsync`ed before it returns),
+/// so a claim or a completion survives a crash of the process (or of the machine) right after it:
+/// a crash between a claim and its completion is seen by the next claim as an interrupted attempt.
+/// A chunk of records costs one transaction for its claims and one for its completions.
 pub struct LocalStore {
     db: Database,
     // redb allows one writer at a time; the mutex keeps claims atomic across tasks of this process.
@@ -48,18 +52,18 @@ impl LocalStore {
         })
     }
 
+    /// Runs `body` in one durable write transaction.
     fn write<T>(
         &self,
         action: &'static str,
-        durability: Durability,
-        body: impl FnOnce(&mut redb::Table<'_, &str, (u8, u64)>) -> Result<T, redb::StorageError>,
+        body: impl FnOnce(&mut Keys<'_>) -> Result<T, redb::StorageError>,
     ) -> Result<T, StoreError> {
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut txn = self
             .db
             .begin_write()
             .map_err(|e| StoreError::new(action, e))?;
-        txn.set_durability(durability)
+        txn.set_durability(Durability::Immediate)
             .map_err(|e| StoreError::new(action, e))?;
         let result = {
             let mut table = txn
@@ -72,7 +76,7 @@ impl LocalStore {
     }
 }
 
-fn decode((state, until_ms): (u8, u64)) -> Entry {
+fn decode((state, since_ms, until_ms): (u8, u64, u64)) -> Entry {
     match state {
         2 => Entry::Completed {
             outcome: CompletedOutcome::Processed,
@@ -82,8 +86,30 @@ fn decode((state, until_ms): (u8, u64)) -> Entry {
             outcome: CompletedOutcome::DeadLettered,
             until_ms,
         },
-        _ => Entry::InProgress { until_ms },
+        _ => Entry::InProgress { since_ms, until_ms },
     }
+}
+
+fn state(outcome: CompletedOutcome) -> u8 {
+    match outcome {
+        CompletedOutcome::Processed => 2,
+        CompletedOutcome::DeadLettered => 3,
+    }
+}
+
+/// Claims `key` inside a write transaction.
+fn claim(
+    table: &mut Keys<'_>,
+    key: &str,
+    now_ms: u64,
+    lock_until_ms: u64,
+) -> Result<Claim, redb::StorageError> {
+    let current = table.get(key)?.map(|v| decode(v.value()));
+    let claim = Entry::claim(current, now_ms);
+    if claim.holds() {
+        table.insert(key, (1, now_ms, lock_until_ms))?;
+    }
+    Ok(claim)
 }
 
 #[async_trait]
@@ -115,13 +141,21 @@ impl IdempotencyStore for LocalStore {
         now_ms: u64,
         lock_until_ms: u64,
     ) -> Result<Claim, StoreError> {
-        self.write("claiming a key", Durability::None, |table| {
-            let current = table.get(key)?.map(|v| decode(v.value()));
-            if let Some(claim) = current.and_then(|e| e.blocks(now_ms)) {
-                return Ok(claim);
-            }
-            table.insert(key, (1, lock_until_ms))?;
-            Ok(Claim::Acquired)
+        self.write("claiming a key", |table| {
+            claim(table, key, now_ms, lock_until_ms)
+        })
+    }
+
+    async fn try_claim_many(
+        &self,
+        keys: &[&str],
+        now_ms: u64,
+        lock_until_ms: u64,
+    ) -> Result<Vec<Claim>, StoreError> {
+        self.write("claiming keys", |table| {
+            keys.iter()
+                .map(|key| claim(table, key, now_ms, lock_until_ms))
+                .collect()
         })
     }
 
@@ -131,25 +165,48 @@ impl IdempotencyStore for LocalStore {
         outcome: CompletedOutcome,
         keep_until_ms: u64,
     ) -> Result<(), StoreError> {
-        let state = match outcome {
-            CompletedOutcome::Processed => 2,
-            CompletedOutcome::DeadLettered => 3,
-        };
-        self.write("completing a key", Durability::None, |table| {
-            table.insert(key, (state, keep_until_ms))?;
+        self.complete_many(&[(key, outcome)], keep_until_ms).await
+    }
+
+    async fn complete_many(
+        &self,
+        done: &[(&str, CompletedOutcome)],
+        keep_until_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.write("completing keys", |table| {
+            for (key, outcome) in done {
+                table.insert(*key, (state(*outcome), 0, keep_until_ms))?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn abandon(&self, key: &str, claimed_at_ms: u64, now_ms: u64) -> Result<(), StoreError> {
+        self.write("abandoning a claim", |table| {
+            let current = table.get(key)?.map(|v| v.value());
+            if let Some((1, since_ms, _)) = current
+                && since_ms == claimed_at_ms
+            {
+                table.insert(key, (1, since_ms, now_ms))?;
+            }
             Ok(())
         })
     }
 
     async fn release(&self, key: &str) -> Result<(), StoreError> {
-        self.write("releasing a key", Durability::None, |table| {
-            table.remove(key)?;
-            Ok(())
-        })
+        self.release_many(&[key]).await
     }
 
-    async fn flush(&self) -> Result<(), StoreError> {
-        self.write("flushing to disk", Durability::Immediate, |_| Ok(()))
+    async fn release_many(&self, keys: &[&str]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.write("releasing keys", |table| {
+            for key in keys {
+                table.remove(*key)?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -175,12 +232,21 @@ mod tests {
                 .complete("k", CompletedOutcome::Processed, 1_000)
                 .await
                 .unwrap();
-            store.flush().await.unwrap();
+            assert_eq!(store.try_claim("open", 10, 20).await.unwrap(), Claim::Acquired);
+            // Dropped without a flush, as a killed process would leave it.
         }
         let store = LocalStore::open(&path).unwrap();
         assert_eq!(
             store.try_claim("k", 11, 30).await.unwrap(),
             Claim::Completed(CompletedOutcome::Processed)
+        );
+        // The claim that was never completed is an interrupted attempt once its lock runs out.
+        assert_eq!(
+            store.try_claim("open", 21, 30).await.unwrap(),
+            Claim::Resumed(crate::idempotency::Interrupted {
+                claimed_at_ms: 10,
+                lock_until_ms: 20
+            })
         );
     }
 }

@@ -58,16 +58,17 @@ impl IdempotencyStore for MemoryStore {
         lock_until_ms: u64,
     ) -> Result<Claim, StoreError> {
         let mut entries = self.lock();
-        if let Some(claim) = entries.get(key).and_then(|e| e.blocks(now_ms)) {
-            return Ok(claim);
+        let claim = Entry::claim(entries.get(key).copied(), now_ms);
+        if claim.holds() {
+            entries.insert(
+                key.to_owned(),
+                Entry::InProgress {
+                    since_ms: now_ms,
+                    until_ms: lock_until_ms,
+                },
+            );
         }
-        entries.insert(
-            key.to_owned(),
-            Entry::InProgress {
-                until_ms: lock_until_ms,
-            },
-        );
-        Ok(Claim::Acquired)
+        Ok(claim)
     }
 
     async fn complete(
@@ -86,6 +87,15 @@ impl IdempotencyStore for MemoryStore {
             None => {
                 entries.insert(key.to_owned(), entry);
             }
+        }
+        Ok(())
+    }
+
+    async fn abandon(&self, key: &str, claimed_at_ms: u64, now_ms: u64) -> Result<(), StoreError> {
+        if let Some(Entry::InProgress { since_ms, until_ms }) = self.lock().get_mut(key)
+            && *since_ms == claimed_at_ms
+        {
+            *until_ms = now_ms;
         }
         Ok(())
     }

@@ -6,8 +6,15 @@
 //! invocation's deadline, so a crashed invocation never blocks the retry for longer than its own
 //! timeout. After the side effect the key is marked completed and kept for a configurable window.
 //!
+//! A claim that takes over an *expired in-progress* lock means an earlier attempt stopped between
+//! its claim and its completion (a crash, a timeout): its side effect may have happened, wholly or
+//! in part. The store says so ([`Claim::Resumed`], with when the earlier claim was made and when
+//! its lock ran out), and the processor asks the handler to look for the effect before redoing it.
+//!
 //! The trait is shaped for stores with conditional writes (DynamoDB's `ConditionExpression`), plus one
-//! batch read ([`IdempotencyStore::completed`]) so duplicates are found without a round trip each.
+//! batch read ([`IdempotencyStore::completed`]) so duplicates are found without a round trip each,
+//! and batch claims/completions that stores able to write many keys atomically (the local file)
+//! override, so a chunk of records costs one write each way.
 
 mod dynamodb;
 mod local;
@@ -28,11 +35,24 @@ pub enum CompletedOutcome {
     DeadLettered,
 }
 
+/// An earlier claim on a key that expired without being completed or released: the attempt that
+/// made it stopped somewhere between its claim and its completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interrupted {
+    /// When the earlier claim was made (epoch ms): its side effect, if any, happened after this.
+    pub claimed_at_ms: u64,
+    /// When its lock ran out (epoch ms): the attempt was over by then.
+    pub lock_until_ms: u64,
+}
+
 /// The answer to a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
     /// The caller holds the key until its lock expires: go ahead with the side effect.
     Acquired,
+    /// The caller holds the key, taken over from an interrupted attempt whose side effect may have
+    /// happened: look for it before doing it again.
+    Resumed(Interrupted),
     /// The key was completed before: the record is a duplicate.
     Completed(CompletedOutcome),
     /// Another invocation holds the key until this time (epoch milliseconds).
@@ -83,6 +103,34 @@ pub trait IdempotencyStore: Send + Sync {
         lock_until_ms: u64,
     ) -> Result<Claim, StoreError>;
 
+    /// Claims each of `keys` (distinct) as [`IdempotencyStore::try_claim`] does, one answer per key.
+    /// On error no key is left claimed. The default claims one at a time.
+    async fn try_claim_many(
+        &self,
+        keys: &[&str],
+        now_ms: u64,
+        lock_until_ms: u64,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let mut claims = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.try_claim(key, now_ms, lock_until_ms).await {
+                Ok(claim) => claims.push(claim),
+                Err(error) => {
+                    let held: Vec<&str> = keys
+                        .iter()
+                        .zip(&claims)
+                        .filter(|(_, c)| c.holds())
+                        .map(|(k, _)| *k)
+                        .collect();
+                    // Best effort: a claim left behind expires with its lock.
+                    let _ = self.release_many(&held).await;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(claims)
+    }
+
     /// Marks a claimed key completed, kept until `keep_until_ms`.
     async fn complete(
         &self,
@@ -91,8 +139,35 @@ pub trait IdempotencyStore: Send + Sync {
         keep_until_ms: u64,
     ) -> Result<(), StoreError>;
 
+    /// Marks each claimed key completed with its outcome, kept until `keep_until_ms`. The default
+    /// marks one at a time.
+    async fn complete_many(
+        &self,
+        done: &[(&str, CompletedOutcome)],
+        keep_until_ms: u64,
+    ) -> Result<(), StoreError> {
+        for (key, outcome) in done {
+            self.complete(key, *outcome, keep_until_ms).await?;
+        }
+        Ok(())
+    }
+
     /// Drops a claim whose side effect did not happen, so a retry may claim it at once.
     async fn release(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Ends the claim on `key` made at `claimed_at_ms` after an attempt whose side effect may have
+    /// happened in part (it failed midway): the key stays in progress with its lock expired at
+    /// `now_ms`, so the next claim takes it over at once as [`Claim::Resumed`] and looks for the
+    /// effect. Nothing happens when the key is completed or claimed by someone else since.
+    async fn abandon(&self, key: &str, claimed_at_ms: u64, now_ms: u64) -> Result<(), StoreError>;
+
+    /// Drops these claims. The default drops one at a time.
+    async fn release_many(&self, keys: &[&str]) -> Result<(), StoreError> {
+        for key in keys {
+            self.release(key).await?;
+        }
+        Ok(())
+    }
 
     /// Makes everything written so far durable (stores that buffer do it here; the default does nothing).
     async fn flush(&self) -> Result<(), StoreError> {
@@ -100,10 +175,18 @@ pub trait IdempotencyStore: Send + Sync {
     }
 }
 
+impl Claim {
+    /// True when the caller now holds the key.
+    pub fn holds(&self) -> bool {
+        matches!(self, Claim::Acquired | Claim::Resumed(_))
+    }
+}
+
 /// A stored entry, shared by the stores that keep their own state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Entry {
     InProgress {
+        since_ms: u64,
         until_ms: u64,
     },
     Completed {
@@ -116,11 +199,28 @@ impl Entry {
     /// The claim this entry answers at `now_ms`; `None` when it has expired and may be taken.
     pub(crate) fn blocks(self, now_ms: u64) -> Option<Claim> {
         match self {
-            Entry::InProgress { until_ms } if until_ms > now_ms => Some(Claim::Locked { until_ms }),
+            Entry::InProgress { until_ms, .. } if until_ms > now_ms => {
+                Some(Claim::Locked { until_ms })
+            }
             Entry::Completed { outcome, until_ms } if until_ms > now_ms => {
                 Some(Claim::Completed(outcome))
             }
             _ => None,
+        }
+    }
+
+    /// The answer to a claim at `now_ms` by a caller who, when it wins, takes the key over from
+    /// this entry: [`Claim::Resumed`] when the entry is an expired lock.
+    pub(crate) fn claim(entry: Option<Self>, now_ms: u64) -> Claim {
+        match entry {
+            None => Claim::Acquired,
+            Some(entry) => entry.blocks(now_ms).unwrap_or(match entry {
+                Entry::InProgress { since_ms, until_ms } => Claim::Resumed(Interrupted {
+                    claimed_at_ms: since_ms,
+                    lock_until_ms: until_ms,
+                }),
+                Entry::Completed { .. } => Claim::Acquired,
+            }),
         }
     }
 
@@ -150,10 +250,13 @@ pub(crate) mod contract {
                 until_ms: now + 500
             }
         );
-        // An expired lock (a crashed invocation) can be taken over.
+        // An expired lock (a crashed invocation) is taken over, and says when it was claimed.
         assert_eq!(
             store.try_claim("a", now + 501, now + 900).await.unwrap(),
-            Claim::Acquired
+            Claim::Resumed(Interrupted {
+                claimed_at_ms: now,
+                lock_until_ms: now + 500
+            })
         );
         // Completed keys are duplicates until they expire.
         store
@@ -190,6 +293,81 @@ pub(crate) mod contract {
         assert_eq!(
             found,
             vec![Some(CompletedOutcome::DeadLettered), None, None]
+        );
+        // Many keys at once: each answered as alone, completed and released together.
+        store.try_claim("held", now, now + 500).await.unwrap();
+        let claims = store
+            .try_claim_many(&["c", "b", "held", "d"], now + 4, now + 700)
+            .await
+            .unwrap();
+        assert_eq!(
+            claims,
+            vec![
+                Claim::Acquired,
+                Claim::Completed(CompletedOutcome::DeadLettered),
+                Claim::Locked {
+                    until_ms: now + 500
+                },
+                Claim::Acquired,
+            ]
+        );
+        store
+            .complete_many(&[("c", CompletedOutcome::DeadLettered)], now + 10_000)
+            .await
+            .unwrap();
+        store.release_many(&["d"]).await.unwrap();
+        assert_eq!(
+            store.completed(&["c", "d"], now + 5).await.unwrap(),
+            vec![Some(CompletedOutcome::DeadLettered), None]
+        );
+        assert_eq!(
+            store.try_claim("d", now + 5, now + 700).await.unwrap(),
+            Claim::Acquired
+        );
+        // An abandoned claim is taken over at once, as interrupted.
+        assert_eq!(
+            store.try_claim("e", now + 10, now + 700).await.unwrap(),
+            Claim::Acquired
+        );
+        store.abandon("e", now + 9, now + 20).await.unwrap();
+        assert_eq!(
+            store.try_claim("e", now + 20, now + 700).await.unwrap(),
+            Claim::Locked {
+                until_ms: now + 700
+            },
+            "another claim's abandon does not touch this one"
+        );
+        store.abandon("e", now + 10, now + 20).await.unwrap();
+        assert_eq!(
+            store.try_claim("e", now + 21, now + 700).await.unwrap(),
+            Claim::Resumed(Interrupted {
+                claimed_at_ms: now + 10,
+                lock_until_ms: now + 20
+            })
+        );
+        store
+            .complete("e", CompletedOutcome::Processed, now + 10_000)
+            .await
+            .unwrap();
+        store.abandon("e", now + 21, now + 30).await.unwrap();
+        assert_eq!(
+            store.completed(&["e"], now + 31).await.unwrap(),
+            vec![Some(CompletedOutcome::Processed)],
+            "a completed key is never abandoned"
+        );
+        // A released key is new again, not an interrupted one.
+        store.release("d").await.unwrap();
+        assert_eq!(
+            store.try_claim_many(&["d"], now + 801, now + 900).await.unwrap(),
+            vec![Claim::Acquired]
+        );
+        // An expired lock taken over in a batch is reported as interrupted too.
+        assert_eq!(
+            store.try_claim_many(&["held"], now + 501, now + 900).await.unwrap(),
+            vec![Claim::Resumed(Interrupted {
+                claimed_at_ms: now,
+                lock_until_ms: now + 500
+            })]
         );
         store.flush().await.unwrap();
     }

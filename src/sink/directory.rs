@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Delivery, MessageSink, OutboundMessage, SinkError};
+use super::{Delivery, MessageSink, OutboundMessage, PublishWindow, SinkError, mark_found};
 use crate::event::{decode_base64, encode_base64};
 use crate::record::Header;
 
@@ -194,6 +194,25 @@ impl MessageSink for DirectorySink {
         let file = files.get_mut(&message.topic).expect("inserted above");
         file.write_all(&line).map_err(fail)?;
         Ok(Delivery::default())
+    }
+
+    async fn find_published(
+        &self,
+        topic: &str,
+        ids: &[&str],
+        _window: PublishWindow,
+        _timeout: Duration,
+    ) -> Result<Vec<bool>, SinkError> {
+        // Hold the writers' lock: no line is half written while the file is read.
+        let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let messages = Self::read_topic(&self.dir, topic).map_err(|e| SinkError {
+            topic: topic.to_owned(),
+            message: format!("reading {}: {e}", self.topic_path(topic).display()),
+        })?;
+        Ok(mark_found(
+            ids,
+            messages.iter().filter_map(OutboundMessage::message_id),
+        ))
     }
 }
 

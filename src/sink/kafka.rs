@@ -1,4 +1,5 @@
-//! A sink that produces to Kafka with an idempotent rdkafka producer.
+//! A sink that produces to Kafka with an idempotent rdkafka producer, and reads its topics back to
+//! find what an interrupted attempt published.
 
 use std::time::Duration;
 
@@ -7,12 +8,14 @@ use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
-use super::{Delivery, MessageSink, OutboundMessage, SinkError};
+use super::published::PublishedIndex;
+use super::{Delivery, MessageSink, OutboundMessage, PublishWindow, SinkError};
 use crate::kafka::{KafkaClientContext, KafkaSettings, KafkaSetupError};
 
 /// Produces each message and waits for the broker's acknowledgement (`acks=all`).
 pub struct KafkaSink {
     producer: FutureProducer<KafkaClientContext>,
+    published: PublishedIndex,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -32,12 +35,8 @@ impl KafkaSink {
         }
         Ok(Self {
             producer: config.create_with_context(settings.context())?,
+            published: PublishedIndex::new(settings.clone()),
         })
-    }
-
-    /// A sink over an existing producer.
-    pub fn from_producer(producer: FutureProducer<KafkaClientContext>) -> Self {
-        Self { producer }
     }
 
     /// Messages handed to librdkafka and not yet acknowledged or failed.
@@ -87,5 +86,21 @@ impl MessageSink for KafkaSink {
                 message: error.to_string(),
             }),
         }
+    }
+
+    async fn find_published(
+        &self,
+        topic: &str,
+        ids: &[&str],
+        window: PublishWindow,
+        timeout: Duration,
+    ) -> Result<Vec<bool>, SinkError> {
+        self.published
+            .find(topic, ids, window, timeout)
+            .await
+            .map_err(|message| SinkError {
+                topic: topic.to_owned(),
+                message,
+            })
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Delivery, MessageSink, OutboundMessage, SinkError};
+use super::{Delivery, MessageSink, OutboundMessage, PublishWindow, SinkError, mark_found};
 
 /// Keeps every published message in order.
 #[derive(Debug, Default)]
@@ -90,5 +90,28 @@ impl MessageSink for MemorySink {
             partition: Some(0),
             offset: Some(offset),
         })
+    }
+
+    async fn find_published(
+        &self,
+        topic: &str,
+        ids: &[&str],
+        _window: PublishWindow,
+        _timeout: Duration,
+    ) -> Result<Vec<bool>, SinkError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(SinkError {
+                topic: topic.to_owned(),
+                message: "the sink is down (injected)".into(),
+            });
+        }
+        let messages = self.lock();
+        Ok(mark_found(
+            ids,
+            messages
+                .iter()
+                .filter(|m| m.topic == topic)
+                .filter_map(OutboundMessage::message_id),
+        ))
     }
 }

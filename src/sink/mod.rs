@@ -1,10 +1,15 @@
 //! Where messages go: the dead-letter topic and the reference app's alerts both publish through a
 //! [`MessageSink`]. On AWS that is Kafka ([`KafkaSink`]); locally a directory of JSON-lines files
 //! ([`DirectorySink`]); in tests and benchmarks memory ([`MemorySink`]).
+//!
+//! A message may carry a stable id ([`MESSAGE_ID_HEADER`]): the same for every attempt at the same
+//! side effect. After an interrupted attempt, [`MessageSink::find_published`] says which ids are
+//! already in the topic, so the retry publishes only what is missing.
 
 mod directory;
 mod kafka;
 mod memory;
+mod published;
 
 use std::time::Duration;
 
@@ -15,6 +20,9 @@ pub use kafka::KafkaSink;
 pub use memory::MemorySink;
 
 use crate::record::Header;
+
+/// The header naming a message's side effect: every attempt at it publishes the same id.
+pub const MESSAGE_ID_HEADER: &str = "esm.message.id";
 
 /// A message to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +35,40 @@ pub struct OutboundMessage {
     pub value: Option<Vec<u8>>,
     /// Headers in order.
     pub headers: Vec<Header>,
+}
+
+impl OutboundMessage {
+    /// Names the message's side effect with `id` ([`MESSAGE_ID_HEADER`]).
+    pub fn with_message_id(mut self, id: impl Into<String>) -> Self {
+        self.headers
+            .push(Header::new(MESSAGE_ID_HEADER, id.into().into_bytes()));
+        self
+    }
+
+    /// The message's id, when it has one.
+    pub fn message_id(&self) -> Option<&[u8]> {
+        message_id(self.headers.iter().map(|h| (h.name.as_str(), h.value.as_deref())))
+    }
+}
+
+/// The [`MESSAGE_ID_HEADER`] among `(name, value)` headers: the last one, since a message that
+/// carries another's headers (a dead letter) appends its own id after them.
+pub(crate) fn message_id<'a>(
+    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+) -> Option<&'a [u8]> {
+    headers
+        .filter(|(name, _)| *name == MESSAGE_ID_HEADER)
+        .last()
+        .and_then(|(_, value)| value)
+}
+
+/// When an interrupted attempt may have published (epoch ms, the publisher's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishWindow {
+    /// Not before this.
+    pub since_ms: u64,
+    /// Not after this.
+    pub until_ms: u64,
 }
 
 /// Where a published message landed, when the sink knows.
@@ -60,4 +102,25 @@ pub trait MessageSink: Send + Sync {
         message: OutboundMessage,
         timeout: Duration,
     ) -> Result<Delivery, SinkError>;
+
+    /// For each of `ids`, whether a message with that [`MESSAGE_ID_HEADER`] was published to
+    /// `topic` during `window` (sinks that keep no time look through everything they hold). Asked
+    /// after an interrupted attempt: an `Err` means the sink cannot tell, and the caller must not
+    /// guess (it keeps the record for a later retry). `timeout` bounds the search.
+    async fn find_published(
+        &self,
+        topic: &str,
+        ids: &[&str],
+        window: PublishWindow,
+        timeout: Duration,
+    ) -> Result<Vec<bool>, SinkError>;
+}
+
+/// For each of `ids`, whether it is among `found`.
+pub(crate) fn mark_found<'a>(
+    ids: &[&str],
+    found: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<bool> {
+    let found: std::collections::HashSet<&[u8]> = found.into_iter().collect();
+    ids.iter().map(|id| found.contains(id.as_bytes())).collect()
 }

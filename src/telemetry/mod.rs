@@ -19,8 +19,9 @@ pub use rules::{AlertRule, Comparison, RuleError, parse_rules};
 
 use crate::format::{Json, ValueFormat};
 use crate::handler::{DeserializeError, HandlerError, InvocationInfo, RecordHandler};
+use crate::idempotency::Interrupted;
 use crate::record::KafkaRecord;
-use crate::sink::{MessageSink, OutboundMessage};
+use crate::sink::{MessageSink, OutboundMessage, PublishWindow};
 
 /// The default alerts topic.
 pub const DEFAULT_ALERTS_TOPIC: &str = "telemetry.alerts";
@@ -137,12 +138,65 @@ impl RecordHandler for TelemetryHandler {
         event: &TelemetryEvent,
         invocation: &InvocationInfo,
     ) -> Result<(), HandlerError> {
-        let TelemetryEvent::Metric(metric) = event else {
+        let alerts = self.alerts_for(record, event)?;
+        self.publish(alerts, invocation).await
+    }
+
+    /// Publishes only the alerts the interrupted attempt did not: each alert's id is looked up in
+    /// the alerts topic over the interrupted attempt's time.
+    async fn resume(
+        &self,
+        record: &KafkaRecord,
+        event: &TelemetryEvent,
+        interrupted: &Interrupted,
+        invocation: &InvocationInfo,
+    ) -> Result<(), HandlerError> {
+        let alerts = self.alerts_for(record, event)?;
+        if alerts.is_empty() {
             return Ok(());
+        }
+        let ids: Vec<&str> = alerts.iter().map(|(id, _)| id.as_str()).collect();
+        let found = self
+            .alerts
+            .find_published(
+                &self.alerts_topic,
+                &ids,
+                PublishWindow {
+                    since_ms: interrupted.claimed_at_ms,
+                    until_ms: interrupted.lock_until_ms,
+                },
+                self.publish_timeout.min(invocation.deadline.remaining()),
+            )
+            .await
+            .map_err(|e| {
+                HandlerError::transient(format!(
+                    "cannot tell which alerts an interrupted attempt published ({e})"
+                ))
+            })?;
+        let missing = alerts
+            .into_iter()
+            .zip(found)
+            .filter(|(_, found)| !found)
+            .map(|(alert, _)| alert)
+            .collect();
+        self.publish(missing, invocation).await
+    }
+}
+
+impl TelemetryHandler {
+    /// The alerts an event raises, each with its id (stable across attempts).
+    fn alerts_for(
+        &self,
+        record: &KafkaRecord,
+        event: &TelemetryEvent,
+    ) -> Result<Vec<(String, OutboundMessage)>, HandlerError> {
+        let TelemetryEvent::Metric(metric) = event else {
+            return Ok(Vec::new());
         };
         let identity = self
             .idempotency_key(event)
             .unwrap_or_else(|| record.coordinates());
+        let mut alerts = Vec::new();
         for (index, rule) in self.rules.iter().enumerate() {
             if !rule.matches(metric) {
                 continue;
@@ -168,7 +222,19 @@ impl RecordHandler for TelemetryHandler {
                 key: Some(metric.alert_key().into_bytes()),
                 value: Some(serde_json::to_vec(&alert).map_err(HandlerError::permanent)?),
                 headers: Vec::new(),
-            };
+            }
+            .with_message_id(alert.alert_id.as_str());
+            alerts.push((alert.alert_id, message));
+        }
+        Ok(alerts)
+    }
+
+    async fn publish(
+        &self,
+        alerts: Vec<(String, OutboundMessage)>,
+        invocation: &InvocationInfo,
+    ) -> Result<(), HandlerError> {
+        for (_, message) in alerts {
             let timeout = self.publish_timeout.min(invocation.deadline.remaining());
             self.alerts
                 .publish(message, timeout)
