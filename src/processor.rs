@@ -274,12 +274,20 @@ impl<H: RecordHandler> Processor<H> {
         } else {
             match self
                 .store
-                .try_claim_many(&wanted, claimed_at, invocation.deadline.lambda_deadline_ms())
+                .try_claim_many(
+                    &wanted,
+                    claimed_at,
+                    invocation.deadline.lambda_deadline_ms(),
+                )
                 .await
             {
-                Ok(claims) if claims.len() == wanted.len() => wanted.into_iter().zip(claims).collect(),
+                Ok(claims) if claims.len() == wanted.len() => {
+                    wanted.into_iter().zip(claims).collect()
+                }
                 Ok(_) => {
-                    warn!("the store answered a batch claim with the wrong count; claiming one by one");
+                    warn!(
+                        "the store answered a batch claim with the wrong count; claiming one by one"
+                    );
                     HashMap::new()
                 }
                 Err(error) => {
@@ -318,7 +326,14 @@ impl<H: RecordHandler> Processor<H> {
                             _ => None,
                         };
                         let (outcome, completed) = self
-                            .run(item, Attempt { claimed_at, interrupted }, invocation)
+                            .run(
+                                item,
+                                Attempt {
+                                    claimed_at,
+                                    interrupted,
+                                },
+                                invocation,
+                            )
                             .await;
                         if let Some(completed) = completed {
                             completions.push((key, completed));
@@ -356,11 +371,17 @@ impl<H: RecordHandler> Processor<H> {
             // The side effects happened but are not recorded: their claims stay, so the retry
             // resumes them and looks for the effects instead of repeating them.
             for (_, outcome) in &mut outcomes[first..] {
-                if matches!(outcome, RecordOutcome::Processed | RecordOutcome::DeadLettered(_)) {
+                if matches!(
+                    outcome,
+                    RecordOutcome::Processed | RecordOutcome::DeadLettered(_)
+                ) {
                     *outcome = RecordOutcome::Unfinished(reason.clone());
                 }
             }
-            warn!(reason = reason.as_str(), "records done but not recorded as done; the ESM will deliver them again");
+            warn!(
+                reason = reason.as_str(),
+                "records done but not recorded as done; the ESM will deliver them again"
+            );
             stopped = true;
         }
         stopped
@@ -594,7 +615,10 @@ impl<H: RecordHandler> Processor<H> {
             };
             let published = match done_before {
                 Ok(true) => {
-                    debug!(offset = slot.offset(), "dead letter found from an interrupted attempt");
+                    debug!(
+                        offset = slot.offset(),
+                        "dead letter found from an interrupted attempt"
+                    );
                     return Ok(());
                 }
                 Ok(false) => self.dead_letters.publish(message.clone(), timeout).await,

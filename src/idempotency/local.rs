@@ -232,7 +232,10 @@ mod tests {
                 .complete("k", CompletedOutcome::Processed, 1_000)
                 .await
                 .unwrap();
-            assert_eq!(store.try_claim("open", 10, 20).await.unwrap(), Claim::Acquired);
+            assert_eq!(
+                store.try_claim("open", 10, 20).await.unwrap(),
+                Claim::Acquired
+            );
             // Dropped without a flush, as a killed process would leave it.
         }
         let store = LocalStore::open(&path).unwrap();

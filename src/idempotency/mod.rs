@@ -358,12 +358,18 @@ pub(crate) mod contract {
         // A released key is new again, not an interrupted one.
         store.release("d").await.unwrap();
         assert_eq!(
-            store.try_claim_many(&["d"], now + 801, now + 900).await.unwrap(),
+            store
+                .try_claim_many(&["d"], now + 801, now + 900)
+                .await
+                .unwrap(),
             vec![Claim::Acquired]
         );
         // An expired lock taken over in a batch is reported as interrupted too.
         assert_eq!(
-            store.try_claim_many(&["held"], now + 501, now + 900).await.unwrap(),
+            store
+                .try_claim_many(&["held"], now + 501, now + 900)
+                .await
+                .unwrap(),
             vec![Claim::Resumed(Interrupted {
                 claimed_at_ms: now,
                 lock_until_ms: now + 500

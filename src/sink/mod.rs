@@ -47,7 +47,11 @@ impl OutboundMessage {
 
     /// The message's id, when it has one.
     pub fn message_id(&self) -> Option<&[u8]> {
-        message_id(self.headers.iter().map(|h| (h.name.as_str(), h.value.as_deref())))
+        message_id(
+            self.headers
+                .iter()
+                .map(|h| (h.name.as_str(), h.value.as_deref())),
+        )
     }
 }
 
@@ -117,10 +121,7 @@ pub trait MessageSink: Send + Sync {
 }
 
 /// For each of `ids`, whether it is among `found`.
-pub(crate) fn mark_found<'a>(
-    ids: &[&str],
-    found: impl IntoIterator<Item = &'a [u8]>,
-) -> Vec<bool> {
+pub(crate) fn mark_found<'a>(ids: &[&str], found: impl IntoIterator<Item = &'a [u8]>) -> Vec<bool> {
     let found: std::collections::HashSet<&[u8]> = found.into_iter().collect();
     ids.iter().map(|id| found.contains(id.as_bytes())).collect()
 }

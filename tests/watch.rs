@@ -1,0 +1,389 @@
+//! `esm poll --invoke-endpoint` driving the real, unmodified `consumer` binary under `cargo lambda
+//! watch`, on a real broker (Tansu): producer code → broker → `esm poll` → Lambda invoke API →
+//! `consumer` → alerts and dead-letter topics, then the verifier accounts for every input once.
+//!
+//! Needs `KAFKA_ESM_BROKER` (`eval "$(bash infra/broker.sh env)"`) and `KAFKA_ESM_CARGO_LAMBDA`, the
+//! cargo-lambda binary (`eval "$(bash infra/cargo-lambda.sh env)"`); without either it prints
+//! "skipped" and passes. `cargo lambda watch` builds `consumer` on the first invoke with `cargo run
+//! --bin consumer` in this repository (dev profile, the same target directory: $CARGO_TARGET_DIR or
+//! target/), so a cold run compiles; `KAFKA_ESM_WATCH_BUILD_TIMEOUT_S` bounds it (default 1800).
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka_esm::dead_letter::headers;
+use kafka_esm::generate::generate_metrics;
+use kafka_esm::idempotency::LocalStore;
+use kafka_esm::kafka::KafkaSettings;
+use kafka_esm::poll::{Answer, Invoke, RuntimeApi};
+use kafka_esm::producer::{MetricProducer, ProducerSettings};
+use kafka_esm::retry::Deadline;
+use kafka_esm::telemetry::parse_rules;
+use kafka_esm::verify::{read_topic, verify};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const RULES: &str = "cpu_usage_percent > 80";
+const PARTITIONS: i32 = 3;
+const METRICS: usize = 300;
+
+fn required(var: &str, how: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            println!("skipped: {var} is not set ({how})");
+            None
+        }
+    }
+}
+
+/// `cargo lambda watch` in its own process group, stopped (with the function it runs) on drop.
+struct Watch {
+    child: Child,
+    endpoint: String,
+    log: PathBuf,
+}
+
+impl Watch {
+    fn start(cargo_lambda: &str, log: PathBuf, env: &[(&str, String)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = File::create(&log).unwrap();
+        let child = Command::new(cargo_lambda)
+            .args([
+                "lambda",
+                "watch",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+            ])
+            // No reload on file changes: an edit elsewhere must not restart the function mid-run.
+            .arg("--ignore-changes")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            // The function inherits watch's environment (cargo-lambda adds AWS_LAMBDA_*).
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .expect("cargo lambda watch starts");
+        let mut watch = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            watch.assert_running();
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "watch does not listen; {}",
+                watch.tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        watch
+    }
+
+    fn tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        format!(
+            "the last lines of {}:\n{}",
+            self.log.display(),
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        )
+    }
+
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("cargo lambda watch exited ({status}); {}", self.tail());
+        }
+    }
+
+    /// Invokes the function with an empty batch until it answers: the first invoke builds and starts it.
+    async fn warm_up(&mut self, limit: Duration) -> Duration {
+        let event = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/events/empty-batch.json"
+        ))
+        .unwrap();
+        let api = RuntimeApi::new(&self.endpoint, "consumer", limit);
+        let started = Instant::now();
+        let invoke = api.invoke(&event, "warm-up");
+        tokio::pin!(invoke);
+        loop {
+            tokio::select! {
+                answer = &mut invoke => {
+                    assert_eq!(answer, Answer::Success(Some(Default::default())), "{}", self.tail());
+                    return started.elapsed();
+                }
+                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                    self.assert_running();
+                    // watch logs a build failure or a function that exits, and keeps the invoke waiting.
+                    let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                    assert!(!log.contains("command exited"), "the function did not start; {}", self.tail());
+                }
+            }
+        }
+    }
+
+    /// SIGTERM to the group (watch stops the function), SIGKILL to what is left after 5 s.
+    fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let group = format!("-{}", self.child.id());
+        let signal = |sig: &str| {
+            let _ = Command::new("kill")
+                .args(["-s", sig, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        signal("TERM");
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5)
+            && self.child.try_wait().ok().flatten().is_none()
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        signal("KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn create_topic(broker: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .create()
+        .unwrap();
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("the broker answers CreateTopics");
+    for result in results {
+        result.unwrap_or_else(|(t, e)| panic!("creating {t}: {e:?}"));
+    }
+}
+
+/// `METRICS` metrics through the producer Lambda's code, then one poison value per partition.
+async fn produce(broker: &str, topic: &str) {
+    let metrics: Vec<serde_json::Value> = generate_metrics(7, METRICS)
+        .iter()
+        .map(|m| serde_json::to_value(m).unwrap())
+        .collect();
+    let producer = MetricProducer::new(
+        KafkaSettings::new(broker.to_owned())
+            .create_producer()
+            .unwrap(),
+        ProducerSettings {
+            topic: topic.to_owned(),
+            dead_letter_topic: format!("{topic}.producer-dlq"),
+        },
+    );
+    let report = producer
+        .produce(
+            metrics,
+            &Deadline::after(Duration::from_secs(60), Duration::ZERO),
+        )
+        .await;
+    assert_eq!(report.delivered, METRICS, "every metric reaches the broker");
+    let raw: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .create()
+        .unwrap();
+    for partition in 0..PARTITIONS {
+        raw.send(
+            FutureRecord::<[u8], [u8]>::to(topic)
+                .partition(partition)
+                .payload(b"{\"event_id\": \"truncated"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("poison delivered");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn esm_poll_drives_the_consumer_binary_under_cargo_lambda_watch() {
+    let Some(broker) = required("KAFKA_ESM_BROKER", "bash infra/broker.sh start sqlite") else {
+        return;
+    };
+    let Some(cargo_lambda) = required(
+        "KAFKA_ESM_CARGO_LAMBDA",
+        "eval \"$(bash infra/cargo-lambda.sh env)\"",
+    ) else {
+        return;
+    };
+    let unique = format!("watch-{}-{}", std::process::id(), fastrand::u32(..));
+    let (source, alerts, dlq) = (
+        format!("e2e.{unique}.metrics"),
+        format!("e2e.{unique}.alerts"),
+        format!("e2e.{unique}.metrics.dlq"),
+    );
+    create_topic(&broker, &source, PARTITIONS).await;
+    create_topic(&broker, &alerts, PARTITIONS).await;
+    create_topic(&broker, &dlq, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("idempotency.redb");
+
+    // The consumer's configuration goes to watch (the function inherits it), none of it to esm poll:
+    // an in-process consumer would publish elsewhere and keep no store, and the verdict would fail.
+    let mut watch = Watch::start(
+        &cargo_lambda,
+        dir.path().join("watch.log"),
+        &[
+            ("KAFKA_BOOTSTRAP_SERVERS", broker.clone()),
+            ("ALERTS_TOPIC", alerts.clone()),
+            ("DLQ_TOPIC", dlq.clone()),
+            ("ALERT_RULES", RULES.into()),
+            ("IDEMPOTENCY_STORE", "local".into()),
+            ("IDEMPOTENCY_LOCAL_PATH", store.display().to_string()),
+            ("PUBLISH_TIMEOUT_MS", "2000".into()),
+        ],
+    );
+    let limit = std::env::var("KAFKA_ESM_WATCH_BUILD_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1800);
+    let ready = watch.warm_up(Duration::from_secs(limit)).await;
+    println!(
+        "watch: the consumer answered the first invoke after {:.1} s (build + start)",
+        ready.as_secs_f64()
+    );
+
+    produce(&broker, &source).await;
+    let polled = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_esm"))
+        .args([
+            "poll",
+            "--topics",
+            &source,
+            "--brokers",
+            &broker,
+            "--group",
+            &format!("e2e-{unique}"),
+        ])
+        .args([
+            "--invoke-endpoint",
+            &watch.endpoint,
+            "--function-name",
+            "consumer",
+        ])
+        .args([
+            "--batch-size",
+            "50",
+            "--batch-window-ms",
+            "50",
+            "--function-timeout-ms",
+            "30000",
+        ])
+        .args(["--exit-when-idle-ms", "4000", "--json"])
+        .env("RUST_LOG", "warn")
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .env_remove("ALERTS_TOPIC")
+        .env_remove("DLQ_TOPIC")
+        .env_remove("IDEMPOTENCY_STORE")
+        .output()
+        .expect("esm poll runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "esm poll printed no summary; stdout: {stdout}\nstderr: {}\n{}",
+                String::from_utf8_lossy(&output.stderr),
+                watch.tail()
+            )
+        });
+    println!(
+        "esm poll ({:.1} s): {summary}",
+        polled.elapsed().as_secs_f64()
+    );
+    assert!(output.status.success(), "{summary}");
+    assert_eq!(
+        summary["records"],
+        METRICS + PARTITIONS as usize,
+        "{summary}"
+    );
+    assert_eq!(summary["given_up"], 0, "{summary}");
+    assert_eq!(summary["failed_invocations"], 0, "{summary}");
+    assert!(
+        summary["invocations"].as_u64().unwrap() >= (METRICS / 50) as u64,
+        "{summary}"
+    );
+
+    // The function holds the redb store open: stop it before the verifier opens the store.
+    watch.stop();
+    let settings = KafkaSettings::new(broker.clone());
+    let topics = [source.clone(), alerts, dlq];
+    let read = tokio::task::spawn_blocking(move || {
+        topics
+            .iter()
+            .map(|t| read_topic(&settings, t, Duration::from_secs(30)).unwrap_or_default())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let verdict = verify(
+        &source,
+        &read[0],
+        &read[1],
+        &read[2],
+        &parse_rules(RULES).unwrap(),
+        &LocalStore::open(&store).unwrap(),
+    )
+    .await;
+    println!("verdict: {}", serde_json::to_string(&verdict).unwrap());
+    assert!(
+        verdict.exact(),
+        "lost {:?}, duplicated {:?}, unexpected {:?}",
+        verdict.lost,
+        verdict.duplicated_effects,
+        verdict.unexpected
+    );
+    assert_eq!(verdict.distinct_events, METRICS);
+    assert_eq!(verdict.poison_inputs, PARTITIONS as usize);
+    assert_eq!(verdict.dead_letters_found, PARTITIONS as usize);
+    assert!(verdict.alerts_expected > 0 && verdict.alerts_found == verdict.alerts_expected);
+
+    // Invoked remotely: the dead letters name the function cargo lambda ran and its request ids,
+    // not esm poll's in-process name (kafka-esm-local) and ids (esm-poll-<pid>-<n>).
+    for letter in &read[2] {
+        let header = |name: &str| {
+            letter
+                .headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| v.as_deref())
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(header(headers::FUNCTION_NAME).as_deref(), Some("consumer"));
+        let request_id = header(headers::REQUEST_ID).unwrap_or_default();
+        assert!(
+            !request_id.is_empty() && !request_id.starts_with("esm-poll-"),
+            "request id {request_id:?}"
+        );
+    }
+}
