@@ -322,7 +322,16 @@ impl<H: RecordHandler> Processor<H> {
                     Ok((Claim::Completed(_), _)) => RecordOutcome::Duplicate,
                     Ok((claim, claimed_at)) => {
                         let interrupted = match claim {
-                            Claim::Resumed(interrupted) => Some(interrupted),
+                            Claim::Resumed(interrupted) => {
+                                warn!(
+                                    topic = item.slot.topic(),
+                                    partition = item.slot.partition(),
+                                    offset = item.slot.offset(),
+                                    claimed_at_ms = interrupted.claimed_at_ms,
+                                    "an earlier attempt at this record was interrupted; resuming it"
+                                );
+                                Some(interrupted)
+                            }
                             _ => None,
                         };
                         let (outcome, completed) = self

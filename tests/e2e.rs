@@ -321,7 +321,9 @@ async fn a_consumer_killed_mid_batch_and_restarted_loses_nothing() {
     pipeline.produce_poison().await;
     let mut killed = 0;
     for round in 1..=3 {
-        let mut child = pipeline.poll_command(&[]).spawn().unwrap();
+        let log =
+            std::fs::File::create(pipeline.dir.path().join(format!("poll-{round}.log"))).unwrap();
+        let mut child = pipeline.poll_command(&[]).stderr(log).spawn().unwrap();
         // Once this run has published alerts of its own, kill it in the middle of whatever batch
         // runs then.
         assert!(wait_for_messages(
@@ -337,24 +339,19 @@ async fn a_consumer_killed_mid_batch_and_restarted_loses_nothing() {
     let summary = pipeline.poll_until_idle(&[]);
     assert_eq!(summary["given_up"], 0, "{summary}");
     assert_eq!(pipeline.lag(), 0);
-    let verdict = pipeline.verify().await;
-    // Nothing is lost. Known gap: a side effect published in the killed invocation before its
-    // idempotency mark was written happens again on the redelivery (at most the alerts of the
-    // batches in flight at the kills); exactly-once needs a check of the alerts topic before a
-    // taken-over record is redone, not built yet.
-    assert!(verdict.lost.is_empty(), "lost {:?}", verdict.lost);
-    assert!(
-        verdict.unexpected.is_empty(),
-        "unexpected {:?}",
-        verdict.unexpected
-    );
-    assert_eq!(verdict.distinct_events, 3_000);
-    assert_eq!(verdict.dead_letters_found, PARTITIONS as usize);
-    assert!(
-        verdict.duplicated_effects.len() <= killed * 50,
-        "repeats beyond the batches in flight: {:?}",
-        verdict.duplicated_effects
-    );
+    // Nothing lost and nothing repeated: the records a kill interrupted between their claim and
+    // their completion are resumed, and their alerts and dead letters looked up before publishing.
+    assert_exact(&pipeline.verify().await, 3_000);
+    assert_eq!(killed, 3);
+    let resumed: usize = (1..=3)
+        .map(|round| {
+            std::fs::read_to_string(pipeline.dir.path().join(format!("poll-{round}.log")))
+                .unwrap()
+                .matches("was interrupted; resuming it")
+                .count()
+        })
+        .sum();
+    println!("records resumed after the kills (by the runs that were killed next): {resumed}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -229,3 +229,70 @@ async fn a_dead_letter_broker_down_fails_the_invocation_and_loses_nothing() {
     let alerts = consume(&bootstrap, ALERTS, 1);
     assert_eq!(alerts.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_finds_what_it_published_by_message_id() {
+    use kafka_esm::sink::{MessageSink, OutboundMessage, PublishWindow};
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic(ALERTS, 3, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let sink = sink(&bootstrap);
+    let started = kafka_esm::retry::now_ms();
+    for (n, id) in ["a-1", "a-2", "a-3"].iter().enumerate() {
+        let message = OutboundMessage {
+            topic: ALERTS.into(),
+            key: Some(format!("key-{n}").into_bytes()),
+            value: Some(b"{}".to_vec()),
+            headers: vec![Header::new(
+                "esm.message.id",
+                "a copied header, not this one's id",
+            )],
+        }
+        .with_message_id(*id);
+        sink.publish(message, Duration::from_secs(5)).await.unwrap();
+    }
+    let window = |since_ms, until_ms| PublishWindow { since_ms, until_ms };
+    let now = kafka_esm::retry::now_ms();
+    let timeout = Duration::from_secs(10);
+    assert_eq!(
+        sink.find_published(
+            ALERTS,
+            &["a-2", "b-1", "a-3", "a-1"],
+            window(started, now),
+            timeout
+        )
+        .await
+        .unwrap(),
+        vec![true, false, true, true]
+    );
+    // Published after the first read: a later window reads on from where it stopped.
+    let late = OutboundMessage {
+        topic: ALERTS.into(),
+        key: None,
+        value: None,
+        headers: Vec::new(),
+    }
+    .with_message_id("b-1");
+    sink.publish(late, Duration::from_secs(5)).await.unwrap();
+    let later = kafka_esm::retry::now_ms();
+    assert_eq!(
+        sink.find_published(ALERTS, &["b-1"], window(started, later), timeout)
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    // Nothing was published in a window an hour ahead, or to a topic that does not exist.
+    let ahead = later + 3_600_000;
+    assert_eq!(
+        sink.find_published(ALERTS, &["a-1", "b-1"], window(ahead, ahead + 1), timeout)
+            .await
+            .unwrap(),
+        vec![false, false]
+    );
+    assert_eq!(
+        sink.find_published("no.such.topic", &["a-1"], window(started, later), timeout)
+            .await
+            .unwrap(),
+        vec![false]
+    );
+}

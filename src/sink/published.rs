@@ -128,18 +128,22 @@ impl TopicIndex {
             let found = consumer
                 .offsets_for_times(by_time, timeout)
                 .map_err(|e| kafka("the offsets for the start time", e))?;
+            let mut unsure = Vec::new();
             for element in found.elements() {
-                let start = match element.offset() {
-                    Offset::Offset(offset) => offset,
-                    // Nothing at or after the time: start at the end.
-                    _ => {
-                        consumer
-                            .fetch_watermarks(topic, element.partition(), timeout)
-                            .map_err(|e| kafka("the watermarks", e))?
-                            .1
+                match element.offset() {
+                    Offset::Offset(offset) => {
+                        self.next.insert(element.partition(), offset);
                     }
-                };
-                self.next.insert(element.partition(), start);
+                    // "Nothing at or after the time", or a broker that does not look up times
+                    // (rdkafka's MockCluster): the last message's time tells which.
+                    _ => unsure.push(element.partition()),
+                }
+            }
+            for partition in unsure {
+                let start =
+                    start_without_time_lookup(&consumer, topic, partition, from_ms, timeout)
+                        .map_err(|e| kafka("the start offset", e))?;
+                self.next.insert(partition, start);
             }
         }
         let mut assignment = TopicPartitionList::new();
@@ -197,10 +201,39 @@ impl TopicIndex {
     }
 }
 
+/// Where to start reading `partition` for messages from `from_ms` on, when the broker's time
+/// lookup said there are none: at the end when the last message is older, else (the broker did
+/// not look) at the beginning. Blocking.
+fn start_without_time_lookup(
+    consumer: &BaseConsumer<KafkaClientContext>,
+    topic: &str,
+    partition: i32,
+    from_ms: i64,
+    timeout: Duration,
+) -> Result<i64, KafkaError> {
+    let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+    if high <= low {
+        return Ok(high);
+    }
+    let mut last = TopicPartitionList::new();
+    last.add_partition_offset(topic, partition, Offset::Offset(high - 1))?;
+    consumer.assign(&last)?;
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        match consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(message)) if message.partition() == partition => {
+                let newer = message.timestamp().to_millis().is_none_or(|t| t >= from_ms);
+                return Ok(if newer { low } else { high });
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => return Ok(low),
+            _ => {}
+        }
+    }
+    Ok(low)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn message_ids_are_the_last_of_their_header() {
         let headers = [
