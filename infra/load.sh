@@ -29,7 +29,7 @@ eval "$(bash infra/broker.sh env)"
 bash infra/broker.sh topics "$source_topic:3" "$alerts_topic:3" "$dlq_topic:1"
 
 export KAFKA_BOOTSTRAP_SERVERS="$KAFKA_ESM_BROKER"
-export IDEMPOTENCY_STORE=local IDEMPOTENCY_LOCAL_PATH="$state/idempotency.redb"
+export IDEMPOTENCY_STORE="${IDEMPOTENCY_STORE:-local}" IDEMPOTENCY_LOCAL_PATH="$state/idempotency.redb"
 export ALERTS_TOPIC="$alerts_topic" DLQ_TOPIC="$dlq_topic"
 export RUST_LOG="${RUST_LOG:-esm::poll=info,warn}"
 

@@ -5,7 +5,13 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use std::ops::Bound;
+
+use redb::backends::FileBackend;
+use redb::{
+    BackendError, Builder, Database, Durability, ReadableDatabase, ReadableTable, StorageBackend,
+    TableDefinition,
+};
 
 use super::{Claim, CompletedOutcome, Entry, IdempotencyStore, StoreError};
 
@@ -15,10 +21,12 @@ const KEYS: TableDefinition<&str, (u8, u64, u64)> = TableDefinition::new("idempo
 
 type Keys<'t> = redb::Table<'t, &'static str, (u8, u64, u64)>;
 
-/// Keeps keys in a redb file. Every write is one durable transaction (`fsync`ed before it returns),
-/// so a claim or a completion survives a crash of the process (or of the machine) right after it:
-/// a crash between a claim and its completion is seen by the next claim as an interrupted attempt.
-/// A chunk of records costs one transaction for its claims and one for its completions.
+/// Keeps keys in a redb file. Every write is one committed transaction, handed to the operating
+/// system before it returns, so a claim or a completion survives a kill of the process right after
+/// it: a kill between a claim and its completion is seen by the next claim as an interrupted
+/// attempt. Commits are not `fsync`ed (5.6 ms each on this machine's disk, measured, against
+/// 0.2 ms): a power cut may lose the last ones, and those records are then processed again. A
+/// chunk of records costs one transaction for its claims and one for its completions.
 pub struct LocalStore {
     db: Database,
     // redb allows one writer at a time; the mutex keeps claims atomic across tasks of this process.
@@ -38,7 +46,17 @@ impl LocalStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::new("creating its directory", e))?;
         }
-        let db = Database::create(path).map_err(|e| StoreError::new("opening its file", e))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| StoreError::new("opening its file", e))?;
+        let backend = FileBackend::new(file).map_err(|e| StoreError::new("opening its file", e))?;
+        let db = Builder::new()
+            .create_with_backend(WithoutFsync(backend))
+            .map_err(|e| StoreError::new("opening its file", e))?;
         let txn = db
             .begin_write()
             .map_err(|e| StoreError::new("opening its file", e))?;
@@ -73,6 +91,64 @@ impl LocalStore {
         };
         txn.commit().map_err(|e| StoreError::new(action, e))?;
         Ok(result)
+    }
+}
+
+/// redb's file backend, less the `fsync`: writes reach the operating system, not always the disk.
+#[derive(Debug)]
+struct WithoutFsync(FileBackend);
+
+impl StorageBackend for WithoutFsync {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.0.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.0.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.0.write(offset, data)
+    }
+
+    fn close(&self) -> Result<(), std::io::Error> {
+        self.0.close()
+    }
+
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.0.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.0.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.0.lock_range(start, end)
+    }
+
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.0.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.0.unlock_range(start, end)
+    }
+
+    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.0.query_lock_range(start, end)
     }
 }
 
