@@ -23,8 +23,15 @@ impl Deadline {
         }
     }
 
-    /// From the Lambda context's deadline (epoch milliseconds).
+    /// From the Lambda context's deadline (epoch milliseconds). A value before 2001-09-09 (1e12 ms)
+    /// cannot be one: local emulators send the timeout itself (`cargo lambda watch` 1.9 sends
+    /// 600000 on every invocation), so it is read as milliseconds from now.
     pub fn from_epoch_ms(deadline_ms: u64, margin: Duration) -> Self {
+        let deadline_ms = if deadline_ms < 1_000_000_000_000 {
+            now_ms().saturating_add(deadline_ms)
+        } else {
+            deadline_ms
+        };
         let remaining = Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
         let mut deadline = Self::after(remaining, margin);
         deadline.lambda_deadline_ms = deadline_ms;
@@ -108,6 +115,17 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_deadline_that_is_not_an_epoch_time_counts_from_now() {
+        let before = now_ms();
+        let emulated = Deadline::from_epoch_ms(600_000, Duration::from_millis(100));
+        assert!(emulated.lambda_deadline_ms() >= before + 600_000);
+        assert!(emulated.remaining() > Duration::from_secs(590));
+        let real = Deadline::from_epoch_ms(before + 5_000, Duration::ZERO);
+        assert_eq!(real.lambda_deadline_ms(), before + 5_000);
+        assert!(real.remaining() <= Duration::from_secs(5));
+    }
 
     #[test]
     fn delays_grow_and_stay_capped() {
