@@ -16,8 +16,11 @@
 # port answers. The function is built on the first invoke of
 # http://127.0.0.1:PORT/2015-03-31/functions/<bin>/invocations, with `cargo run --bin <bin>`: the dev
 # profile (add ARGS --release for release), $CARGO_TARGET_DIR when set, else <repo>/target. The function
-# inherits this environment (the caller's) plus any `--env-var KEY=VALUE` in ARGS. The pid file and
-# the log (cargo's output and the function's) are cargo-lambda-watch-PORT.{pid,log} in the cache directory.
+# inherits this environment (the caller's) plus any `--env-var KEY=VALUE` in ARGS (which splits values at
+# commas: pass a broker list through the environment or --env-file instead). The pid file and the log
+# (cargo's output and the function's) are cargo-lambda-watch-PORT.{pid,log} in the cache directory.
+# Known: watch 1.9.2 sends the function `Lambda-Runtime-Deadline-Ms: 600000` (a duration, not an epoch time);
+# the consumer reads a deadline that early as milliseconds from now (retry::Deadline::from_epoch_ms).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
