@@ -96,8 +96,13 @@ start() {
   say "started (pid $pid, $storage storage) on $listener in $(($(now_ms) - began)) ms"
 }
 
+# SIGKILL, not SIGTERM: on SIGTERM Tansu 0.6.0 stops its storage task at once but keeps answering open
+# connections for 5 s, every request with an error. Producers lose those messages, and an idempotent
+# producer bumps its epoch, which then panics the SQLite storage (`idempotent_message_check: more or
+# less than one row`, tansu-storage lite.rs:503) and wedges the broker until it is reset. SQLite runs in
+# WAL mode, so a kill keeps every committed write; clients resend what was in flight.
 stop() {
-  stop_pid "$pidfile"
+  stop_pid "$pidfile" KILL
 }
 
 topics() {

@@ -34,15 +34,15 @@ wait_until_answers() {
   done
 }
 
-# Stops the process of pid file $1: SIGTERM, then SIGKILL after 5 s.
+# Stops the process of pid file $1 with signal $2 (default TERM), then SIGKILL if it still runs after 5 s.
 stop_pid() {
-  local pidfile="$1" pid
+  local pidfile="$1" signal="${2:-TERM}" pid
   if ! pid=$(running_pid "$pidfile"); then
     rm -f "$pidfile"
     say "not running"
     return 0
   fi
-  kill "$pid" 2>/dev/null || true
+  kill -s "$signal" "$pid" 2>/dev/null || true
   for _ in $(seq 1 50); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
