@@ -363,12 +363,16 @@ impl<H: RecordHandler> Processor<H> {
             }
             outcomes.push((item.slot.offset(), outcome));
         }
-        // Claims of records that never ran: nothing happened, a retry may claim them at once.
-        let unused: Vec<&str> = claims
-            .into_iter()
-            .filter(|(_, claim)| claim.holds())
-            .map(|(key, _)| key)
-            .collect();
+        // Claims of records that never ran: released (nothing happened, a retry may claim them at
+        // once), except those that took over an interrupted attempt, which stay interrupted.
+        let mut unused: Vec<&str> = Vec::new();
+        for (key, claim) in claims {
+            match claim {
+                Claim::Acquired => unused.push(key),
+                Claim::Resumed(_) => self.abandon(key, invocation).await,
+                Claim::Completed(_) | Claim::Locked { .. } => {}
+            }
+        }
         if !unused.is_empty()
             && let Err(error) = self.store.release_many(&unused).await
         {
@@ -479,7 +483,7 @@ impl<H: RecordHandler> Processor<H> {
                 }
                 Err(Failed::Permanently(failure, interrupted)) => (failure, interrupted),
                 Err(Failed::OutOfTime) => {
-                    self.abandon(&item.key, attempt.claimed_at).await;
+                    self.abandon(&item.key, invocation).await;
                     return (
                         RecordOutcome::Unfinished(
                             "transient failures outlasted the retry budget".into(),
@@ -498,7 +502,7 @@ impl<H: RecordHandler> Processor<H> {
                 Some(CompletedOutcome::DeadLettered),
             ),
             Err(reason) => {
-                self.abandon(&item.key, attempt.claimed_at).await;
+                self.abandon(&item.key, invocation).await;
                 (RecordOutcome::Unfinished(reason), None)
             }
         }
@@ -689,8 +693,10 @@ impl<H: RecordHandler> Processor<H> {
         }
     }
 
-    async fn abandon(&self, key: &str, claimed_at: u64) {
-        if let Err(error) = self.store.abandon(key, claimed_at, now_ms()).await {
+    /// Ends this invocation's claim on `key` so the next claim resumes it at once.
+    async fn abandon(&self, key: &str, invocation: &InvocationInfo) {
+        let lock_until = invocation.deadline.lambda_deadline_ms();
+        if let Err(error) = self.store.abandon(key, lock_until, now_ms()).await {
             warn!(%error, "claim not abandoned; it expires with the invocation's deadline");
         }
     }

@@ -257,3 +257,47 @@ async fn a_failure_between_two_alerts_of_one_record_publishes_only_the_missing_o
     assert!(answer.result.unwrap().batch_item_failures.is_empty());
     assert_once(&ids(&memory, ALERTS), 2);
 }
+
+#[tokio::test]
+async fn records_a_retry_never_reached_stay_interrupted() {
+    let store: Arc<dyn IdempotencyStore> = Arc::new(MemoryStore::new());
+    let records: Vec<_> = (0..10).map(|o| metric(o, "95.0")).collect();
+    let memory = Arc::new(MemorySink::new());
+    let json = event(&records);
+    let budget = Duration::from_millis(600);
+    // The first invocation publishes alerts 1-4 and dies.
+    let crashing = consumer(
+        "cpu_usage_percent > 80",
+        store.clone(),
+        Arc::new(Faulty::new(memory.clone(), Some(4), &[])),
+        memory.clone(),
+    );
+    let died = tokio::time::timeout(
+        Duration::from_millis(300),
+        crashing.invoke(&json, &invocation(budget)),
+    )
+    .await;
+    assert!(died.is_err());
+    tokio::time::sleep(budget).await;
+    // The first retry comes with no time left: it claims the chunk, stops at its first record, and
+    // the interrupted claims it took over must stay interrupted (not released as never run).
+    let late = consumer(
+        "cpu_usage_percent > 80",
+        store.clone(),
+        memory.clone(),
+        memory.clone(),
+    );
+    let answer = late.invoke(&json, &invocation(Duration::ZERO)).await;
+    assert!(answer.report.counts().unfinished > 0, "{:?}", answer.report);
+    let healthy = consumer(
+        "cpu_usage_percent > 80",
+        store,
+        memory.clone(),
+        memory.clone(),
+    );
+    let answer = healthy
+        .invoke(&json, &invocation(Duration::from_secs(10)))
+        .await;
+    assert!(answer.result.unwrap().batch_item_failures.is_empty());
+    assert_once(&ids(&memory, ALERTS), 10);
+}

@@ -236,7 +236,9 @@ async fn the_sink_finds_what_it_published_by_message_id() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic(ALERTS, 3, 1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
-    let sink = sink(&bootstrap);
+    let mut settings = KafkaSettings::new(&bootstrap);
+    settings.delivery_timeout = Duration::from_secs(15);
+    let sink = KafkaSink::new(&settings).unwrap();
     let started = kafka_esm::retry::now_ms();
     for (n, id) in ["a-1", "a-2", "a-3"].iter().enumerate() {
         let message = OutboundMessage {

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -82,6 +83,39 @@ pub struct DynamoDbStore {
 }
 
 impl DynamoDbStore {
+    /// Runs `update` (where `:value` is `value`) on the in-progress item of `key` locked until
+    /// `lock_until_ms`, and on no one else's.
+    async fn update_claim(
+        &self,
+        key: &str,
+        lock_until_ms: u64,
+        update: &str,
+        value: u64,
+    ) -> Result<(), SdkError<UpdateItemError, HttpResponse>> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(key)))
+            .update_expression(update)
+            .condition_expression("#status = :in_progress AND #lock_until_ms = :lock_until")
+            .expression_attribute_names("#status", attr::STATUS)
+            .expression_attribute_names("#lock_until_ms", attr::LOCK_UNTIL_MS)
+            .expression_attribute_values(":in_progress", AttributeValue::S(IN_PROGRESS.into()))
+            .expression_attribute_values(":lock_until", number(lock_until_ms))
+            .expression_attribute_values(":value", number(value));
+        // DynamoDB refuses names that no expression uses.
+        for (placeholder, name) in [
+            ("#claimed_at_ms", attr::CLAIMED_AT_MS),
+            ("#expires_at_ms", attr::EXPIRES_AT_MS),
+        ] {
+            if update.contains(placeholder) {
+                request = request.expression_attribute_names(placeholder, name);
+            }
+        }
+        request.send().await.map(|_| ())
+    }
+
     /// A store over an existing client and table.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
@@ -403,7 +437,23 @@ impl IdempotencyStore for DynamoDbStore {
                         _ => None,
                     };
                     // The condition held, so whatever was replaced did not block at `now_ms`.
-                    return Ok(Entry::claim(replaced, now_ms));
+                    let claim = Entry::claim(replaced, now_ms);
+                    if let Claim::Resumed(interrupted) = claim {
+                        // Keep the first interrupted attempt's claim time: a second write, only
+                        // after an interruption (if it fails, lookups start at this claim).
+                        let kept = self
+                            .update_claim(
+                                key,
+                                lock_until_ms,
+                                "SET #claimed_at_ms = :value",
+                                interrupted.claimed_at_ms,
+                            )
+                            .await;
+                        if let Err(error) = kept {
+                            tracing::warn!(error = %DisplayErrorContext(error), "the interrupted claim's time was not kept");
+                        }
+                    }
+                    return Ok(claim);
                 }
                 Err(SdkError::ServiceError(service)) => match service.into_err() {
                     PutItemError::ConditionalCheckFailedException(failed) => failed.item,
@@ -453,22 +503,14 @@ impl IdempotencyStore for DynamoDbStore {
         Ok(())
     }
 
-    async fn abandon(&self, key: &str, claimed_at_ms: u64, now_ms: u64) -> Result<(), StoreError> {
+    async fn abandon(&self, key: &str, lock_until_ms: u64, now_ms: u64) -> Result<(), StoreError> {
         let updated = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(key)))
-            .update_expression("SET #lock_until_ms = :now, #expires_at_ms = :now")
-            .condition_expression("#status = :in_progress AND #claimed_at_ms = :claimed_at")
-            .expression_attribute_names("#status", attr::STATUS)
-            .expression_attribute_names("#claimed_at_ms", attr::CLAIMED_AT_MS)
-            .expression_attribute_names("#lock_until_ms", attr::LOCK_UNTIL_MS)
-            .expression_attribute_names("#expires_at_ms", attr::EXPIRES_AT_MS)
-            .expression_attribute_values(":in_progress", AttributeValue::S(IN_PROGRESS.into()))
-            .expression_attribute_values(":claimed_at", number(claimed_at_ms))
-            .expression_attribute_values(":now", number(now_ms))
-            .send()
+            .update_claim(
+                key,
+                lock_until_ms,
+                "SET #lock_until_ms = :value, #expires_at_ms = :value",
+                now_ms,
+            )
             .await;
         match updated {
             Ok(_) => Ok(()),
@@ -941,10 +983,14 @@ mod tests {
             store.try_claim("k", now, now + 100).await.unwrap(),
             Claim::Acquired
         );
-        // Our lock expired; another invocation took the key over and completed it.
+        // Our lock expired; another invocation took the key over (as an interrupted attempt) and
+        // completed it.
         assert_eq!(
             store.try_claim("k", now + 200, now + 300).await.unwrap(),
-            Claim::Acquired
+            Claim::Resumed(crate::idempotency::Interrupted {
+                claimed_at_ms: now,
+                lock_until_ms: now + 100
+            })
         );
         store
             .complete("k", CompletedOutcome::Processed, now + 10_000)

@@ -183,7 +183,7 @@ fn claim(
     let current = table.get(key)?.map(|v| decode(v.value()));
     let claim = Entry::claim(current, now_ms);
     if claim.holds() {
-        table.insert(key, (1, now_ms, lock_until_ms))?;
+        table.insert(key, (1, claim.since_ms(now_ms), lock_until_ms))?;
     }
     Ok(claim)
 }
@@ -257,11 +257,11 @@ impl IdempotencyStore for LocalStore {
         })
     }
 
-    async fn abandon(&self, key: &str, claimed_at_ms: u64, now_ms: u64) -> Result<(), StoreError> {
+    async fn abandon(&self, key: &str, lock_until_ms: u64, now_ms: u64) -> Result<(), StoreError> {
         self.write("abandoning a claim", |table| {
             let current = table.get(key)?.map(|v| v.value());
-            if let Some((1, since_ms, _)) = current
-                && since_ms == claimed_at_ms
+            if let Some((1, since_ms, until_ms)) = current
+                && until_ms == lock_until_ms
             {
                 table.insert(key, (1, since_ms, now_ms))?;
             }

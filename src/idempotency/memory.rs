@@ -63,7 +63,7 @@ impl IdempotencyStore for MemoryStore {
             entries.insert(
                 key.to_owned(),
                 Entry::InProgress {
-                    since_ms: now_ms,
+                    since_ms: claim.since_ms(now_ms),
                     until_ms: lock_until_ms,
                 },
             );
@@ -91,9 +91,9 @@ impl IdempotencyStore for MemoryStore {
         Ok(())
     }
 
-    async fn abandon(&self, key: &str, claimed_at_ms: u64, now_ms: u64) -> Result<(), StoreError> {
-        if let Some(Entry::InProgress { since_ms, until_ms }) = self.lock().get_mut(key)
-            && *since_ms == claimed_at_ms
+    async fn abandon(&self, key: &str, lock_until_ms: u64, now_ms: u64) -> Result<(), StoreError> {
+        if let Some(Entry::InProgress { until_ms, .. }) = self.lock().get_mut(key)
+            && *until_ms == lock_until_ms
         {
             *until_ms = now_ms;
         }

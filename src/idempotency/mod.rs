@@ -36,7 +36,8 @@ pub enum CompletedOutcome {
 }
 
 /// An earlier claim on a key that expired without being completed or released: the attempt that
-/// made it stopped somewhere between its claim and its completion.
+/// made it stopped somewhere between its claim and its completion. A claim that takes over an
+/// interrupted one keeps its claim time, so after several interrupted attempts it is the first's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interrupted {
     /// When the earlier claim was made (epoch ms): its side effect, if any, happened after this.
@@ -155,11 +156,12 @@ pub trait IdempotencyStore: Send + Sync {
     /// Drops a claim whose side effect did not happen, so a retry may claim it at once.
     async fn release(&self, key: &str) -> Result<(), StoreError>;
 
-    /// Ends the claim on `key` made at `claimed_at_ms` after an attempt whose side effect may have
-    /// happened in part (it failed midway): the key stays in progress with its lock expired at
-    /// `now_ms`, so the next claim takes it over at once as [`Claim::Resumed`] and looks for the
-    /// effect. Nothing happens when the key is completed or claimed by someone else since.
-    async fn abandon(&self, key: &str, claimed_at_ms: u64, now_ms: u64) -> Result<(), StoreError>;
+    /// Ends the claim on `key` locked until `lock_until_ms` after an attempt whose side effect may
+    /// have happened in part (it failed midway, or it took over an interrupted attempt and did not
+    /// run): the key stays in progress with its lock expired at `now_ms`, so the next claim takes
+    /// it over at once as [`Claim::Resumed`] and looks for the effect. Nothing happens when the key
+    /// is completed or claimed by someone else since.
+    async fn abandon(&self, key: &str, lock_until_ms: u64, now_ms: u64) -> Result<(), StoreError>;
 
     /// Drops these claims. The default drops one at a time.
     async fn release_many(&self, keys: &[&str]) -> Result<(), StoreError> {
@@ -179,6 +181,15 @@ impl Claim {
     /// True when the caller now holds the key.
     pub fn holds(&self) -> bool {
         matches!(self, Claim::Acquired | Claim::Resumed(_))
+    }
+
+    /// The claim time a store keeps for this claim made at `now_ms`: an interrupted attempt's, when
+    /// it takes one over, so that a lookup covers every attempt since the first.
+    pub(crate) fn since_ms(&self, now_ms: u64) -> u64 {
+        match self {
+            Claim::Resumed(interrupted) => interrupted.claimed_at_ms,
+            _ => now_ms,
+        }
     }
 }
 
@@ -329,7 +340,7 @@ pub(crate) mod contract {
             store.try_claim("e", now + 10, now + 700).await.unwrap(),
             Claim::Acquired
         );
-        store.abandon("e", now + 9, now + 20).await.unwrap();
+        store.abandon("e", now + 699, now + 20).await.unwrap();
         assert_eq!(
             store.try_claim("e", now + 20, now + 700).await.unwrap(),
             Claim::Locked {
@@ -337,7 +348,7 @@ pub(crate) mod contract {
             },
             "another claim's abandon does not touch this one"
         );
-        store.abandon("e", now + 10, now + 20).await.unwrap();
+        store.abandon("e", now + 700, now + 20).await.unwrap();
         assert_eq!(
             store.try_claim("e", now + 21, now + 700).await.unwrap(),
             Claim::Resumed(Interrupted {
@@ -349,7 +360,7 @@ pub(crate) mod contract {
             .complete("e", CompletedOutcome::Processed, now + 10_000)
             .await
             .unwrap();
-        store.abandon("e", now + 21, now + 30).await.unwrap();
+        store.abandon("e", now + 10_000, now + 30).await.unwrap();
         assert_eq!(
             store.completed(&["e"], now + 31).await.unwrap(),
             vec![Some(CompletedOutcome::Processed)],
@@ -374,6 +385,15 @@ pub(crate) mod contract {
                 claimed_at_ms: now,
                 lock_until_ms: now + 500
             })]
+        );
+        // Interrupted again: the first interrupted attempt's claim time is kept.
+        store.abandon("held", now + 900, now + 600).await.unwrap();
+        assert_eq!(
+            store.try_claim("held", now + 601, now + 990).await.unwrap(),
+            Claim::Resumed(Interrupted {
+                claimed_at_ms: now,
+                lock_until_ms: now + 600
+            })
         );
         store.flush().await.unwrap();
     }
