@@ -70,7 +70,8 @@ impl LocalStore {
         })
     }
 
-    /// Runs `body` in one durable write transaction.
+    /// Runs `body` in one committed write transaction (`Immediate`: redb writes its commit, and the
+    /// backend skips the `fsync`).
     fn write<T>(
         &self,
         action: &'static str,
