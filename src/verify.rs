@@ -54,6 +54,17 @@ pub struct ReadError {
     pub message: String,
 }
 
+/// Reads each of `topics` back ([`read_topic`]), one after the other on a blocking thread.
+pub async fn read_topics<const N: usize>(
+    settings: KafkaSettings,
+    topics: [String; N],
+    timeout: Duration,
+) -> [Result<Vec<ReadBack>, ReadError>; N] {
+    tokio::task::spawn_blocking(move || topics.map(|topic| read_topic(&settings, &topic, timeout)))
+        .await
+        .expect("reading topics does not panic")
+}
+
 /// Reads every partition of `topic` from its low watermark to its end (the high watermark as it is
 /// when the read starts, and whatever follows until the topic is quiet for a second). Blocking.
 pub fn read_topic(
@@ -407,17 +418,9 @@ pub async fn run_verify(args: VerifyArgs) -> std::process::ExitCode {
         config.alerts_topic.clone(),
         config.processor.dead_letter_topic_for(&args.topic),
     ];
-    let read = tokio::task::spawn_blocking(move || {
-        topics
-            .iter()
-            .map(|t| read_topic(&settings, t, timeout))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await
-    .expect("reading topics does not panic");
-    let [inputs, alerts, dead_letters] = match read {
-        Ok(read) => <[Vec<ReadBack>; 3]>::try_from(read).expect("three topics"),
-        Err(e) => return fail(&e),
+    let [inputs, alerts, dead_letters] = match read_topics(settings, topics, timeout).await {
+        [Ok(inputs), Ok(alerts), Ok(dead_letters)] => [inputs, alerts, dead_letters],
+        [Err(e), _, _] | [_, Err(e), _] | [_, _, Err(e)] => return fail(&e),
     };
     let verdict = verify(
         &args.topic,

@@ -12,17 +12,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::pipeline;
 use kafka_esm::generate::generate_metrics;
-use kafka_esm::idempotency::LocalStore;
 use kafka_esm::kafka::KafkaSettings;
-use kafka_esm::producer::{MetricProducer, ProducerSettings};
-use kafka_esm::retry::Deadline;
-use kafka_esm::telemetry::parse_rules;
-use kafka_esm::verify::{Verdict, read_topic, verify};
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use kafka_esm::verify::Verdict;
 
 const RULES: &str = "cpu_usage_percent > 80";
 const PARTITIONS: i32 = 3;
@@ -67,20 +62,7 @@ impl Pipeline {
     }
 
     async fn create_topic(&self, topic: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.broker)
-            .create()
-            .unwrap();
-        let results = admin
-            .create_topics(
-                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await
-            .expect("the broker answers CreateTopics");
-        for result in results {
-            result.unwrap_or_else(|(t, e)| panic!("creating {t}: {e:?}"));
-        }
+        pipeline::create_topic(&self.broker, topic, partitions).await;
     }
 
     fn settings(&self) -> KafkaSettings {
@@ -98,40 +80,12 @@ impl Pipeline {
     }
 
     async fn produce_values(&self, metrics: Vec<serde_json::Value>) {
-        let producer = MetricProducer::new(
-            self.settings().create_producer().unwrap(),
-            ProducerSettings {
-                topic: self.source.clone(),
-                dead_letter_topic: format!("{}.producer-dlq", self.source),
-            },
-        );
-        let count = metrics.len();
-        let report = producer
-            .produce(
-                metrics,
-                &Deadline::after(Duration::from_secs(60), Duration::ZERO),
-            )
-            .await;
-        assert_eq!(report.delivered, count, "every metric reaches the broker");
+        pipeline::produce_values(&self.broker, &self.source, metrics).await;
     }
 
     /// One poison value in every partition, produced around the producer's validation.
     async fn produce_poison(&self) {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.broker)
-            .create()
-            .unwrap();
-        for partition in 0..PARTITIONS {
-            producer
-                .send(
-                    FutureRecord::<[u8], [u8]>::to(&self.source)
-                        .partition(partition)
-                        .payload(b"{\"event_id\": \"truncated"),
-                    Duration::from_secs(10),
-                )
-                .await
-                .expect("poison delivered");
-        }
+        pipeline::produce_poison(&self.broker, &self.source, PARTITIONS).await;
     }
 
     fn store_path(&self) -> PathBuf {
@@ -188,43 +142,18 @@ impl Pipeline {
         let mut args = vec!["--exit-when-idle-ms", "4000"];
         args.extend_from_slice(extra);
         let output = self.poll_command(&args).output().expect("esm poll runs");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let summary: serde_json::Value = stdout
-            .lines()
-            .last()
-            .and_then(|l| serde_json::from_str(l).ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "esm poll printed no summary; stdout: {stdout}\nstderr: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            });
-        summary
+        pipeline::poll_summary(&output, "")
     }
 
     async fn verify(&self) -> Verdict {
-        let settings = self.settings();
-        let topics = [self.source.clone(), self.alerts.clone(), self.dlq.clone()];
-        let read = tokio::task::spawn_blocking(move || {
-            topics
-                .iter()
-                .map(|t| read_topic(&settings, t, Duration::from_secs(30)).unwrap_or_default())
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap();
-        let store = LocalStore::open(&self.store_path()).unwrap();
-        let verdict = verify(
-            &self.source,
-            &read[0],
-            &read[1],
-            &read[2],
-            &parse_rules(RULES).unwrap(),
-            &store,
+        pipeline::verify_pipeline(
+            &self.broker,
+            [&self.source, &self.alerts, &self.dlq],
+            RULES,
+            &self.store_path(),
         )
-        .await;
-        println!("verdict: {}", serde_json::to_string(&verdict).unwrap());
-        verdict
+        .await
+        .0
     }
 
     fn lag(&self) -> i64 {
@@ -242,13 +171,7 @@ impl Pipeline {
 }
 
 fn assert_exact(verdict: &Verdict, distinct: usize) {
-    assert!(
-        verdict.exact(),
-        "lost {:?}, duplicated {:?}, unexpected {:?}",
-        verdict.lost,
-        verdict.duplicated_effects,
-        verdict.unexpected
-    );
+    pipeline::assert_exact(verdict);
     assert_eq!(verdict.distinct_events, distinct);
     assert_eq!(verdict.poison_inputs, PARTITIONS as usize);
     assert_eq!(verdict.dead_letters_found, PARTITIONS as usize);

@@ -136,39 +136,40 @@ fn assert_once(ids: &[String], expected: usize) {
     assert_eq!(ids.len(), expected, "no effect twice: {ids:?}");
 }
 
-/// Runs the first invocation until it stalls, drops it (the process dies), waits for its lock
-/// to run out, then retries the same batch with a healthy sink.
-async fn crash_then_retry(
+const RULE: &str = "cpu_usage_percent > 80";
+
+/// Runs a first invocation of `json` until a publish stalls (the `stall_at`-th alert, the
+/// `dead_letter_stall_at`-th dead letter), drops it (the process dies), and waits for its lock to
+/// run out, as the ESM's retry would.
+async fn crash(
     store: Arc<dyn IdempotencyStore>,
-    records: &[KafkaRecord],
+    memory: &Arc<MemorySink>,
+    json: &str,
     stall_at: usize,
-) -> Arc<MemorySink> {
-    let memory = Arc::new(MemorySink::new());
-    let json = event(records);
+    dead_letter_stall_at: Option<usize>,
+) {
     let budget = Duration::from_millis(600);
     let crashing = consumer(
-        "cpu_usage_percent > 80",
-        store.clone(),
+        RULE,
+        store,
         Arc::new(Faulty::new(memory.clone(), Some(stall_at), &[])),
-        Arc::new(Faulty::new(memory.clone(), Some(1), &[])),
+        Arc::new(Faulty::new(memory.clone(), dead_letter_stall_at, &[])),
     );
     let died = tokio::time::timeout(
         Duration::from_millis(300),
-        crashing.invoke(&json, &invocation(budget)),
+        crashing.invoke(json, &invocation(budget)),
     )
     .await;
     assert!(died.is_err(), "the first invocation stalls and is dropped");
     drop(crashing);
-    // The retry comes after the dead invocation's deadline, as the ESM's would.
     tokio::time::sleep(budget).await;
-    let retry = consumer(
-        "cpu_usage_percent > 80",
-        store,
-        memory.clone(),
-        memory.clone(),
-    );
+}
+
+/// Invokes `json` with healthy sinks and time to spare: every record must be done.
+async fn retry_until_done(store: Arc<dyn IdempotencyStore>, memory: &Arc<MemorySink>, json: &str) {
+    let retry = consumer(RULE, store, memory.clone(), memory.clone());
     let answer = retry
-        .invoke(&json, &invocation(Duration::from_secs(10)))
+        .invoke(json, &invocation(Duration::from_secs(10)))
         .await;
     let response = answer.result.expect("the retry answers");
     assert!(
@@ -176,6 +177,18 @@ async fn crash_then_retry(
         "every record is done: {:?}",
         answer.report
     );
+}
+
+/// A crash (see [`crash`]), then a healthy retry of the same batch.
+async fn crash_then_retry(
+    store: Arc<dyn IdempotencyStore>,
+    records: &[KafkaRecord],
+    stall_at: usize,
+) -> Arc<MemorySink> {
+    let memory = Arc::new(MemorySink::new());
+    let json = event(records);
+    crash(store.clone(), &memory, &json, stall_at, Some(1)).await;
+    retry_until_done(store, &memory, &json).await;
     memory
 }
 
@@ -196,35 +209,11 @@ async fn a_crash_with_the_local_store_repeats_nothing_after_a_reopen() {
         .collect();
     let memory = Arc::new(MemorySink::new());
     let json = event(&records);
-    let budget = Duration::from_millis(600);
-    {
-        let store = Arc::new(LocalStore::open(&path).unwrap());
-        let crashing = consumer(
-            "cpu_usage_percent > 80",
-            store,
-            Arc::new(Faulty::new(memory.clone(), Some(60), &[])),
-            memory.clone(),
-        );
-        let died = tokio::time::timeout(
-            Duration::from_millis(300),
-            crashing.invoke(&json, &invocation(budget)),
-        )
-        .await;
-        assert!(died.is_err(), "the first invocation stalls and is dropped");
-    }
-    tokio::time::sleep(budget).await;
+    let store = Arc::new(LocalStore::open(&path).unwrap());
+    crash(store, &memory, &json, 60, None).await;
     // A new process opens the same file.
     let store = Arc::new(LocalStore::open(&path).unwrap());
-    let retry = consumer(
-        "cpu_usage_percent > 80",
-        store,
-        memory.clone(),
-        memory.clone(),
-    );
-    let answer = retry
-        .invoke(&json, &invocation(Duration::from_secs(10)))
-        .await;
-    assert!(answer.result.unwrap().batch_item_failures.is_empty());
+    retry_until_done(store, &memory, &json).await;
     assert_once(&ids(&memory, ALERTS), 125);
 }
 
@@ -264,40 +253,13 @@ async fn records_a_retry_never_reached_stay_interrupted() {
     let records: Vec<_> = (0..10).map(|o| metric(o, "95.0")).collect();
     let memory = Arc::new(MemorySink::new());
     let json = event(&records);
-    let budget = Duration::from_millis(600);
     // The first invocation publishes alerts 1-4 and dies.
-    let crashing = consumer(
-        "cpu_usage_percent > 80",
-        store.clone(),
-        Arc::new(Faulty::new(memory.clone(), Some(4), &[])),
-        memory.clone(),
-    );
-    let died = tokio::time::timeout(
-        Duration::from_millis(300),
-        crashing.invoke(&json, &invocation(budget)),
-    )
-    .await;
-    assert!(died.is_err());
-    tokio::time::sleep(budget).await;
+    crash(store.clone(), &memory, &json, 4, None).await;
     // The first retry comes with no time left: it claims the chunk, stops at its first record, and
     // the interrupted claims it took over must stay interrupted (not released as never run).
-    let late = consumer(
-        "cpu_usage_percent > 80",
-        store.clone(),
-        memory.clone(),
-        memory.clone(),
-    );
+    let late = consumer(RULE, store.clone(), memory.clone(), memory.clone());
     let answer = late.invoke(&json, &invocation(Duration::ZERO)).await;
     assert!(answer.report.counts().unfinished > 0, "{:?}", answer.report);
-    let healthy = consumer(
-        "cpu_usage_percent > 80",
-        store,
-        memory.clone(),
-        memory.clone(),
-    );
-    let answer = healthy
-        .invoke(&json, &invocation(Duration::from_secs(10)))
-        .await;
-    assert!(answer.result.unwrap().batch_item_failures.is_empty());
+    retry_until_done(store, &memory, &json).await;
     assert_once(&ids(&memory, ALERTS), 10);
 }

@@ -15,19 +15,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::pipeline;
 use kafka_esm::dead_letter::headers;
 use kafka_esm::generate::generate_metrics;
-use kafka_esm::idempotency::LocalStore;
-use kafka_esm::kafka::KafkaSettings;
 use kafka_esm::poll::{Answer, Invoke, RuntimeApi};
-use kafka_esm::producer::{MetricProducer, ProducerSettings};
-use kafka_esm::retry::Deadline;
-use kafka_esm::telemetry::parse_rules;
-use kafka_esm::verify::{read_topic, verify};
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const RULES: &str = "cpu_usage_percent > 80";
 const PARTITIONS: i32 = 3;
@@ -184,59 +177,14 @@ impl Drop for Watch {
     }
 }
 
-async fn create_topic(broker: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .create()
-        .unwrap();
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .expect("the broker answers CreateTopics");
-    for result in results {
-        result.unwrap_or_else(|(t, e)| panic!("creating {t}: {e:?}"));
-    }
-}
-
 /// `METRICS` metrics through the producer Lambda's code, then one poison value per partition.
 async fn produce(broker: &str, topic: &str) {
     let metrics: Vec<serde_json::Value> = generate_metrics(7, METRICS)
         .iter()
         .map(|m| serde_json::to_value(m).unwrap())
         .collect();
-    let producer = MetricProducer::new(
-        KafkaSettings::new(broker.to_owned())
-            .create_producer()
-            .unwrap(),
-        ProducerSettings {
-            topic: topic.to_owned(),
-            dead_letter_topic: format!("{topic}.producer-dlq"),
-        },
-    );
-    let report = producer
-        .produce(
-            metrics,
-            &Deadline::after(Duration::from_secs(60), Duration::ZERO),
-        )
-        .await;
-    assert_eq!(report.delivered, METRICS, "every metric reaches the broker");
-    let raw: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .create()
-        .unwrap();
-    for partition in 0..PARTITIONS {
-        raw.send(
-            FutureRecord::<[u8], [u8]>::to(topic)
-                .partition(partition)
-                .payload(b"{\"event_id\": \"truncated"),
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("poison delivered");
-    }
+    pipeline::produce_values(broker, topic, metrics).await;
+    pipeline::produce_poison(broker, topic, PARTITIONS).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -256,9 +204,9 @@ async fn esm_poll_drives_the_consumer_binary_under_cargo_lambda_watch() {
         format!("e2e.{unique}.alerts"),
         format!("e2e.{unique}.metrics.dlq"),
     );
-    create_topic(&broker, &source, PARTITIONS).await;
-    create_topic(&broker, &alerts, PARTITIONS).await;
-    create_topic(&broker, &dlq, 1).await;
+    pipeline::create_topic(&broker, &source, PARTITIONS).await;
+    pipeline::create_topic(&broker, &alerts, PARTITIONS).await;
+    pipeline::create_topic(&broker, &dlq, 1).await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("idempotency.redb");
 
@@ -329,18 +277,7 @@ async fn esm_poll_drives_the_consumer_binary_under_cargo_lambda_watch() {
         .env_remove("IDEMPOTENCY_STORE")
         .output()
         .expect("esm poll runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let summary: serde_json::Value = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "esm poll printed no summary; stdout: {stdout}\nstderr: {}\n{}",
-                String::from_utf8_lossy(&output.stderr),
-                watch.tail()
-            )
-        });
+    let summary = pipeline::poll_summary(&output, &watch.tail());
     println!(
         "esm poll ({:.1} s): {summary}",
         polled.elapsed().as_secs_f64()
@@ -367,33 +304,9 @@ async fn esm_poll_drives_the_consumer_binary_under_cargo_lambda_watch() {
 
     // The function holds the redb store open: stop it before the verifier opens the store.
     watch.stop();
-    let settings = KafkaSettings::new(broker.clone());
-    let topics = [source.clone(), alerts, dlq];
-    let read = tokio::task::spawn_blocking(move || {
-        topics
-            .iter()
-            .map(|t| read_topic(&settings, t, Duration::from_secs(30)).unwrap_or_default())
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
-    let verdict = verify(
-        &source,
-        &read[0],
-        &read[1],
-        &read[2],
-        &parse_rules(RULES).unwrap(),
-        &LocalStore::open(&store).unwrap(),
-    )
-    .await;
-    println!("verdict: {}", serde_json::to_string(&verdict).unwrap());
-    assert!(
-        verdict.exact(),
-        "lost {:?}, duplicated {:?}, unexpected {:?}",
-        verdict.lost,
-        verdict.duplicated_effects,
-        verdict.unexpected
-    );
+    let (verdict, dead_letters) =
+        pipeline::verify_pipeline(&broker, [&source, &alerts, &dlq], RULES, &store).await;
+    pipeline::assert_exact(&verdict);
     assert_eq!(verdict.distinct_events, METRICS);
     assert_eq!(verdict.poison_inputs, PARTITIONS as usize);
     assert_eq!(verdict.dead_letters_found, PARTITIONS as usize);
@@ -401,7 +314,7 @@ async fn esm_poll_drives_the_consumer_binary_under_cargo_lambda_watch() {
 
     // Invoked remotely: the dead letters name the function cargo lambda ran and its request ids,
     // not esm poll's in-process name (kafka-esm-local) and ids (esm-poll-<pid>-<n>).
-    for letter in &read[2] {
+    for letter in &dead_letters {
         let header = |name: &str| {
             letter
                 .headers

@@ -1,6 +1,8 @@
 //! Shared by the integration tests that talk Kafka: reading a topic back.
 #![allow(dead_code)]
 
+pub mod pipeline;
+
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
