@@ -79,6 +79,7 @@ fn options(group: &str) -> PollOptions {
         exit_when_idle: Some(Duration::from_millis(2_500)),
         max_records: None,
         function_timeout: Duration::from_secs(10),
+        max_concurrency: None,
     }
 }
 
@@ -135,14 +136,14 @@ async fn the_telemetry_consumer_in_process_accounts_for_every_record_once() {
         report_batch_item_failures: true,
         ..RetryPolicy::default()
     };
-    let mut deliverer = Deliverer::new(
+    let deliverer = Arc::new(Deliverer::new(
         invoker,
         policy,
         OnFailureDestination::Discard,
         origin(&brokers),
-    );
+    ));
     let (_stop_tx, stop) = watch::channel(false);
-    let summary = run(&settings, &options("g-telemetry"), &mut deliverer, stop)
+    let summary = run(&settings, &options("g-telemetry"), deliverer.clone(), stop)
         .await
         .unwrap();
     assert_eq!(summary.records, 333);
@@ -217,17 +218,17 @@ async fn exhausted_retries_write_the_on_failure_record_and_the_partition_moves_o
         first_backoff: Duration::from_millis(5),
         ..RetryPolicy::default()
     };
-    let mut deliverer = Deliverer::new(
+    let deliverer = Arc::new(Deliverer::new(
         FailsPartitionOne {
             invocations: AtomicU32::new(0),
         },
         policy,
         OnFailureDestination::File(file.clone()),
         origin(&brokers),
-    );
+    ));
     let (_stop_tx, stop) = watch::channel(false);
     let settings = KafkaSettings::new(brokers.clone());
-    let summary = run(&settings, &options("g-fail"), &mut deliverer, stop)
+    let summary = run(&settings, &options("g-fail"), deliverer.clone(), stop)
         .await
         .unwrap();
     assert_eq!(summary.records, 60);

@@ -113,6 +113,10 @@ pub struct PollArgs {
     /// Log progress every this many seconds.
     #[arg(long, default_value_t = 5)]
     pub progress_seconds: u64,
+    /// The most invocations at once. Each partition's batches go one after another; by default the
+    /// partitions' batches all go at once, as on AWS (one concurrent invocation per partition).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: Option<u32>,
     /// Exit after this many milliseconds without a record.
     #[arg(long)]
     pub exit_when_idle_ms: Option<u64>,
@@ -302,6 +306,7 @@ async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
         exit_when_idle: args.exit_when_idle_ms.map(Duration::from_millis),
         max_records: args.max_records,
         function_timeout: Duration::from_millis(args.function_timeout_ms),
+        max_concurrency: args.concurrency.map(|n| n as usize),
     };
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
@@ -350,7 +355,7 @@ async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
     .await
 }
 
-async fn poll_with<I: Invoke>(
+async fn poll_with<I: Invoke + 'static>(
     invoker: I,
     policy: RetryPolicy,
     destination: OnFailureDestination,
@@ -368,8 +373,8 @@ async fn poll_with<I: Invoke>(
         report_batch_item_failures = policy.report_batch_item_failures,
         "local event source mapping"
     );
-    let mut deliverer = Deliverer::new(invoker, policy, destination, origin);
-    super::run(settings, options, &mut deliverer, stop)
+    let deliverer = Arc::new(Deliverer::new(invoker, policy, destination, origin));
+    super::run(settings, options, deliverer, stop)
         .await
         .map_err(|e| e.to_string())
 }

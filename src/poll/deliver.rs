@@ -3,6 +3,7 @@
 //! and after the last retry write the on-failure record and move on.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -87,7 +88,8 @@ pub struct EventOrigin {
     pub bootstrap_servers: String,
 }
 
-/// Delivers batches to one function.
+/// Delivers batches to one function. Shared by the partitions' deliveries, which run at once (each
+/// partition's batches one after another).
 pub struct Deliverer<I> {
     invoker: I,
     policy: RetryPolicy,
@@ -95,7 +97,7 @@ pub struct Deliverer<I> {
     origin: EventOrigin,
     max_bytes: usize,
     invocation_seq: AtomicU64,
-    counts: DeliveryCounts,
+    counts: Mutex<DeliveryCounts>,
 }
 
 struct Work {
@@ -141,13 +143,20 @@ impl<I: Invoke> Deliverer<I> {
             origin,
             max_bytes: PAYLOAD_LIMIT_BYTES,
             invocation_seq: AtomicU64::new(0),
-            counts: DeliveryCounts::default(),
+            counts: Mutex::new(DeliveryCounts::default()),
         }
     }
 
     /// The counts so far.
-    pub fn counts(&self) -> &DeliveryCounts {
-        &self.counts
+    pub fn counts(&self) -> DeliveryCounts {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn count(&self, update: impl FnOnce(&mut DeliveryCounts)) {
+        update(&mut self.counts.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// Where the events come from.
@@ -171,7 +180,7 @@ impl<I: Invoke> Deliverer<I> {
     /// every record is done or given up, committing as it goes; stops early (leaving the rest
     /// uncommitted) when `stop` turns true.
     pub async fn deliver(
-        &mut self,
+        &self,
         batch: Vec<KafkaRecord>,
         committer: &mut dyn Commit,
         stop: &mut watch::Receiver<bool>,
@@ -231,7 +240,7 @@ impl<I: Invoke> Deliverer<I> {
                 }
             }
             if work.invocations > 0 {
-                self.counts.retried += work.records.len() as u64;
+                self.count(|c| c.retried += work.records.len() as u64);
                 let delay = self.backoff(work.invocations);
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
@@ -244,12 +253,12 @@ impl<I: Invoke> Deliverer<I> {
                 self.invocation_seq.fetch_add(1, Ordering::Relaxed)
             );
             let answer = self.invoker.invoke(&event, &request_id).await;
-            self.counts.invocations += 1;
+            self.count(|c| c.invocations += 1);
             work.invocations += 1;
             work.last_request_id = request_id;
             let bisect = match self.verdict(&answer, &work.records) {
                 Verdict::Done => {
-                    self.counts.succeeded += work.records.len() as u64;
+                    self.count(|c| c.succeeded += work.records.len() as u64);
                     committer.commit(&next_positions(&work.records));
                     continue;
                 }
@@ -264,7 +273,7 @@ impl<I: Invoke> Deliverer<I> {
                             done.push(record);
                         }
                     }
-                    self.counts.succeeded += done.len() as u64;
+                    self.count(|c| c.succeeded += done.len() as u64);
                     // Done records of a retried partition all precede its first retried offset.
                     committer.commit(&next_positions(&done));
                     work.records = retry;
@@ -275,7 +284,7 @@ impl<I: Invoke> Deliverer<I> {
                     false
                 }
                 Verdict::Failed(response) => {
-                    self.counts.failed_invocations += 1;
+                    self.count(|c| c.failed_invocations += 1);
                     if let Answer::Failed {
                         error_type,
                         message,
@@ -345,7 +354,7 @@ impl<I: Invoke> Deliverer<I> {
     /// Writes the on-failure record for `work` and commits past it; false when stopped before the
     /// record could be written (nothing committed then).
     async fn give_up(
-        &mut self,
+        &self,
         work: &Work,
         condition: &'static str,
         payload_size: usize,
@@ -390,7 +399,7 @@ impl<I: Invoke> Deliverer<I> {
         } else {
             warn!(target: "esm::poll", condition, records = work.records.len(), ranges, "batch given up and skipped: no on-failure destination");
         }
-        self.counts.given_up += work.records.len() as u64;
+        self.count(|c| c.given_up += work.records.len() as u64);
         committer.commit(&next_positions(&work.records));
         true
     }
@@ -602,7 +611,7 @@ mod tests {
             fail_first: 2,
             ..Scripted::default()
         };
-        let mut d = deliverer(script.clone(), RetryPolicy::default(), dir.path());
+        let d = deliverer(script.clone(), RetryPolicy::default(), dir.path());
         let (_tx, mut stop) = watch::channel(false);
         let mut commits = Commits::default();
         let end = d.deliver(records(2, 5), &mut commits, &mut stop).await;
@@ -625,7 +634,7 @@ mod tests {
             bisect_on_error: true,
             ..RetryPolicy::default()
         };
-        let mut d = deliverer(script, policy, dir.path());
+        let d = deliverer(script, policy, dir.path());
         let (_tx, mut stop) = watch::channel(false);
         let mut commits = Commits::default();
         d.deliver(records(2, 8), &mut commits, &mut stop).await;
@@ -654,7 +663,7 @@ mod tests {
             report_batch_item_failures: true,
             ..RetryPolicy::default()
         };
-        let mut d = deliverer(script.clone(), policy, dir.path());
+        let d = deliverer(script.clone(), policy, dir.path());
         let (_tx, mut stop) = watch::channel(false);
         let mut commits = Commits::default();
         d.deliver(records(2, 6), &mut commits, &mut stop).await;
@@ -678,7 +687,7 @@ mod tests {
             partial: vec![3],
             ..Scripted::default()
         };
-        let mut d = deliverer(script, RetryPolicy::default(), dir.path());
+        let d = deliverer(script, RetryPolicy::default(), dir.path());
         let (_tx, mut stop) = watch::channel(false);
         let mut commits = Commits::default();
         d.deliver(records(1, 6), &mut commits, &mut stop).await;
@@ -712,7 +721,7 @@ mod tests {
             fail_first: u32::MAX,
             ..Scripted::default()
         };
-        let mut d = deliverer(script, RetryPolicy::default(), dir.path());
+        let d = deliverer(script, RetryPolicy::default(), dir.path());
         let (tx, mut stop) = watch::channel(false);
         let mut commits = Commits::default();
         let stopper = tokio::spawn(async move {
@@ -731,7 +740,7 @@ mod tests {
     async fn a_record_over_the_payload_limit_is_given_up_without_an_invocation() {
         let dir = tempfile::tempdir().unwrap();
         let script = Scripted::default();
-        let mut d = deliverer(script.clone(), RetryPolicy::default(), dir.path());
+        let d = deliverer(script.clone(), RetryPolicy::default(), dir.path());
         let (_tx, mut stop) = watch::channel(false);
         let mut commits = Commits::default();
         let mut batch = records(1, 3);

@@ -12,22 +12,25 @@ pub mod cli;
 pub mod deliver;
 pub mod invoke;
 pub mod lag;
+pub mod lanes;
 pub mod on_failure;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
 
 use crate::kafka::{KafkaClientContext, KafkaSettings, record_from_message};
 pub use batch::{BatchBuilder, BatchLimits, Cut};
 pub use deliver::{BatchEnd, Commit, Deliverer, DeliveryCounts, EventOrigin, RetryPolicy};
 pub use invoke::{Answer, InProcess, Invoke, RuntimeApi};
 pub use lag::{LagError, PartitionLag, group_lag, render_lag};
+pub use lanes::{FlowChanges, Lanes, PartitionKey};
 pub use on_failure::OnFailureDestination;
 
 /// Where a consumer group without committed offsets starts.
@@ -60,6 +63,9 @@ pub struct PollOptions {
     pub max_records: Option<u64>,
     /// The function timeout: the group's `max.poll.interval.ms` must outlast an invocation.
     pub function_timeout: Duration,
+    /// The most batches delivered at once (each partition's one at a time); `None`: one per
+    /// partition, as on AWS.
+    pub max_concurrency: Option<usize>,
 }
 
 /// What a run did.
@@ -102,24 +108,27 @@ pub enum PollError {
     },
 }
 
-struct KafkaCommitter<'a> {
-    consumer: &'a StreamConsumer<KafkaClientContext>,
-    committed: &'a mut HashMap<(String, i32), i64>,
+/// Commits a delivery's positions; shared by every partition's deliveries.
+struct KafkaCommitter {
+    consumer: Arc<StreamConsumer<KafkaClientContext>>,
+    committed: Arc<Mutex<HashMap<PartitionKey, i64>>>,
 }
 
-impl Commit for KafkaCommitter<'_> {
+impl Commit for KafkaCommitter {
     fn commit(&mut self, positions: &[(String, i32, i64)]) {
         if positions.is_empty() {
             return;
         }
         let mut list = TopicPartitionList::new();
-        for (topic, partition, next) in positions {
-            let entry = self
-                .committed
-                .entry((topic.clone(), *partition))
-                .or_insert(*next);
-            *entry = (*entry).max(*next);
-            let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*entry));
+        {
+            let mut committed = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+            for (topic, partition, next) in positions {
+                let entry = committed
+                    .entry((topic.clone(), *partition))
+                    .or_insert(*next);
+                *entry = (*entry).max(*next);
+                let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*entry));
+            }
         }
         // Asynchronous: a lost commit only redelivers records the consumer then skips as done.
         if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
@@ -129,11 +138,13 @@ impl Commit for KafkaCommitter<'_> {
 }
 
 /// Runs the local ESM until `stop` turns true, the group idles for `exit_when_idle`, or
-/// `max_records` have settled. Offsets of settled records are committed before it returns.
-pub async fn run<I: Invoke>(
+/// `max_records` have settled. Each partition's batches are delivered in order, different
+/// partitions' at the same time (up to `max_concurrency`). Offsets of settled records are
+/// committed before it returns.
+pub async fn run<I: Invoke + 'static>(
     settings: &KafkaSettings,
     options: &PollOptions,
-    deliverer: &mut Deliverer<I>,
+    deliverer: Arc<Deliverer<I>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<PollSummary, PollError> {
     let started = Instant::now();
@@ -159,32 +170,37 @@ pub async fn run<I: Invoke>(
         crate::encode::Source::Msk { cluster_arn } => Some(cluster_arn.clone()),
         crate::encode::Source::SelfManaged => None,
     };
-    let mut builder = BatchBuilder::new(
+    let mut lanes = Lanes::new(
         options.limits,
         &deliverer.origin().bootstrap_servers,
         arn.as_deref(),
+        options.max_concurrency.unwrap_or(usize::MAX),
     );
-    let mut committed: HashMap<(String, i32), i64> = HashMap::new();
+    let committed: Arc<Mutex<HashMap<PartitionKey, i64>>> = Arc::default();
+    let mut deliveries: JoinSet<(PartitionKey, BatchEnd)> = JoinSet::new();
     let mut summary = PollSummary::default();
     // Idle time counts from the last record, or from when partitions were first assigned (joining
     // the group is not idleness).
     let mut last_record: Option<Instant> = None;
     let mut last_progress = Instant::now();
     let mut progress_settled = 0u64;
-    let mut window_ends: Option<tokio::time::Instant> = None;
     let mut first_record: Option<Instant> = None;
+    let settled = |d: &Deliverer<I>| {
+        let counts = d.counts();
+        counts.succeeded + counts.given_up
+    };
     let ended_by = loop {
         if *stop.borrow() {
             break "stopped";
         }
         if options
             .max_records
-            .is_some_and(|max| deliverer.counts().succeeded + deliverer.counts().given_up >= max)
+            .is_some_and(|max| settled(&deliverer) >= max)
         {
             break "max-records";
         }
         if last_progress.elapsed() >= options.progress_every {
-            let settled = deliverer.counts().succeeded + deliverer.counts().given_up;
+            let settled = settled(&deliverer);
             let lag = partition_lag(&consumer, &committed).await;
             log_progress(
                 lag,
@@ -195,18 +211,30 @@ pub async fn run<I: Invoke>(
             progress_settled = settled;
             last_progress = Instant::now();
         }
-        // Wait for a record: until the window ends once the batch has one, else a little while.
-        let wait_until = window_ends.unwrap_or_else(|| {
-            tokio::time::Instant::now() + Duration::from_millis(200).min(options.progress_every)
-        });
-        let cut = tokio::select! {
+        // Wait for a record or a delivery's end: until the next window ends, else a little while.
+        let soon =
+            tokio::time::Instant::now() + Duration::from_millis(200).min(options.progress_every);
+        let wait_until = lanes.next_window_end().map_or(soon, |end| end.min(soon));
+        tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => None,
+            _ = stop.wait_for(|s| *s) => continue,
+            Some(joined) = deliveries.join_next(), if !deliveries.is_empty() => match joined {
+                Ok((key, _end)) => {
+                    lanes.finished(&key);
+                    if let Some(first) = first_record {
+                        summary.busy = first.elapsed();
+                    }
+                }
+                Err(error) => {
+                    // A delivery that panicked: its records stay uncommitted for the next run.
+                    error!(target: "esm::poll", %error, "a delivery failed unexpectedly; stopping (its records are redelivered on the next run)");
+                    break "delivery-failed";
+                }
+            },
             message = tokio::time::timeout_at(wait_until, consumer.recv()) => match message {
-                Err(_) => window_ends.is_some().then_some(Cut::Window),
+                Err(_) => {}
                 Ok(Err(error)) => {
                     warn!(target: "esm::poll", %error, "consumer error; rdkafka retries");
-                    None
                 }
                 Ok(Ok(message)) => {
                     let now = Instant::now();
@@ -215,54 +243,50 @@ pub async fn run<I: Invoke>(
                     let record = record_from_message(&message);
                     drop(message);
                     // Only AT_TIMESTAMP has floors: skip the lookup (and its key) otherwise.
-                    if !floors.is_empty()
+                    let before_floor = !floors.is_empty()
                         && floors
                             .get(&(record.topic.clone(), record.partition))
-                            .is_some_and(|floor| record.offset < *floor)
-                    {
-                        None // before AT_TIMESTAMP's starting point
-                    } else {
+                            .is_some_and(|floor| record.offset < *floor);
+                    if !before_floor {
                         summary.records += 1;
-                        if builder.is_empty() {
-                            window_ends = Some(tokio::time::Instant::now() + options.limits.window);
-                        }
-                        builder.push(record)
+                        lanes.push(record, tokio::time::Instant::now());
                     }
                 }
             },
-        };
-        if cut.is_none() {
-            if builder.is_empty()
-                && options
-                    .exit_when_idle
-                    .is_some_and(|idle| idle_for(&consumer, &mut last_record) >= idle)
-            {
-                break "idle";
-            }
-            continue;
         }
-        // Send every full batch (a carried record may fill the next one at once).
-        loop {
-            let batch = builder.take();
-            summary.batches += 1;
-            window_ends =
-                (!builder.is_empty()).then(|| tokio::time::Instant::now() + options.limits.window);
+        lanes.cut_expired(tokio::time::Instant::now());
+        while let Some((key, batch)) = lanes.next_delivery() {
+            let deliverer = deliverer.clone();
             let mut committer = KafkaCommitter {
-                consumer: &consumer,
-                committed: &mut committed,
+                consumer: consumer.clone(),
+                committed: committed.clone(),
             };
-            let end = deliverer.deliver(batch, &mut committer, &mut stop).await;
+            let mut stop = stop.clone();
+            deliveries.spawn(async move {
+                let end = deliverer.deliver(batch, &mut committer, &mut stop).await;
+                (key, end)
+            });
+        }
+        apply_flow_changes(&consumer, lanes.flow_changes());
+        if lanes.is_idle()
+            && options
+                .exit_when_idle
+                .is_some_and(|idle| idle_for(&consumer, &mut last_record) >= idle)
+        {
+            break "idle";
+        }
+    };
+    // Let the deliveries in flight end (a stop ends them at once, leaving their records unsettled).
+    while let Some(joined) = deliveries.join_next().await {
+        if let Ok((key, _)) = joined {
+            lanes.finished(&key);
             if let Some(first) = first_record {
                 summary.busy = first.elapsed();
             }
-            if end == BatchEnd::Stopped {
-                break;
-            }
-            if !builder.is_full() {
-                break;
-            }
         }
-    };
+    }
+    summary.batches = lanes.batches_cut();
+    let committed = std::mem::take(&mut *committed.lock().unwrap_or_else(|p| p.into_inner()));
     // Make the commits durable before returning: only settled records are in `committed`.
     if !committed.is_empty() {
         let mut list = TopicPartitionList::new();
@@ -277,7 +301,7 @@ pub async fn run<I: Invoke>(
         }
     }
     consumer.unsubscribe();
-    summary.delivery = deliverer.counts().clone();
+    summary.delivery = deliverer.counts();
     summary.elapsed = started.elapsed();
     summary.ended_by = ended_by;
     summary.committed = committed
@@ -285,6 +309,27 @@ pub async fn run<I: Invoke>(
         .map(|((topic, partition), next)| (format!("{topic}-{partition}"), next))
         .collect();
     Ok(summary)
+}
+
+/// Pauses the partitions a waiting batch holds and resumes the drained ones.
+fn apply_flow_changes(consumer: &StreamConsumer<KafkaClientContext>, changes: FlowChanges) {
+    let list = |keys: &[PartitionKey]| {
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in keys {
+            list.add_partition(topic, *partition);
+        }
+        list
+    };
+    if !changes.pause.is_empty()
+        && let Err(error) = consumer.pause(&list(&changes.pause))
+    {
+        warn!(target: "esm::poll", %error, partitions = ?changes.pause, "pausing partitions failed; their records queue up in memory");
+    }
+    if !changes.resume.is_empty()
+        && let Err(error) = consumer.resume(&list(&changes.resume))
+    {
+        warn!(target: "esm::poll", %error, partitions = ?changes.resume, "resuming partitions failed; a rebalance resumes them");
+    }
 }
 
 fn create_consumer(
@@ -393,10 +438,10 @@ fn timestamp_floors(
 /// Records behind each assigned partition: its high watermark less the committed position.
 async fn partition_lag(
     consumer: &Arc<StreamConsumer<KafkaClientContext>>,
-    committed: &HashMap<(String, i32), i64>,
+    committed: &Mutex<HashMap<PartitionKey, i64>>,
 ) -> BTreeMap<String, i64> {
     let consumer = consumer.clone();
-    let committed = committed.clone();
+    let committed = committed.lock().unwrap_or_else(|p| p.into_inner()).clone();
     tokio::task::spawn_blocking(move || {
         let mut lag = BTreeMap::new();
         if let Ok(assignment) = consumer.assignment() {
