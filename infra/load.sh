@@ -3,6 +3,7 @@
 # verifier's proof that each was accounted for exactly once.
 #
 #   bash infra/load.sh [N] [RATE]
+#   POLL_ARGS="--concurrency 1" bash infra/load.sh 200000     # extra `esm poll` options
 #
 # Starts Tansu (memory storage) if it is not running, creates fresh topics, starts `esm poll` (the
 # consumer in process, idempotency in a local redb file, alerts and dead letters to the broker), then
@@ -36,7 +37,7 @@ export RUST_LOG="${RUST_LOG:-esm::poll=info,warn}"
 echo "load: $n records, topic $source_topic" >&2
 "$esm" poll --topics "$source_topic" --group "$run" \
   --batch-size 1000 --batch-window-ms 50 --exit-when-idle-ms 5000 --progress-seconds 5 \
-  --json >"$state/poll.json" 2>"$state/poll.log" &
+  ${POLL_ARGS:-} --json >"$state/poll.json" 2>"$state/poll.log" &
 poller=$!
 
 produce_args=(produce --topic "$source_topic" --generate "$n" --json)

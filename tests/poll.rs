@@ -14,8 +14,8 @@ use kafka_esm::event::decode_event;
 use kafka_esm::idempotency::MemoryStore;
 use kafka_esm::kafka::KafkaSettings;
 use kafka_esm::poll::{
-    Answer, BatchLimits, Deliverer, EventOrigin, InProcess, Invoke, OnFailureDestination,
-    PollOptions, RetryPolicy, StartingPosition, group_lag, run,
+    Answer, BatchLimits, DEFAULT_PARTITION_BUFFER_RECORDS, Deliverer, EventOrigin, InProcess,
+    Invoke, OnFailureDestination, PollOptions, RetryPolicy, StartingPosition, group_lag, run,
 };
 use kafka_esm::redrive::OnFailureRecord;
 use kafka_esm::sink::{KafkaSink, MessageSink};
@@ -80,6 +80,7 @@ fn options(group: &str) -> PollOptions {
         max_records: None,
         function_timeout: Duration::from_secs(10),
         max_concurrency: None,
+        partition_buffer_records: DEFAULT_PARTITION_BUFFER_RECORDS,
     }
 }
 
@@ -268,4 +269,84 @@ async fn exhausted_retries_write_the_on_failure_record_and_the_partition_moves_o
             "metrics-1 offset {offset} given up"
         );
     }
+}
+
+/// Takes its time over each batch and records every offset it is given, and how many batches
+/// were in flight at once.
+#[derive(Default)]
+struct SlowRecorder {
+    seen: std::sync::Mutex<Vec<(i32, i64)>>,
+    in_flight: AtomicU32,
+    most_in_flight: AtomicU32,
+}
+
+#[async_trait]
+impl Invoke for SlowRecorder {
+    fn function_name(&self) -> &str {
+        "slow-recorder"
+    }
+
+    async fn invoke(&self, event: &str, _request_id: &str) -> Answer {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        let batch = decode_event(event).expect("an ESM event");
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        self.seen
+            .lock()
+            .unwrap()
+            .extend(batch.partitions.iter().flat_map(|p| {
+                p.records
+                    .iter()
+                    .map(|r| (p.topic_partition.partition, r.offset().unwrap()))
+            }));
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        Answer::Success(None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_are_delivered_at_once_and_each_record_exactly_once_in_order() {
+    // Small batches, a small partition buffer and a slow function: the partitions' queues fill up
+    // and hold reading back many times while the three partitions' batches run side by side.
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    produce(
+        &brokers,
+        &(0..3_000).map(|n| metric(n, 1.0)).collect::<Vec<_>>(),
+    );
+    let deliverer = Arc::new(Deliverer::new(
+        SlowRecorder::default(),
+        RetryPolicy::default(),
+        OnFailureDestination::Discard,
+        origin(&brokers),
+    ));
+    let mut options = options("g-lanes");
+    options.limits.max_records = 10;
+    options.partition_buffer_records = 60;
+    let (_stop_tx, stop) = watch::channel(false);
+    let settings = KafkaSettings::new(brokers.clone());
+    let summary = run(&settings, &options, deliverer.clone(), stop)
+        .await
+        .unwrap();
+    assert_eq!(summary.delivery.succeeded, 3_000, "{summary:?}");
+    assert_eq!(total_lag(&brokers, "g-lanes"), 0);
+    let recorder = deliverer.invoker();
+    let seen = recorder.seen.lock().unwrap().clone();
+    for partition in 0..3 {
+        let offsets: Vec<i64> = seen
+            .iter()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, o)| *o)
+            .collect();
+        assert_eq!(
+            offsets,
+            (0..1_000).collect::<Vec<i64>>(),
+            "partition {partition}: every offset once, in order"
+        );
+    }
+    let most = recorder.most_in_flight.load(Ordering::SeqCst);
+    assert!(
+        (2..=3).contains(&most),
+        "partitions' batches overlap, at most one per partition: {most}"
+    );
 }

@@ -117,6 +117,10 @@ pub struct PollArgs {
     /// partitions' batches all go at once, as on AWS (one concurrent invocation per partition).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: Option<u32>,
+    /// Records waiting in one partition's queue before esm poll stops reading (until half of them
+    /// are delivered): the memory a slow or stuck partition may take.
+    #[arg(long, default_value_t = super::DEFAULT_PARTITION_BUFFER_RECORDS as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub partition_buffer_records: u32,
     /// Exit after this many milliseconds without a record.
     #[arg(long)]
     pub exit_when_idle_ms: Option<u64>,
@@ -307,6 +311,7 @@ async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
         max_records: args.max_records,
         function_timeout: Duration::from_millis(args.function_timeout_ms),
         max_concurrency: args.concurrency.map(|n| n as usize),
+        partition_buffer_records: args.partition_buffer_records as usize,
     };
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {

@@ -1,8 +1,13 @@
 //! One lane per partition: as on AWS, the batches of different partitions are delivered at the same
 //! time, and the batches of one partition one after another, in offset order. Each lane cuts its
-//! own batches ([`BatchBuilder`]), queues the cut ones while its previous batch is in flight, and
-//! asks for its partition to be paused while a batch waits (so a slow or stuck partition holds at
-//! most a few batches in memory and never stops the others).
+//! own batches ([`BatchBuilder`]) and queues the cut ones while its previous batch is in flight.
+//!
+//! Memory is bounded by reading less, not by pausing partitions: when a partition's queue holds
+//! `hold_at` records, the poller stops taking records until that queue is down to half, while the
+//! deliveries go on. (librdkafka's pause and resume lost records under load on Tansu: the records it
+//! had fetched before the pause were not all fetched again, and the poller committed past them; a
+//! seek back after the resume was not served either. The load run checks this.) A record a lane
+//! already took (an offset below its next one, after a rebalance) is dropped if it comes again.
 //!
 //! Pure bookkeeping: the poller feeds it records and completions and carries out what it answers.
 
@@ -10,11 +15,14 @@ use std::collections::{HashMap, VecDeque};
 
 use tokio::time::Instant;
 
-use super::batch::{BatchBuilder, BatchLimits, Cut};
+use super::batch::{BatchBuilder, BatchLimits};
 use crate::record::KafkaRecord;
 
 /// A partition: `(topic, partition)`.
 pub type PartitionKey = (String, i32);
+
+/// The default `hold_at`: records waiting in one partition's queue before the poller stops reading.
+pub const DEFAULT_PARTITION_BUFFER_RECORDS: usize = 20_000;
 
 #[derive(Debug)]
 struct Lane {
@@ -23,8 +31,20 @@ struct Lane {
     window_ends: Option<Instant>,
     /// Cut batches not yet delivered, oldest first.
     queued: VecDeque<Vec<KafkaRecord>>,
+    /// Records in `queued`.
+    queued_records: usize,
     in_flight: bool,
-    paused: bool,
+    /// The offset after the last record taken in.
+    next_offset: Option<i64>,
+}
+
+/// What became of a record given to [`Lanes::push`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// In its partition's batch.
+    Taken,
+    /// Already taken before (fetched again after a rebalance): dropped.
+    Duplicate,
 }
 
 /// The lanes of every partition seen so far.
@@ -38,26 +58,22 @@ pub struct Lanes {
     ready: VecDeque<PartitionKey>,
     in_flight: usize,
     max_in_flight: usize,
+    hold_at: usize,
+    /// The partition whose full queue holds reading back, until it is down to half.
+    holding: Option<PartitionKey>,
     batches_cut: u64,
-}
-
-/// Partitions to pause and to resume.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct FlowChanges {
-    /// A batch waits for these partitions: stop fetching them.
-    pub pause: Vec<PartitionKey>,
-    /// Their queues are empty again: fetch them again.
-    pub resume: Vec<PartitionKey>,
 }
 
 impl Lanes {
     /// Lanes cutting batches under `limits` for events naming `bootstrap_servers` (and the MSK
-    /// `event_source_arn`), with at most `max_in_flight` deliveries at once (at least one).
+    /// `event_source_arn`), with at most `max_in_flight` deliveries at once (at least one), holding
+    /// reading back while `hold_at` records (at least one batch) wait in one partition's queue.
     pub fn new(
         limits: BatchLimits,
         bootstrap_servers: &str,
         event_source_arn: Option<&str>,
         max_in_flight: usize,
+        hold_at: usize,
     ) -> Self {
         Self {
             limits,
@@ -67,12 +83,14 @@ impl Lanes {
             ready: VecDeque::new(),
             in_flight: 0,
             max_in_flight: max_in_flight.max(1),
+            hold_at: hold_at.max(limits.max_records).max(1),
+            holding: None,
             batches_cut: 0,
         }
     }
 
-    /// Adds a record to its partition's batch, cutting the batch when it is full.
-    pub fn push(&mut self, record: KafkaRecord, now: Instant) -> Option<Cut> {
+    /// Gives a record to its partition's lane, which cuts the batch when it is full.
+    pub fn push(&mut self, record: KafkaRecord, now: Instant) -> Admission {
         let key = (record.topic.clone(), record.partition);
         let lane = self.lanes.entry(key.clone()).or_insert_with(|| Lane {
             builder: BatchBuilder::new(
@@ -82,15 +100,21 @@ impl Lanes {
             ),
             window_ends: None,
             queued: VecDeque::new(),
+            queued_records: 0,
             in_flight: false,
-            paused: false,
+            next_offset: None,
         });
+        if lane.next_offset.is_some_and(|next| record.offset < next) {
+            return Admission::Duplicate;
+        }
+        lane.next_offset = Some(record.offset + 1);
         if lane.builder.is_empty() {
             lane.window_ends = Some(now + self.limits.window);
         }
-        let cut = lane.builder.push(record)?;
-        self.cut(&key, now);
-        Some(cut)
+        if lane.builder.push(record).is_some() {
+            self.cut(&key, now);
+        }
+        Admission::Taken
     }
 
     /// Cuts every batch whose window has ended; returns how many.
@@ -115,6 +139,7 @@ impl Lanes {
         loop {
             let batch = lane.builder.take();
             if !batch.is_empty() {
+                lane.queued_records += batch.len();
                 lane.queued.push_back(batch);
                 self.batches_cut += 1;
                 if !lane.in_flight && lane.queued.len() == 1 {
@@ -147,6 +172,7 @@ impl Lanes {
             let Some(batch) = lane.queued.pop_front() else {
                 continue;
             };
+            lane.queued_records -= batch.len();
             lane.in_flight = true;
             self.in_flight += 1;
             return Some((key, batch));
@@ -167,24 +193,22 @@ impl Lanes {
         }
     }
 
-    /// Partitions whose pause state must change: paused while a cut batch waits, resumed when none
-    /// does. Marks the changes as made.
-    pub fn flow_changes(&mut self) -> FlowChanges {
-        let mut changes = FlowChanges::default();
-        for (key, lane) in &mut self.lanes {
-            let should_pause = !lane.queued.is_empty();
-            if should_pause != lane.paused {
-                lane.paused = should_pause;
-                if should_pause {
-                    changes.pause.push(key.clone());
-                } else {
-                    changes.resume.push(key.clone());
-                }
+    /// True while the poller must not take records: a partition's queue reached `hold_at` records
+    /// and is not yet down to half.
+    pub fn hold_reading(&mut self) -> bool {
+        if let Some(key) = &self.holding {
+            let queued = self.lanes.get(key).map_or(0, |l| l.queued_records);
+            if queued > self.hold_at / 2 {
+                return true;
             }
+            self.holding = None;
         }
-        changes.pause.sort();
-        changes.resume.sort();
-        changes
+        self.holding = self
+            .lanes
+            .iter()
+            .find(|(_, lane)| lane.queued_records >= self.hold_at)
+            .map(|(key, _)| key.clone());
+        self.holding.is_some()
     }
 
     /// Deliveries in flight.
@@ -220,6 +244,10 @@ mod tests {
     }
 
     fn lanes(max_records: usize, max_in_flight: usize) -> Lanes {
+        lanes_holding_at(max_records, max_in_flight, 2 * max_records)
+    }
+
+    fn lanes_holding_at(max_records: usize, max_in_flight: usize, hold_at: usize) -> Lanes {
         Lanes::new(
             BatchLimits {
                 max_records,
@@ -229,6 +257,7 @@ mod tests {
             "127.0.0.1:9092",
             None,
             max_in_flight,
+            hold_at,
         )
     }
 
@@ -275,23 +304,37 @@ mod tests {
     }
 
     #[test]
-    fn a_partition_with_a_waiting_batch_is_paused_until_its_queue_drains() {
+    fn a_full_partition_holds_reading_back_until_it_is_down_to_half() {
         let now = Instant::now();
-        let mut lanes = lanes(1, 8);
+        let mut lanes = lanes_holding_at(1, 8, 4);
         lanes.push(record(0, 0), now);
-        assert_eq!(lanes.flow_changes().pause, vec![("t".to_owned(), 0)]);
-        let (key, _) = lanes.next_delivery().unwrap();
-        assert_eq!(lanes.flow_changes().resume, vec![("t".to_owned(), 0)]);
-        lanes.push(record(0, 1), now);
-        assert_eq!(
-            lanes.flow_changes().pause.len(),
-            1,
-            "waits behind the first"
-        );
-        assert_eq!(lanes.flow_changes(), FlowChanges::default(), "no repeats");
-        lanes.finished(&key);
-        lanes.next_delivery().unwrap();
-        assert_eq!(lanes.flow_changes().resume.len(), 1);
+        let (mut key, _) = lanes.next_delivery().unwrap();
+        for offset in 1..4 {
+            lanes.push(record(0, offset), now);
+        }
+        assert!(!lanes.hold_reading(), "3 wait");
+        lanes.push(record(0, 4), now);
+        for waiting in [4, 3] {
+            assert!(lanes.hold_reading(), "{waiting} wait");
+            lanes.finished(&key);
+            key = lanes.next_delivery().unwrap().0;
+        }
+        assert!(!lanes.hold_reading(), "2 wait");
+    }
+
+    #[test]
+    fn records_fetched_again_are_dropped() {
+        let now = Instant::now();
+        let mut lanes = lanes(10, 8);
+        for offset in 0..3 {
+            lanes.push(record(0, offset), now);
+        }
+        assert_eq!(lanes.push(record(0, 1), now), Admission::Duplicate);
+        assert_eq!(lanes.push(record(0, 2), now), Admission::Duplicate);
+        lanes.push(record(0, 3), now);
+        lanes.cut_expired(now + Duration::from_secs(1));
+        let (_, batch) = lanes.next_delivery().unwrap();
+        assert_eq!(offsets(&batch), vec![0, 1, 2, 3]);
     }
 
     #[test]

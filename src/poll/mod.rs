@@ -30,7 +30,7 @@ pub use batch::{BatchBuilder, BatchLimits, Cut};
 pub use deliver::{BatchEnd, Commit, Deliverer, DeliveryCounts, EventOrigin, RetryPolicy};
 pub use invoke::{Answer, InProcess, Invoke, RuntimeApi};
 pub use lag::{LagError, PartitionLag, group_lag, render_lag};
-pub use lanes::{FlowChanges, Lanes, PartitionKey};
+pub use lanes::{Admission, DEFAULT_PARTITION_BUFFER_RECORDS, Lanes, PartitionKey};
 pub use on_failure::OnFailureDestination;
 
 /// Where a consumer group without committed offsets starts.
@@ -66,6 +66,9 @@ pub struct PollOptions {
     /// The most batches delivered at once (each partition's one at a time); `None`: one per
     /// partition, as on AWS.
     pub max_concurrency: Option<usize>,
+    /// Records waiting in one partition's queue before the poller stops reading (until half are
+    /// delivered). Bounds memory when a partition is slow or stuck.
+    pub partition_buffer_records: usize,
 }
 
 /// What a run did.
@@ -175,6 +178,7 @@ pub async fn run<I: Invoke + 'static>(
         &deliverer.origin().bootstrap_servers,
         arn.as_deref(),
         options.max_concurrency.unwrap_or(usize::MAX),
+        options.partition_buffer_records,
     );
     let committed: Arc<Mutex<HashMap<PartitionKey, i64>>> = Arc::default();
     let mut deliveries: JoinSet<(PartitionKey, BatchEnd)> = JoinSet::new();
@@ -215,6 +219,8 @@ pub async fn run<I: Invoke + 'static>(
         let soon =
             tokio::time::Instant::now() + Duration::from_millis(200).min(options.progress_every);
         let wait_until = lanes.next_window_end().map_or(soon, |end| end.min(soon));
+        // A partition's queue is full: take no records (librdkafka keeps them) until it drains.
+        let hold = lanes.hold_reading();
         tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => continue,
@@ -231,7 +237,8 @@ pub async fn run<I: Invoke + 'static>(
                     break "delivery-failed";
                 }
             },
-            message = tokio::time::timeout_at(wait_until, consumer.recv()) => match message {
+            () = tokio::time::sleep_until(wait_until), if hold => {}
+            message = tokio::time::timeout_at(wait_until, consumer.recv()), if !hold => match message {
                 Err(_) => {}
                 Ok(Err(error)) => {
                     warn!(target: "esm::poll", %error, "consumer error; rdkafka retries");
@@ -247,9 +254,10 @@ pub async fn run<I: Invoke + 'static>(
                         && floors
                             .get(&(record.topic.clone(), record.partition))
                             .is_some_and(|floor| record.offset < *floor);
-                    if !before_floor {
+                    if !before_floor
+                        && lanes.push(record, tokio::time::Instant::now()) == Admission::Taken
+                    {
                         summary.records += 1;
-                        lanes.push(record, tokio::time::Instant::now());
                     }
                 }
             },
@@ -267,7 +275,6 @@ pub async fn run<I: Invoke + 'static>(
                 (key, end)
             });
         }
-        apply_flow_changes(&consumer, lanes.flow_changes());
         if lanes.is_idle()
             && options
                 .exit_when_idle
@@ -309,27 +316,6 @@ pub async fn run<I: Invoke + 'static>(
         .map(|((topic, partition), next)| (format!("{topic}-{partition}"), next))
         .collect();
     Ok(summary)
-}
-
-/// Pauses the partitions a waiting batch holds and resumes the drained ones.
-fn apply_flow_changes(consumer: &StreamConsumer<KafkaClientContext>, changes: FlowChanges) {
-    let list = |keys: &[PartitionKey]| {
-        let mut list = TopicPartitionList::new();
-        for (topic, partition) in keys {
-            list.add_partition(topic, *partition);
-        }
-        list
-    };
-    if !changes.pause.is_empty()
-        && let Err(error) = consumer.pause(&list(&changes.pause))
-    {
-        warn!(target: "esm::poll", %error, partitions = ?changes.pause, "pausing partitions failed; their records queue up in memory");
-    }
-    if !changes.resume.is_empty()
-        && let Err(error) = consumer.resume(&list(&changes.resume))
-    {
-        warn!(target: "esm::poll", %error, partitions = ?changes.resume, "resuming partitions failed; a rebalance resumes them");
-    }
 }
 
 fn create_consumer(
