@@ -8,6 +8,7 @@
 #   bash infra/broker.sh restart                 # stop and start again with the same storage
 #   bash infra/broker.sh stop
 #   bash infra/broker.sh env                     # KAFKA_ESM_BROKER=127.0.0.1:PORT, for eval
+#   bash infra/broker.sh storage                 # memory or sqlite: the running broker's storage
 #   bash infra/broker.sh log [LINES]             # the log's last lines and any panic in it
 #
 # Tansu 0.6.0 is built from its crates.io sources with our patch to its SQLite storage
@@ -188,6 +189,14 @@ case "${1:-}" in
     topics "$@"
     ;;
   env) echo "export KAFKA_ESM_BROKER=127.0.0.1:$port" ;;
+  storage)
+    # The storage of the broker this script started (memory or sqlite); exit 3 when none runs.
+    if running_pid "$pidfile" >/dev/null && answers; then
+      cat "$storefile" 2>/dev/null || echo memory
+    else
+      exit 3
+    fi
+    ;;
   log)
     # The last lines of the broker's log (default 40), and every panic in it.
     [ -f "$logfile" ] || { say "no log at $logfile"; exit 0; }
@@ -201,7 +210,7 @@ case "${1:-}" in
     say "sqlite storage deleted (the log moved to $logfile.old)"
     ;;
   *)
-    echo "usage: bash $0 install | start [memory|sqlite] | topics NAME[:PARTITIONS]... | status | restart | stop | reset | env | log [LINES]" >&2
+    echo "usage: bash $0 install | start [memory|sqlite] | topics NAME[:PARTITIONS]... | status | restart | stop | reset | env | storage | log [LINES]" >&2
     exit 2
     ;;
 esac

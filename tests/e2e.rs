@@ -282,10 +282,20 @@ async fn a_broker_restart_mid_run_loses_and_repeats_nothing() {
     let Some(broker) = broker() else { return };
     if std::env::var("KAFKA_ESM_BROKER_RESTARTABLE").as_deref() != Ok("1") {
         println!(
-            "not run: KAFKA_ESM_BROKER_RESTARTABLE=1 is not set (the broker must use sqlite storage and be started by infra/broker.sh; stock Tansu 0.6.0 may wedge on the restart)"
+            "not run: KAFKA_ESM_BROKER_RESTARTABLE=1 is not set (the broker must use sqlite storage and be started by infra/broker.sh, which builds the patched Tansu)"
         );
         return;
     }
+    let storage = Command::new("bash")
+        .arg(broker_script())
+        .arg("storage")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&storage.stdout).trim(),
+        "sqlite",
+        "the restart test needs the broker started by `infra/broker.sh start sqlite`: memory storage loses every record on a restart"
+    );
     let pipeline = Pipeline::new(&broker, "restart", true).await;
     pipeline.produce_metrics(3, 3_000).await;
     pipeline.produce_poison().await;
