@@ -316,7 +316,7 @@ async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!(target: "esm::poll", "stopping: finishing the current invocation and committing what succeeded");
+        tracing::info!(target: "esm::poll", "stopping: finishing the invocations in flight and committing what succeeded");
         let _ = stop_tx.send(true);
     });
     let timeout = Duration::from_millis(args.function_timeout_ms);
