@@ -4,6 +4,7 @@
 #
 #   bash infra/load.sh [N] [RATE]
 #   POLL_ARGS="--concurrency 1" bash infra/load.sh 200000     # extra `esm poll` options
+#   PARTITIONS=6 bash infra/load.sh                             # source partitions (default 3)
 #
 # Starts Tansu (memory storage) if it is not running, creates fresh topics, starts `esm poll` (the
 # consumer in process, idempotency in a local redb file, alerts and dead letters to the broker), then
@@ -27,7 +28,8 @@ esm=target/release/esm
 
 bash infra/broker.sh status >/dev/null 2>&1 || bash infra/broker.sh start memory
 eval "$(bash infra/broker.sh env)"
-bash infra/broker.sh topics "$source_topic:3" "$alerts_topic:3" "$dlq_topic:1"
+partitions="${PARTITIONS:-3}"
+bash infra/broker.sh topics "$source_topic:$partitions" "$alerts_topic:3" "$dlq_topic:1"
 
 export KAFKA_BOOTSTRAP_SERVERS="$KAFKA_ESM_BROKER"
 export IDEMPOTENCY_STORE="${IDEMPOTENCY_STORE:-local}" IDEMPOTENCY_LOCAL_PATH="$state/idempotency.redb"
