@@ -137,6 +137,24 @@ impl Pipeline {
         command
     }
 
+    /// Starts `command` (an `esm poll`) with its log going to `<name>.log` in the pipeline's
+    /// directory. A piped stderr that nobody reads fills up (64 KB) and then blocks the child.
+    fn spawn_logged(&self, command: &mut Command, name: &str) -> Child {
+        let log = std::fs::File::create(self.log_path(name)).unwrap();
+        command.stdout(Stdio::null()).stderr(log).spawn().unwrap()
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    /// The end of a spawned run's log, for a failure message.
+    fn log_tail(&self, name: &str) -> String {
+        let log = std::fs::read_to_string(self.log_path(name)).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
     /// Runs `esm poll` until the source idles; returns its JSON summary.
     fn poll_until_idle(&self, extra: &[&str]) -> serde_json::Value {
         let mut args = vec!["--exit-when-idle-ms", "4000"];
@@ -244,9 +262,8 @@ async fn a_consumer_killed_mid_batch_and_restarted_loses_nothing() {
     pipeline.produce_poison().await;
     let mut killed = 0;
     for round in 1..=3 {
-        let log =
-            std::fs::File::create(pipeline.dir.path().join(format!("poll-{round}.log"))).unwrap();
-        let mut child = pipeline.poll_command(&[]).stderr(log).spawn().unwrap();
+        let mut child =
+            pipeline.spawn_logged(&mut pipeline.poll_command(&[]), &format!("poll-{round}"));
         // Once this run has published alerts of its own, kill it in the middle of whatever batch
         // runs then.
         assert!(wait_for_messages(
@@ -268,7 +285,7 @@ async fn a_consumer_killed_mid_batch_and_restarted_loses_nothing() {
     assert_eq!(killed, 3);
     let resumed: usize = (1..=3)
         .map(|round| {
-            std::fs::read_to_string(pipeline.dir.path().join(format!("poll-{round}.log")))
+            std::fs::read_to_string(pipeline.log_path(&format!("poll-{round}")))
                 .unwrap()
                 .matches("was interrupted; resuming it")
                 .count()
@@ -302,11 +319,12 @@ async fn a_broker_restart_mid_run_loses_and_repeats_nothing() {
     // Publishes in flight when the broker goes away wait for it (librdkafka resends them) instead
     // of timing out: a timed-out batch makes an idempotent producer bump its epoch on its own, and
     // Tansu 0.6.0's SQLite storage panics on an epoch it did not hand out.
-    let mut child = pipeline
-        .poll_command(&["--exit-when-idle-ms", "8000"])
-        .env("PUBLISH_TIMEOUT_MS", "60000")
-        .spawn()
-        .unwrap();
+    let mut child = pipeline.spawn_logged(
+        pipeline
+            .poll_command(&["--exit-when-idle-ms", "8000"])
+            .env("PUBLISH_TIMEOUT_MS", "60000"),
+        "poll-restart",
+    );
     assert!(wait_for_messages(
         &pipeline,
         &pipeline.alerts,
@@ -319,8 +337,11 @@ async fn a_broker_restart_mid_run_loses_and_repeats_nothing() {
         .status()
         .unwrap();
     assert!(status.success(), "the broker restarts");
-    let output = wait_with_timeout(&mut child, Duration::from_secs(180));
-    assert!(output, "esm poll finished after the restart");
+    assert!(
+        wait_with_timeout(&mut child, Duration::from_secs(180)),
+        "esm poll finished after the restart; its log ends:\n{}",
+        pipeline.log_tail("poll-restart")
+    );
     // Whatever the restart interrupted is picked up by a second run.
     let summary = pipeline.poll_until_idle(&[]);
     assert_eq!(summary["given_up"], 0, "{summary}");
@@ -348,17 +369,21 @@ async fn a_dead_letter_topic_unavailable_for_a_while_holds_the_records_until_it_
     let pipeline = Arc::new(Pipeline::new(&broker, "dlq-down", false).await);
     pipeline.produce_metrics(4, 300).await;
     pipeline.produce_poison().await;
-    let mut child = pipeline
-        .poll_command(&["--exit-when-idle-ms", "6000"])
-        .spawn()
-        .unwrap();
+    let mut child = pipeline.spawn_logged(
+        &mut pipeline.poll_command(&["--exit-when-idle-ms", "6000"]),
+        "poll-dlq-down",
+    );
     std::thread::sleep(Duration::from_secs(5));
     assert!(
         pipeline.lag() > 0,
         "the poison records hold their partitions while the DLQ is down"
     );
     pipeline.create_topic(&pipeline.dlq, 1).await;
-    assert!(wait_with_timeout(&mut child, Duration::from_secs(120)));
+    assert!(
+        wait_with_timeout(&mut child, Duration::from_secs(120)),
+        "esm poll finished once the DLQ topic exists; its log ends:\n{}",
+        pipeline.log_tail("poll-dlq-down")
+    );
     assert_eq!(pipeline.lag(), 0);
     assert_exact(&pipeline.verify().await, 300);
 }
