@@ -69,7 +69,7 @@ install() {
   command -v cargo >/dev/null || { say "cargo is missing: install Rust first"; exit 1; }
   local tool
   for tool in curl patch sha256sum tar; do
-    command -v "$tool" >/dev/null || { say "$tool is missing: install it (Debian package $tool)"; exit 1; }
+    command -v "$tool" >/dev/null || { say "$tool is missing (bash infra/install-build-deps.sh installs it)"; exit 1; }
   done
   mkdir -p "$cache"
   # One build at a time (CI builds in the background while a script may start the broker).

@@ -3,7 +3,7 @@
 # OpenSSL and zlib). A fresh machine of our kind has them already; this only fills gaps.
 set -euo pipefail
 
-needed=(build-essential perl pkg-config libssl-dev zlib1g-dev)
+needed=(build-essential perl pkg-config libssl-dev zlib1g-dev curl patch)
 missing=()
 for pkg in "${needed[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
