@@ -56,7 +56,6 @@ pub struct Lanes {
     lanes: HashMap<PartitionKey, Lane>,
     /// Lanes with a queued batch and none in flight, in the order they became ready.
     ready: VecDeque<PartitionKey>,
-    in_flight: usize,
     max_in_flight: usize,
     hold_at: usize,
     /// The partition whose full queue holds reading back, until it is down to half.
@@ -81,7 +80,6 @@ impl Lanes {
             event_source_arn: event_source_arn.map(str::to_owned),
             lanes: HashMap::new(),
             ready: VecDeque::new(),
-            in_flight: 0,
             max_in_flight: max_in_flight.max(1),
             hold_at: hold_at.max(limits.max_records).max(1),
             holding: None,
@@ -161,7 +159,7 @@ impl Lanes {
     /// The next batch to deliver, if a lane has one and fewer than the maximum are in flight. The
     /// caller reports its end with [`Self::finished`].
     pub fn next_delivery(&mut self) -> Option<(PartitionKey, Vec<KafkaRecord>)> {
-        while self.in_flight < self.max_in_flight {
+        while self.in_flight() < self.max_in_flight {
             let key = self.ready.pop_front()?;
             let Some(lane) = self.lanes.get_mut(&key) else {
                 continue;
@@ -174,7 +172,6 @@ impl Lanes {
             };
             lane.queued_records -= batch.len();
             lane.in_flight = true;
-            self.in_flight += 1;
             return Some((key, batch));
         }
         None
@@ -186,7 +183,6 @@ impl Lanes {
             && lane.in_flight
         {
             lane.in_flight = false;
-            self.in_flight -= 1;
             if !lane.queued.is_empty() {
                 self.ready.push_back(key.clone());
             }
@@ -213,16 +209,14 @@ impl Lanes {
 
     /// Deliveries in flight.
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        self.lanes.values().filter(|l| l.in_flight).count()
     }
 
     /// True when no record is buffered, queued or in flight.
     pub fn is_idle(&self) -> bool {
-        self.in_flight == 0
-            && self
-                .lanes
-                .values()
-                .all(|l| l.builder.is_empty() && l.queued.is_empty())
+        self.lanes
+            .values()
+            .all(|l| !l.in_flight && l.builder.is_empty() && l.queued.is_empty())
     }
 
     /// Batches cut so far.
