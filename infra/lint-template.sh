@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Lints template.yaml offline: cfn-lint, then `sam validate --lint`. Exits non-zero on any finding.
+# Lints template.yaml offline: cfn-lint, `sam validate --lint`, then infra/check-template.py (invariants
+# cfn-lint cannot see: Rules-level wiring of each on-failure destination, the 22-entry limit of
+# SourceAccessConfigurations, IAM against the store's DynamoDB calls, parameters against
+# docs/template-parameters.md). Exits non-zero on any finding.
 #
 #   bash infra/lint-template.sh
 #
@@ -54,6 +57,8 @@ say "cfn-lint $("$venv/bin/cfn-lint" --version 2>&1 | awk '{print $NF}') $templa
 "$venv/bin/cfn-lint" "$template" || status=1
 say "sam validate --lint ($("$venv/bin/sam" --version 2>&1 | awk '{print $NF}'))"
 "$venv/bin/sam" validate --lint --region us-east-1 --template-file "$template" || status=1
+say "check-template.py (invariants: destinations, SourceAccessConfigurations, IAM, docs)"
+"$venv/bin/python" infra/check-template.py "$template" docs/template-parameters.md || status=1
 
 if [ "$status" -eq 0 ]; then
   say "ok: no findings"
