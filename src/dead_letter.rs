@@ -6,7 +6,7 @@
 //! `esm.dlq.payload.format = esm-record-json`.
 
 use crate::handler::InvocationInfo;
-use crate::record::{DecodedRecord, Header};
+use crate::record::{DecodedRecord, Header, SchemaMetadata};
 use crate::sink::OutboundMessage;
 
 /// Names of the provenance headers.
@@ -35,6 +35,14 @@ pub mod headers {
     pub const DEAD_LETTERED_AT: &str = "esm.dlq.timestamp";
     /// `esm-record-json` when the value is the undecodable ESM record itself.
     pub const PAYLOAD_FORMAT: &str = "esm.dlq.payload.format";
+    /// The key's `keySchemaMetadata.dataFormat` (`AVRO`, `JSON`, `PROTOBUF`), when the ESM sent it.
+    pub const ORIGINAL_KEY_SCHEMA_FORMAT: &str = "esm.dlq.original.key.schema.format";
+    /// The key's `keySchemaMetadata.schemaId`, when the ESM sent it.
+    pub const ORIGINAL_KEY_SCHEMA_ID: &str = "esm.dlq.original.key.schema.id";
+    /// The value's `valueSchemaMetadata.dataFormat`, when the ESM sent it.
+    pub const ORIGINAL_VALUE_SCHEMA_FORMAT: &str = "esm.dlq.original.value.schema.format";
+    /// The value's `valueSchemaMetadata.schemaId`, when the ESM sent it.
+    pub const ORIGINAL_VALUE_SCHEMA_ID: &str = "esm.dlq.original.value.schema.id";
 }
 
 /// Error messages longer than this are cut (on a character boundary) in the header.
@@ -81,14 +89,15 @@ pub fn dead_letter_message(
     topic: String,
     now_ms: u64,
 ) -> OutboundMessage {
-    let (key, value, mut out_headers, offset, timestamp, timestamp_type) = match slot {
+    let (key, value, mut out_headers, offset, timestamp, timestamp_type, schemas) = match slot {
         DecodedRecord::Record(r) => (
             r.key.clone(),
             r.value.clone(),
             r.headers.clone(),
             Some(r.offset),
             r.timestamp,
-            r.timestamp_type.as_ref().map(|t| t.as_str().to_owned()),
+            r.timestamp_type.as_ref(),
+            (r.key_schema.as_ref(), r.value_schema.as_ref()),
         ),
         DecodedRecord::Undecodable(u) => (
             None,
@@ -96,10 +105,11 @@ pub fn dead_letter_message(
             vec![Header::new(headers::PAYLOAD_FORMAT, "esm-record-json")],
             u.offset,
             u.timestamp,
-            None,
+            u.timestamp_type.as_ref(),
+            (u.key_schema.as_ref(), u.value_schema.as_ref()),
         ),
     };
-    out_headers.reserve(11);
+    out_headers.reserve(15);
     out_headers.push(Header::new(headers::ORIGINAL_TOPIC, slot.topic()));
     out_headers.push(Header::new(
         headers::ORIGINAL_PARTITION,
@@ -117,9 +127,22 @@ pub fn dead_letter_message(
     if let Some(timestamp_type) = timestamp_type {
         out_headers.push(Header::new(
             headers::ORIGINAL_TIMESTAMP_TYPE,
-            timestamp_type,
+            timestamp_type.as_str(),
         ));
     }
+    let (key_schema, value_schema) = schemas;
+    push_schema(
+        &mut out_headers,
+        key_schema,
+        headers::ORIGINAL_KEY_SCHEMA_FORMAT,
+        headers::ORIGINAL_KEY_SCHEMA_ID,
+    );
+    push_schema(
+        &mut out_headers,
+        value_schema,
+        headers::ORIGINAL_VALUE_SCHEMA_FORMAT,
+        headers::ORIGINAL_VALUE_SCHEMA_ID,
+    );
     out_headers.push(Header::new(headers::ERROR_KIND, failure.kind.as_str()));
     out_headers.push(Header::new(
         headers::ERROR_MESSAGE,
@@ -143,6 +166,16 @@ pub fn dead_letter_message(
     }
 }
 
+fn push_schema(out: &mut Vec<Header>, schema: Option<&SchemaMetadata>, format: &str, id: &str) {
+    let Some(schema) = schema else { return };
+    if let Some(data_format) = &schema.data_format {
+        out.push(Header::new(format, data_format.as_str()));
+    }
+    if let Some(schema_id) = &schema.schema_id {
+        out.push(Header::new(id, schema_id.as_str()));
+    }
+}
+
 fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
@@ -157,7 +190,7 @@ fn truncate(text: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{KafkaRecord, TimestampType, UndecodableRecord};
+    use crate::record::{KafkaRecord, TimestampType};
 
     fn header<'a>(m: &'a OutboundMessage, name: &str) -> Option<&'a str> {
         m.headers
@@ -174,6 +207,10 @@ mod tests {
         record.timestamp = Some(1_545_084_650_987);
         record.timestamp_type = Some(TimestampType::CreateTime);
         record.headers = vec![Header::new("h", "1"), Header::new("h", "2")];
+        record.value_schema = Some(SchemaMetadata {
+            data_format: Some("AVRO".into()),
+            schema_id: Some("1234".into()),
+        });
         let failure = Failure {
             kind: PoisonKind::Rejected,
             message: "é".repeat(600),
@@ -209,6 +246,13 @@ mod tests {
             header(&m, headers::ORIGINAL_TIMESTAMP_TYPE),
             Some("CREATE_TIME")
         );
+        assert_eq!(
+            header(&m, headers::ORIGINAL_VALUE_SCHEMA_FORMAT),
+            Some("AVRO")
+        );
+        assert_eq!(header(&m, headers::ORIGINAL_VALUE_SCHEMA_ID), Some("1234"));
+        assert_eq!(header(&m, headers::ORIGINAL_KEY_SCHEMA_FORMAT), None);
+        assert_eq!(header(&m, headers::ORIGINAL_KEY_SCHEMA_ID), None);
         assert_eq!(header(&m, headers::ERROR_KIND), Some("rejected"));
         assert_eq!(header(&m, headers::ATTEMPTS), Some("2"));
         assert_eq!(header(&m, headers::FUNCTION_NAME), Some("consumer"));
@@ -219,14 +263,13 @@ mod tests {
 
     #[test]
     fn an_undecodable_record_travels_as_its_raw_json() {
-        let slot = DecodedRecord::Undecodable(UndecodableRecord {
-            topic: "t".into(),
-            partition: 0,
-            offset: None,
-            timestamp: None,
-            reason: "bad base64".into(),
-            raw_json: r#"{"value":"!!"}"#.into(),
-        });
+        let raw = r#"{"topic":"t","partition":0,"timestamp":5,"timestampType":"LOG_APPEND_TIME","value":"!!","keySchemaMetadata":{"dataFormat":"JSON","schemaId":"k-1"}}"#;
+        let batch = crate::event::decode_event(&format!(
+            r#"{{"eventSource":"SelfManagedKafka","records":{{"t-0":[{raw}]}}}}"#
+        ))
+        .unwrap();
+        let slot = batch.partitions[0].records[0].clone();
+        assert!(matches!(slot, DecodedRecord::Undecodable(_)));
         let failure = Failure {
             kind: PoisonKind::Undecodable,
             message: "bad base64".into(),
@@ -238,9 +281,19 @@ mod tests {
         );
         let invocation = InvocationInfo::new("r", "f", deadline);
         let m = dead_letter_message(&slot, &failure, &invocation, "t.dlq".into(), 1);
-        assert_eq!(m.value.as_deref(), Some(&br#"{"value":"!!"}"#[..]));
+        assert_eq!(m.value.as_deref(), Some(raw.as_bytes()));
         assert_eq!(header(&m, headers::PAYLOAD_FORMAT), Some("esm-record-json"));
         assert_eq!(header(&m, headers::ORIGINAL_OFFSET), None);
+        assert_eq!(header(&m, headers::ORIGINAL_TIMESTAMP), Some("5"));
+        assert_eq!(
+            header(&m, headers::ORIGINAL_TIMESTAMP_TYPE),
+            Some("LOG_APPEND_TIME")
+        );
+        assert_eq!(
+            header(&m, headers::ORIGINAL_KEY_SCHEMA_FORMAT),
+            Some("JSON")
+        );
+        assert_eq!(header(&m, headers::ORIGINAL_KEY_SCHEMA_ID), Some("k-1"));
         assert_eq!(header(&m, headers::ERROR_KIND), Some("undecodable"));
     }
 }

@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use serde_json::value::RawValue;
+
 use crate::event::{MSK_EVENT_SOURCE, SELF_MANAGED_EVENT_SOURCE, encode_base64};
-use crate::record::{KafkaRecord, SchemaMetadata};
+use crate::record::{DecodedRecord, KafkaRecord, SchemaMetadata};
 
 /// Which kind of ESM the event imitates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +32,15 @@ struct EventOut<'a> {
     event_source_arn: Option<&'a str>,
     #[serde(rename = "bootstrapServers")]
     bootstrap_servers: &'a str,
-    records: BTreeMap<String, Vec<RecordOut<'a>>>,
+    records: BTreeMap<String, Vec<SlotOut<'a>>>,
+}
+
+/// A record, or an undecodable one as the ESM sent it.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SlotOut<'a> {
+    Record(RecordOut<'a>),
+    Raw(&'a RawValue),
 }
 
 #[derive(Serialize)]
@@ -57,37 +67,89 @@ struct RecordOut<'a> {
 
 /// The ESM event JSON for `records` (kept in their order within each partition).
 pub fn encode_event(source: &Source, bootstrap_servers: &str, records: &[KafkaRecord]) -> String {
-    let mut grouped: BTreeMap<String, Vec<RecordOut<'_>>> = BTreeMap::new();
+    let mut grouped: BTreeMap<String, Vec<SlotOut<'_>>> = BTreeMap::new();
     for r in records {
         grouped
             .entry(format!("{}-{}", r.topic, r.partition))
             .or_default()
-            .push(RecordOut {
-                topic: &r.topic,
-                partition: r.partition,
-                offset: r.offset,
-                timestamp: r.timestamp.unwrap_or(0),
-                timestamp_type: r
-                    .timestamp_type
-                    .as_ref()
-                    .map_or("CREATE_TIME", |t| t.as_str()),
-                key: r.key.as_deref().map(encode_base64),
-                value: r.value.as_deref().map(encode_base64),
-                headers: r
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        let bytes = h
-                            .value
-                            .as_ref()
-                            .map(|v| v.iter().map(|b| *b as i8).collect());
-                        BTreeMap::from([(h.name.as_str(), bytes)])
-                    })
-                    .collect(),
-                key_schema: r.key_schema.as_ref(),
-                value_schema: r.value_schema.as_ref(),
-            });
+            .push(SlotOut::Record(record_out(r)));
     }
+    finish(source, bootstrap_servers, grouped)
+}
+
+/// As [`encode_event`], for decoded slots: an undecodable record is written back exactly as the
+/// ESM sent it (its raw JSON), so that the consumer sees it, and dead-letters it, as before.
+pub fn encode_decoded_event(
+    source: &Source,
+    bootstrap_servers: &str,
+    records: &[DecodedRecord],
+) -> String {
+    let raws: Vec<Option<Box<RawValue>>> = records
+        .iter()
+        .map(|slot| match slot {
+            DecodedRecord::Record(_) => None,
+            // Raw JSON that no longer parses (it always does: it was cut from a parsed event)
+            // becomes a JSON string, which the decoder also reads as an undecodable record.
+            DecodedRecord::Undecodable(u) => Some(
+                RawValue::from_string(u.raw_json.clone()).unwrap_or_else(|_| {
+                    RawValue::from_string(
+                        serde_json::to_string(&u.raw_json).expect("a string serializes"),
+                    )
+                    .expect("a JSON string is JSON")
+                }),
+            ),
+        })
+        .collect();
+    let mut grouped: BTreeMap<String, Vec<SlotOut<'_>>> = BTreeMap::new();
+    for (slot, raw) in records.iter().zip(&raws) {
+        let out = match (slot, raw) {
+            (DecodedRecord::Record(r), _) => SlotOut::Record(record_out(r)),
+            (DecodedRecord::Undecodable(_), Some(raw)) => SlotOut::Raw(raw),
+            (DecodedRecord::Undecodable(_), None) => {
+                unreachable!("every undecodable slot has its raw JSON")
+            }
+        };
+        grouped
+            .entry(format!("{}-{}", slot.topic(), slot.partition()))
+            .or_default()
+            .push(out);
+    }
+    finish(source, bootstrap_servers, grouped)
+}
+
+fn record_out(r: &KafkaRecord) -> RecordOut<'_> {
+    RecordOut {
+        topic: &r.topic,
+        partition: r.partition,
+        offset: r.offset,
+        timestamp: r.timestamp.unwrap_or(0),
+        timestamp_type: r
+            .timestamp_type
+            .as_ref()
+            .map_or("CREATE_TIME", |t| t.as_str()),
+        key: r.key.as_deref().map(encode_base64),
+        value: r.value.as_deref().map(encode_base64),
+        headers: r
+            .headers
+            .iter()
+            .map(|h| {
+                let bytes = h
+                    .value
+                    .as_ref()
+                    .map(|v| v.iter().map(|b| *b as i8).collect());
+                BTreeMap::from([(h.name.as_str(), bytes)])
+            })
+            .collect(),
+        key_schema: r.key_schema.as_ref(),
+        value_schema: r.value_schema.as_ref(),
+    }
+}
+
+fn finish(
+    source: &Source,
+    bootstrap_servers: &str,
+    records: BTreeMap<String, Vec<SlotOut<'_>>>,
+) -> String {
     let (event_source, event_source_arn) = match source {
         Source::Msk { cluster_arn } => (MSK_EVENT_SOURCE, Some(cluster_arn.as_str())),
         Source::SelfManaged => (SELF_MANAGED_EVENT_SOURCE, None),
@@ -96,7 +158,7 @@ pub fn encode_event(source: &Source, bootstrap_servers: &str, records: &[KafkaRe
         event_source,
         event_source_arn,
         bootstrap_servers,
-        records: grouped,
+        records,
     })
     .expect("an event of strings and numbers always serializes")
 }
@@ -137,5 +199,15 @@ mod tests {
             batch.partitions[0].records,
             vec![DecodedRecord::Record(a), DecodedRecord::Record(tombstone)]
         );
+    }
+
+    #[test]
+    fn an_undecodable_record_goes_back_as_it_came() {
+        let event = r#"{"eventSource":"SelfManagedKafka","bootstrapServers":"b:9092","records":{"t-0":[{"topic":"t","partition":0,"offset":1,"timestamp":1,"timestampType":"CREATE_TIME","value":"!!","headers":[]},{"topic":"t","partition":0,"offset":2,"timestamp":2,"timestampType":"CREATE_TIME","value":"AA==","headers":[]}]}}"#;
+        let batch = decode_event(event).unwrap();
+        let slots = batch.partitions[0].records.clone();
+        assert!(matches!(slots[0], DecodedRecord::Undecodable(_)));
+        let again = encode_decoded_event(&Source::SelfManaged, "b:9092", &slots);
+        assert_eq!(decode_event(&again).unwrap().partitions[0].records, slots);
     }
 }

@@ -252,6 +252,12 @@ fn decode_one(key: &str, raw: &RawValue) -> DecodedRecord {
                 record.offset,
                 record.timestamp,
             );
+            let timestamp_type = record
+                .timestamp_type
+                .as_ref()
+                .map(|t| TimestampType::parse(&t.0));
+            let (key_schema, value_schema) =
+                (record.key_schema.clone(), record.value_schema.clone());
             match record.into_record(key) {
                 Ok(record) => DecodedRecord::Record(record),
                 Err(reason) => DecodedRecord::Undecodable(UndecodableRecord {
@@ -261,6 +267,9 @@ fn decode_one(key: &str, raw: &RawValue) -> DecodedRecord {
                         .unwrap_or(fallback.partition),
                     offset,
                     timestamp,
+                    timestamp_type,
+                    key_schema,
+                    value_schema,
                     reason,
                     raw_json: raw.get().to_owned(),
                 }),
@@ -276,6 +285,9 @@ fn decode_one(key: &str, raw: &RawValue) -> DecodedRecord {
                     .unwrap_or(fallback.partition),
                 offset: scraps.offset,
                 timestamp: scraps.timestamp,
+                timestamp_type: scraps.timestamp_type.as_deref().map(TimestampType::parse),
+                key_schema: scraps.key_schema,
+                value_schema: scraps.value_schema,
                 reason: format!("the record does not have the ESM record shape: {error}"),
                 raw_json: raw.get().to_owned(),
             })
@@ -350,6 +362,25 @@ struct Scraps {
     offset: Option<i64>,
     #[serde(default, deserialize_with = "loose_int")]
     timestamp: Option<i64>,
+    #[serde(rename = "timestampType", default, deserialize_with = "loose_string")]
+    timestamp_type: Option<String>,
+    #[serde(
+        rename = "keySchemaMetadata",
+        default,
+        deserialize_with = "loose_schema"
+    )]
+    key_schema: Option<SchemaMetadata>,
+    #[serde(
+        rename = "valueSchemaMetadata",
+        default,
+        deserialize_with = "loose_schema"
+    )]
+    value_schema: Option<SchemaMetadata>,
+}
+
+fn loose_schema<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SchemaMetadata>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 fn loose_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

@@ -171,6 +171,12 @@ pub struct UndecodableRecord {
     pub offset: Option<i64>,
     /// Timestamp, when it could be read.
     pub timestamp: Option<i64>,
+    /// `timestampType`, when it could be read.
+    pub timestamp_type: Option<TimestampType>,
+    /// `keySchemaMetadata`, when it could be read.
+    pub key_schema: Option<SchemaMetadata>,
+    /// `valueSchemaMetadata`, when it could be read.
+    pub value_schema: Option<SchemaMetadata>,
     /// What is wrong with it.
     pub reason: String,
     /// The record exactly as the ESM sent it.

@@ -279,7 +279,7 @@ async fn partial_batch_response_names_the_first_unfinished_offset() {
     let response = serde_json::to_value(inv.result.unwrap()).unwrap();
     assert_eq!(
         response,
-        serde_json::json!({"batchItemFailures": [{"itemIdentifier": {"topic-partition": "metrics.v1-eu-0", "offset": 2}}]})
+        serde_json::json!({"batchItemFailures": [{"itemIdentifier": {"partition": "metrics.v1-eu-0", "offset": 2}}]})
     );
 }
 

@@ -415,19 +415,18 @@ fn partial_verdict(response: &KafkaBatchResponse, records: &[KafkaRecord]) -> Ve
     for failure in &response.batch_item_failures {
         let id = &failure.item_identifier;
         let known = records.iter().any(|r| {
-            r.offset == id.offset
-                && partition_key_matches(&id.topic_partition, &r.topic, r.partition)
+            r.offset == id.offset && partition_key_matches(&id.partition, &r.topic, r.partition)
         });
         if !known {
             warn!(
                 target: "esm::poll",
-                topic_partition = id.topic_partition.as_str(),
+                partition = id.partition.as_str(),
                 offset = id.offset,
                 "the partial batch response names a record not in the batch: the whole batch is retried"
             );
             return Verdict::Retry((0..records.len()).collect());
         }
-        let entry = from.entry(id.topic_partition.as_str()).or_insert(id.offset);
+        let entry = from.entry(id.partition.as_str()).or_insert(id.offset);
         *entry = (*entry).min(id.offset);
     }
     Verdict::Retry(
@@ -523,7 +522,7 @@ mod tests {
                         .find(|o| self.partial.contains(o))
                         .map(|offset| BatchItemFailure {
                             item_identifier: ItemIdentifier {
-                                topic_partition: p.key.clone(),
+                                partition: p.key.clone(),
                                 offset,
                             },
                         })
@@ -701,7 +700,7 @@ mod tests {
         let response = KafkaBatchResponse {
             batch_item_failures: vec![BatchItemFailure {
                 item_identifier: ItemIdentifier {
-                    topic_partition: "t-0".into(),
+                    partition: "t-0".into(),
                     offset: 999,
                 },
             }],

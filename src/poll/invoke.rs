@@ -12,7 +12,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::consumer::Consumer;
 use crate::handler::{InvocationInfo, RecordHandler};
-use crate::response::KafkaBatchResponse;
+use crate::response::{KafkaBatchResponse, parse_function_answer};
 use crate::retry::Deadline;
 
 /// What the function answered.
@@ -113,7 +113,11 @@ impl<H: RecordHandler> Invoke for InProcess<H> {
                 }
             };
         match invocation.result {
-            Ok(response) => Answer::Success(Some(response)),
+            // Through the wire format, as the ESM reads it: the two can never disagree.
+            Ok(response) => match serde_json::to_vec(&response) {
+                Ok(body) => parse_answer(200, false, &body),
+                Err(e) => Answer::failed("Runtime.SerializationError", e.to_string()),
+            },
             Err(error) => Answer::failed(error.error_type(), error.to_string()),
         }
     }
@@ -214,12 +218,15 @@ pub fn parse_answer(status: u16, function_error: bool, body: &[u8]) -> Answer {
             message,
         };
     }
-    Answer::Success(
-        serde_json::from_slice::<Option<KafkaBatchResponse>>(body)
-            .ok()
-            .flatten(),
-    )
+    match parse_function_answer(body) {
+        Ok(response) => Answer::Success(response),
+        // The ESM treats an answer it cannot read as a failure of the whole batch.
+        Err(invalid) => Answer::failed(INVALID_RESPONSE, invalid.to_string()),
+    }
 }
+
+/// The error type `esm poll` gives an answer that is not a valid partial batch response.
+pub const INVALID_RESPONSE: &str = "InvalidBatchItemFailures";
 
 #[cfg(test)]
 mod tests {
@@ -234,11 +241,18 @@ mod tests {
         assert_eq!(parse_answer(200, false, b"null"), Answer::Success(None));
         assert_eq!(parse_answer(200, false, b"\"ok\""), Answer::Success(None));
         let partial =
-            br#"{"batchItemFailures":[{"itemIdentifier":{"topic-partition":"t-1","offset":7}}]}"#;
+            br#"{"batchItemFailures":[{"itemIdentifier":{"partition":"t-1","offset":7}}]}"#;
         let Answer::Success(Some(response)) = parse_answer(200, false, partial) else {
             panic!("a partial batch response")
         };
         assert_eq!(response.batch_item_failures[0].item_identifier.offset, 7);
+        // The key this project wrongly wrote before: the ESM cannot read it.
+        let wrong =
+            br#"{"batchItemFailures":[{"itemIdentifier":{"topic-partition":"t-1","offset":7}}]}"#;
+        assert!(matches!(
+            parse_answer(200, false, wrong),
+            Answer::Failed { error_type, .. } if error_type == INVALID_RESPONSE
+        ));
         let failed =
             br#"{"errorType":"UnfinishedRecords","errorMessage":"2 of 5 records are unfinished"}"#;
         assert_eq!(

@@ -2,7 +2,11 @@
 //!
 //! When retries run out, the ESM writes an on-failure record to its destination. An SQS or SNS
 //! destination receives metadata only ([`on_failure::OnFailureRecord`]: which offsets of which
-//! partitions), so the records must be read back from Kafka ([`fetch::RangeReader`]). Then either:
+//! partitions), so the records must be read back from Kafka ([`fetch::RangeReader`]). An S3 or
+//! Kafka-topic destination receives the records too (`payload`): they are taken from there, and the
+//! source topic is not read. The records come from the SQS queue ([`Redriver::run_queue`]), an S3
+//! bucket ([`Redriver::run_bucket`]), the Kafka on-failure topic ([`Redriver::run_topic`]) or a
+//! file ([`Redriver::run_file`]). Then either:
 //!
 //! - [`Mode::Reprocess`] (the default): the records are re-run through the consumer's own code path,
 //!   an ESM-shaped event ([`crate::encode::encode_event`]) given to [`crate::consumer::Consumer::invoke`]
@@ -12,16 +16,23 @@
 //!   provenance headers of [`crate::dead_letter`] (kind `rejected`, message
 //!   `redriven from the on-failure queue: <condition>`, the failed invocation's request id and function).
 //!
-//! [`Redriver::run_queue`] drains the queue: a message is deleted only once every offset it names is
-//! accounted for (processed, duplicate, dead-lettered or copied, or reported as deleted by
-//! retention). A malformed message, or one whose records could not all be handled, stays on the
-//! queue with the reason in its [`MessageReport`].
+//! A message leaves its source (the SQS message deleted, the S3 object deleted with `--delete`, the
+//! topic's offset committed) only once every offset it names is accounted for (processed, duplicate,
+//! dead-lettered or copied, or reported as deleted by retention). A malformed message, or one whose
+//! records could not all be handled, stays where it is with the reason in its [`MessageReport`].
 
+mod bucket;
 pub mod cli;
 pub mod fetch;
+mod file;
 pub mod on_failure;
 mod queue;
 pub mod report;
+mod topic;
+
+pub use bucket::parse_s3_uri;
+pub use file::messages_of;
+pub use topic::DEFAULT_GROUP;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,19 +41,21 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 pub use fetch::{FetchError, Incomplete, MissingOffsets, RangeFetch, RangePlan, RangeReader};
-pub use on_failure::{FailureCondition, MalformedRecord, OffsetRange, OnFailureRecord};
-pub use report::{MessageReport, MessageStatus, RangeReport, RunSummary};
+pub use on_failure::{
+    CarriedRecords, FailureCondition, MalformedRecord, OffsetRange, OnFailureRecord, PayloadForm,
+};
+pub use report::{MessageReport, MessageStatus, PlannedRecord, RangeReport, RunSummary};
 
 use crate::app::telemetry_consumer;
 use crate::config::ConsumerConfig;
 use crate::consumer::Consumer;
 use crate::dead_letter::{Failure, PoisonKind, dead_letter_message};
-use crate::encode::{Source, encode_event};
+use crate::encode::{Source, encode_decoded_event};
 use crate::handler::InvocationInfo;
 use crate::idempotency::IdempotencyStore;
 use crate::kafka::KafkaSettings;
 use crate::processor::RecordOutcome;
-use crate::record::{DecodedRecord, KafkaRecord};
+use crate::record::DecodedRecord;
 use crate::retry::{Deadline, now_ms};
 use crate::sink::{KafkaSink, MessageSink};
 use crate::telemetry::TelemetryHandler;
@@ -118,6 +131,14 @@ pub enum RedriveError {
     Receive {
         /// The queue.
         queue_url: String,
+        /// What failed.
+        message: String,
+    },
+    /// Another source (a file, a bucket, a Kafka topic) could not be read.
+    #[error("cannot read {source_name}: {message}")]
+    Source {
+        /// The source.
+        source_name: String,
         /// What failed.
         message: String,
     },
@@ -276,9 +297,10 @@ impl Redriver {
         Ok(consumer)
     }
 
-    /// Handles one on-failure message body. The report's status is [`MessageStatus::Deleted`] when
-    /// every offset is accounted for and the message may be deleted (the queue loop deletes it),
-    /// [`MessageStatus::Left`] with a reason otherwise, [`MessageStatus::DryRun`] in a dry run.
+    /// Handles one on-failure message body. The report's status is [`MessageStatus::Done`] when
+    /// every offset is accounted for and the message may be removed from its source (each source's
+    /// loop deletes or commits it), [`MessageStatus::Left`] with a reason otherwise,
+    /// [`MessageStatus::DryRun`] in a dry run.
     pub async fn handle_message(&self, message_id: &str, body: &str) -> MessageReport {
         let started = Instant::now();
         let mode = self.options.mode.as_str();
@@ -288,7 +310,7 @@ impl Redriver {
                 let mut report = MessageReport::left(
                     message_id,
                     mode,
-                    format!("malformed on-failure record: {e}; left on the queue"),
+                    format!("malformed on-failure record: {e}; left at its source"),
                 );
                 if self.options.dry_run {
                     report.status = MessageStatus::DryRun;
@@ -310,29 +332,50 @@ impl Redriver {
             ranges: Vec::new(),
             duration_ms: 0,
         };
-        let Some(brokers) = self
+        let brokers = self
             .options
             .brokers
             .clone()
             .or_else(|| record.bootstrap_servers.clone())
-        else {
-            report.reason = Some(
-                "the record names no bootstrapServers: give --brokers host:port; left on the queue"
-                    .into(),
-            );
-            if self.options.dry_run {
-                report.status = MessageStatus::DryRun;
-                report.would_delete = Some(false);
-            }
-            return report;
-        };
-        report.brokers = Some(brokers.clone());
+            .or_else(|| {
+                record
+                    .carried
+                    .as_ref()
+                    .and_then(|c| c.bootstrap_servers.clone())
+            })
+            .filter(|b| !b.trim().is_empty());
+        report.brokers = brokers.clone();
         for range in &record.ranges {
-            let range_report = if self.options.dry_run {
-                self.plan_range(&brokers, range).await
-            } else {
-                self.redrive_range(message_id, &record, &brokers, range)
-                    .await
+            let range_report = match (&record.carried, &brokers) {
+                // The records travel in the payload (S3, Kafka-topic destinations): Kafka is not read.
+                (Some(carried), _) => {
+                    let records: Vec<DecodedRecord> = carried.in_range(range).cloned().collect();
+                    if self.options.dry_run {
+                        self.plan_carried(range, &records)
+                    } else {
+                        let brokers = brokers.clone().unwrap_or_default();
+                        let mut out = Self::empty_range_report(range);
+                        out.fetched = records.len() as u64;
+                        out.gaps = carried_gaps(range, &records);
+                        self.redrive_records(message_id, &record, &brokers, &records, &mut out)
+                            .await;
+                        out
+                    }
+                }
+                (None, Some(brokers)) if self.options.dry_run => {
+                    self.plan_range(brokers, range).await
+                }
+                (None, Some(brokers)) => {
+                    self.redrive_range(message_id, &record, brokers, range)
+                        .await
+                }
+                (None, None) => {
+                    let mut out = Self::empty_range_report(range);
+                    out.error = Some(
+                        "the record carries no payload and names no bootstrapServers: give --brokers host:port to read its offsets back".into(),
+                    );
+                    out
+                }
             };
             report.ranges.push(range_report);
         }
@@ -351,10 +394,10 @@ impl Redriver {
         } else if let Some(problem) = first_problem {
             report.status = MessageStatus::Left;
             report.reason = Some(format!(
-                "not every record could be handled ({problem}); left on the queue to try again"
+                "not every record could be handled ({problem}); left at its source to try again"
             ));
         } else {
-            report.status = MessageStatus::Deleted;
+            report.status = MessageStatus::Done;
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         report
@@ -432,27 +475,77 @@ impl Redriver {
         out.missing = fetched.missing;
         out.gaps = fetched.gaps;
         out.incomplete = fetched.incomplete;
-        if fetched.records.is_empty() {
-            return out;
+        let records: Vec<DecodedRecord> = fetched
+            .records
+            .into_iter()
+            .map(DecodedRecord::Record)
+            .collect();
+        self.redrive_records(message_id, record, brokers, &records, &mut out)
+            .await;
+        out
+    }
+
+    /// Re-runs or copies `records` (read back from Kafka or carried in the payload).
+    async fn redrive_records(
+        &self,
+        message_id: &str,
+        record: &OnFailureRecord,
+        brokers: &str,
+        records: &[DecodedRecord],
+        out: &mut RangeReport,
+    ) {
+        if records.is_empty() {
+            return;
         }
         let output = self.output_brokers(brokers).to_owned();
+        if output.is_empty() && self.sinks.is_none() {
+            out.unfinished = records.len() as u64;
+            out.error = Some(
+                "no brokers to publish to: set KAFKA_BOOTSTRAP_SERVERS or give --brokers host:port"
+                    .into(),
+            );
+            return;
+        }
         match self.options.mode {
             Mode::Reprocess => {
-                self.reprocess(
-                    message_id,
-                    record,
-                    brokers,
-                    &output,
-                    &fetched.records,
-                    &mut out,
-                )
-                .await
+                self.reprocess(message_id, record, brokers, &output, records, out)
+                    .await
             }
             Mode::ToDeadLetterTopic => {
-                self.copy_to_dead_letters(record, &output, &fetched.records, &mut out)
+                self.copy_to_dead_letters(record, &output, records, out)
                     .await
             }
         }
+    }
+
+    /// A dry run over carried records: what would be done with each, without a broker.
+    fn plan_carried(&self, range: &OffsetRange, records: &[DecodedRecord]) -> RangeReport {
+        let mut out = Self::empty_range_report(range);
+        out.fetched = records.len() as u64;
+        out.records = records
+            .iter()
+            .map(|r| PlannedRecord {
+                topic: r.topic().to_owned(),
+                partition: r.partition(),
+                offset: r.offset(),
+                action: match (self.options.mode, r) {
+                    (Mode::Reprocess, DecodedRecord::Record(_)) => {
+                        "reprocess through the consumer (skipped as a duplicate if already done)"
+                            .into()
+                    }
+                    (Mode::Reprocess, DecodedRecord::Undecodable(u)) => format!(
+                        "dead-letter to {} (undecodable: {})",
+                        self.config.processor.dead_letter_topic_for(&u.topic),
+                        u.reason
+                    ),
+                    (Mode::ToDeadLetterTopic, r) => format!(
+                        "copy to {}",
+                        self.config.processor.dead_letter_topic_for(r.topic())
+                    ),
+                },
+            })
+            .collect();
+        out.gaps = carried_gaps(range, records);
         out
     }
 
@@ -462,7 +555,7 @@ impl Redriver {
         record: &OnFailureRecord,
         brokers: &str,
         output: &str,
-        records: &[KafkaRecord],
+        records: &[DecodedRecord],
         out: &mut RangeReport,
     ) {
         let consumer = match self.consumer(output) {
@@ -473,15 +566,19 @@ impl Redriver {
                 return;
             }
         };
-        let source = match &record.event_source_arn {
-            Some(arn) => Source::Msk {
-                cluster_arn: arn.clone(),
-            },
+        let arn = record.event_source_arn.clone().or_else(|| {
+            record
+                .carried
+                .as_ref()
+                .and_then(|c| c.event_source_arn.clone())
+        });
+        let source = match arn {
+            Some(cluster_arn) => Source::Msk { cluster_arn },
             None => Source::SelfManaged,
         };
         let mut handled = 0;
         for (n, chunk) in records.chunks(self.options.chunk_records).enumerate() {
-            let event = encode_event(&source, brokers, chunk);
+            let event = encode_decoded_event(&source, brokers, chunk);
             let invocation = InvocationInfo::new(
                 format!("redrive-{message_id}-{}-{}-{n}", out.topic, out.partition),
                 self.config.function_name.clone(),
@@ -530,7 +627,7 @@ impl Redriver {
         &self,
         record: &OnFailureRecord,
         output: &str,
-        records: &[KafkaRecord],
+        records: &[DecodedRecord],
         out: &mut RangeReport,
     ) {
         let sink = match self.dead_letter_sink(output) {
@@ -559,10 +656,10 @@ impl Redriver {
         let results: Vec<Result<(), String>> = futures::stream::iter(records)
             .map(|r| {
                 let message = dead_letter_message(
-                    &DecodedRecord::Record(r.clone()),
+                    r,
                     &failure,
                     &invocation,
-                    self.config.processor.dead_letter_topic_for(&r.topic),
+                    self.config.processor.dead_letter_topic_for(r.topic()),
                     now_ms(),
                 );
                 let sink = sink.clone();
@@ -585,4 +682,10 @@ impl Redriver {
             ));
         }
     }
+}
+
+/// Offsets of `range` that the payload holds no record for (compaction, transaction markers).
+fn carried_gaps(range: &OffsetRange, records: &[DecodedRecord]) -> u64 {
+    let held = records.iter().filter(|r| r.offset().is_some()).count() as u64;
+    range.offset_count().saturating_sub(held)
 }

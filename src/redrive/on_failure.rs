@@ -1,23 +1,31 @@
 //! The record the event source mapping writes to its on-failure destination when it gives up on a
-//! batch. SQS and SNS destinations get metadata only: which offsets of which partitions failed,
-//! never the records themselves.
+//! batch (`../shared/esm-facts.md` §2, from the AWS Lambda developer guide pages "Kafka on-failure
+//! destinations" and "Using a Kafka topic as an on-failure destination").
 //!
-//! Variants accepted (see `events/on-failure/`):
-//! - SQS/SNS destination: `KafkaBatchInfo.recordsInfo` keyed `"<topic>-<partition>"`, offsets as
-//!   **strings**, condition `RetryAttemptsExhausted` or `MaximumPayloadSizeExceeded`,
-//!   `responseContext` null for the latter;
-//! - Kafka-topic destination metadata: `recordInfo` (singular), `batchSize: 1`, condition
-//!   `RetriesExhausted`; its entry is keyed like `recordsInfo`, or (read liberally) one object that
-//!   names its `topic` and `partition`;
+//! Variants accepted:
+//! - **SQS / SNS destination**: metadata only. `KafkaBatchInfo.recordsInfo` keyed
+//!   `"<topic>-<partition>"`, offsets as **strings**, condition `RetryAttemptsExhausted`,
+//!   `MaximumPayloadSizeExceeded` (with `responseContext` null) or `RecordAgeExceeded`. The records
+//!   must be read back from Kafka.
+//! - **S3 destination**: the same metadata plus `payload`, the whole invoked event as an escaped JSON
+//!   **string**. The records are taken from it.
+//! - **Kafka-topic destination**: one message per failed record. `KafkaBatchInfo.recordInfo` is
+//!   `{offset, timestamp}` with **no topic or partition**; `payload` is an **object**, the ESM event
+//!   holding that record. Topic and partition come from the payload.
 //! - an SNS notification delivered to SQS without raw message delivery: the record is the
 //!   envelope's `Message` string.
 //!
-//! Offsets are read from strings or numbers; unknown fields are ignored; an unknown condition is kept.
+//! Schema-registry failures (`SCHEMA_NOT_FOUND`, `DESERIALIZATION_ERROR`) arrive with their own
+//! conditions: an unknown condition is kept verbatim. Offsets are read from strings or numbers;
+//! unknown fields are ignored.
 
 use std::fmt;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+use crate::event::{Batch, decode_event};
+use crate::record::DecodedRecord;
 
 /// Why the ESM gave up on the batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -99,14 +107,101 @@ pub struct OffsetRange {
 }
 
 impl OffsetRange {
-    /// How many offsets the range covers (at least one).
+    /// How many offsets the range covers (0 only for the records of a payload that have none).
     pub fn offset_count(&self) -> u64 {
-        (self.last_offset - self.first_offset) as u64 + 1
+        (self.last_offset - self.first_offset + 1).max(0) as u64
     }
 
     /// `"<topic>-<partition>"`.
     pub fn key(&self) -> String {
         format!("{}-{}", self.topic, self.partition)
+    }
+}
+
+/// How an on-failure record carries its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PayloadForm {
+    /// `payload` is the invoked event as an escaped JSON string (S3 destination).
+    EventString,
+    /// `payload` is an event object holding the one failed record (Kafka-topic destination).
+    EventObject,
+}
+
+/// The records an S3 or Kafka-topic on-failure record carries in its `payload`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarriedRecords {
+    /// How they were carried.
+    pub form: PayloadForm,
+    /// The payload event's `eventSourceArn` (MSK).
+    pub event_source_arn: Option<String>,
+    /// The payload event's `bootstrapServers`.
+    pub bootstrap_servers: Option<String>,
+    /// The records, in the payload's order; a record that cannot be decoded is kept as such.
+    pub records: Vec<DecodedRecord>,
+}
+
+impl CarriedRecords {
+    fn from_batch(form: PayloadForm, batch: Batch) -> Self {
+        Self {
+            form,
+            event_source_arn: batch.event_source_arn,
+            bootstrap_servers: batch.bootstrap_servers,
+            records: batch
+                .partitions
+                .into_iter()
+                .flat_map(|p| p.records)
+                .collect(),
+        }
+    }
+
+    /// One range per partition of the carried records, from their lowest to their highest offset.
+    fn ranges(&self) -> Vec<OffsetRange> {
+        let mut ranges: Vec<OffsetRange> = Vec::new();
+        for record in &self.records {
+            let position = ranges
+                .iter()
+                .position(|r| r.partition == record.partition() && r.topic == record.topic());
+            let range = match position {
+                Some(n) => &mut ranges[n],
+                None => {
+                    ranges.push(OffsetRange {
+                        topic: record.topic().to_owned(),
+                        partition: record.partition(),
+                        first_offset: i64::MAX,
+                        last_offset: i64::MIN,
+                        first_timestamp: None,
+                        last_timestamp: None,
+                    });
+                    ranges.last_mut().expect("just pushed")
+                }
+            };
+            if let Some(offset) = record.offset() {
+                range.first_offset = range.first_offset.min(offset);
+                range.last_offset = range.last_offset.max(offset);
+            }
+        }
+        // A partition whose records all lack an offset: an empty range that still carries them.
+        for range in &mut ranges {
+            if range.first_offset > range.last_offset {
+                (range.first_offset, range.last_offset) = (0, -1);
+            }
+        }
+        ranges
+    }
+
+    /// The carried records of `range`'s partition within its offsets (an undecodable record without
+    /// an offset is included: it can only be identified by its partition).
+    pub fn in_range<'a>(
+        &'a self,
+        range: &'a OffsetRange,
+    ) -> impl Iterator<Item = &'a DecodedRecord> + 'a {
+        self.records.iter().filter(move |r| {
+            r.partition() == range.partition
+                && r.topic() == range.topic
+                && r.offset()
+                    .is_none_or(|o| (range.first_offset..=range.last_offset).contains(&o))
+        })
     }
 }
 
@@ -135,6 +230,9 @@ pub struct OnFailureRecord {
     pub payload_size: Option<u64>,
     /// The failed offsets, one range per partition, sorted by topic and partition.
     pub ranges: Vec<OffsetRange>,
+    /// `payload` (S3 and Kafka-topic destinations): the records themselves.
+    #[serde(skip)]
+    pub carried: Option<CarriedRecords>,
 }
 
 impl OnFailureRecord {
@@ -208,36 +306,41 @@ impl OnFailureRecord {
                 });
             }
         };
-        let (info_name, info) = match (batch.get("recordsInfo"), batch.get("recordInfo")) {
-            (Some(info), _) => ("recordsInfo", info),
-            (None, Some(info)) => ("recordInfo", info),
-            (None, None) => {
+        let carried = carried_records(root.get("payload"))?;
+        let mut ranges = Vec::new();
+        match (&carried, batch.get("recordsInfo"), batch.get("recordInfo")) {
+            // The records travel with the metadata (S3, Kafka topic): they are the authority. The
+            // guide's own examples put Kinesis-style sequence numbers in the metadata's offsets
+            // (and a Kafka-topic record's `recordInfo` names no topic or partition at all).
+            (Some(carried), _, _) => ranges = carried.ranges(),
+            (None, Some(info), _) => {
+                let info = info.as_object().ok_or_else(|| MalformedRecord::WrongType {
+                    field: "KafkaBatchInfo.recordsInfo".into(),
+                    expected: "an object",
+                    found: kind(info),
+                })?;
+                for (key, entry) in info {
+                    let field = format!("KafkaBatchInfo.recordsInfo[{key:?}]");
+                    let entry = entry
+                        .as_object()
+                        .ok_or_else(|| MalformedRecord::WrongType {
+                            field: field.clone(),
+                            expected: "an object",
+                            found: kind(entry),
+                        })?;
+                    let (topic, partition) = split_topic_partition(key)?;
+                    ranges.push(range(entry, &field, topic, partition)?);
+                }
+            }
+            (None, None, Some(_)) => {
+                return Err(MalformedRecord::Missing {
+                    field: "payload (a Kafka-topic destination's record names no topic or partition in `recordInfo`: the record is in its payload)".into(),
+                });
+            }
+            (None, None, None) => {
                 return Err(MalformedRecord::Missing {
                     field: "KafkaBatchInfo.recordsInfo".into(),
                 });
-            }
-        };
-        let info = info.as_object().ok_or_else(|| MalformedRecord::WrongType {
-            field: format!("KafkaBatchInfo.{info_name}"),
-            expected: "an object",
-            found: kind(info),
-        })?;
-        let mut ranges = Vec::new();
-        if info_name == "recordInfo" && info.contains_key("topic") {
-            // One record's info naming its own topic and partition.
-            ranges.push(range_of_single(info)?);
-        } else {
-            for (key, entry) in info {
-                let field = format!("KafkaBatchInfo.{info_name}[{key:?}]");
-                let entry = entry
-                    .as_object()
-                    .ok_or_else(|| MalformedRecord::WrongType {
-                        field: field.clone(),
-                        expected: "an object",
-                        found: kind(entry),
-                    })?;
-                let (topic, partition) = split_topic_partition(key)?;
-                ranges.push(range(entry, &field, topic, partition)?);
             }
         }
         if ranges.is_empty() {
@@ -265,6 +368,7 @@ impl OnFailureRecord {
             batch_size: optional_count(batch, "batchSize", "KafkaBatchInfo.batchSize")?,
             payload_size: optional_count(batch, "payloadSize", "KafkaBatchInfo.payloadSize")?,
             ranges,
+            carried,
         })
     }
 
@@ -339,6 +443,29 @@ pub enum MalformedRecord {
     /// The record names no partition at all.
     #[error("`KafkaBatchInfo` names no records: its records info is empty")]
     NoRanges,
+    /// `payload` is not an ESM event.
+    #[error("`payload` is not the invoked ESM event: {0}")]
+    BadPayload(String),
+}
+
+/// The records of `payload`: an escaped JSON string (S3) or an event object (Kafka topic).
+fn carried_records(payload: Option<&Value>) -> Result<Option<CarriedRecords>, MalformedRecord> {
+    let (form, batch) = match payload {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(event)) => (PayloadForm::EventString, decode_event(event)),
+        Some(event @ Value::Object(_)) => {
+            (PayloadForm::EventObject, decode_event(&event.to_string()))
+        }
+        Some(other) => {
+            return Err(MalformedRecord::WrongType {
+                field: "payload".into(),
+                expected: "the invoked event (a JSON string or object)",
+                found: kind(other),
+            });
+        }
+    };
+    let batch = batch.map_err(|e| MalformedRecord::BadPayload(e.to_string()))?;
+    Ok(Some(CarriedRecords::from_batch(form, batch)))
 }
 
 /// Splits `"<topic>-<partition>"` at the **last** `-` (topic names may contain `-`).
@@ -391,29 +518,6 @@ fn range(
             &format!("{field}.lastRecordTimestamp"),
         )?,
     })
-}
-
-fn range_of_single(info: &Map<String, Value>) -> Result<OffsetRange, MalformedRecord> {
-    let field = "KafkaBatchInfo.recordInfo";
-    let topic = string(info, "topic", &format!("{field}.topic"))?;
-    let partition_field = format!("{field}.partition");
-    let partition = match info.get("partition") {
-        Some(Value::Number(n)) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
-        Some(Value::String(s)) => s.parse::<i32>().ok(),
-        None => {
-            return Err(MalformedRecord::Missing {
-                field: partition_field,
-            });
-        }
-        _ => None,
-    }
-    .filter(|p| *p >= 0)
-    .ok_or_else(|| MalformedRecord::WrongType {
-        field: partition_field,
-        expected: "a partition number",
-        found: info.get("partition").map(kind).unwrap_or_default(),
-    })?;
-    range(info, field, topic, partition)
 }
 
 fn offset(entry: &Map<String, Value>, name: &str, field: &str) -> Result<i64, MalformedRecord> {
@@ -584,36 +688,102 @@ mod tests {
         assert_eq!(r.ranges[0].offset_count(), 1);
     }
 
+    /// The AWS Lambda developer guide's example of a Kafka-topic destination's message ("Using a
+    /// Kafka topic as an on-failure destination", "Record format for a Kafka destination"), verbatim.
+    /// Its `recordInfo.offset` is a Kinesis-style sequence number that names no record of its
+    /// payload: the payload is the authority.
     #[test]
-    fn the_kafka_destination_variant_uses_record_info() {
-        let r =
-            OnFailureRecord::parse(&sample("kafka-destination-retries-exhausted.json")).unwrap();
+    fn the_guides_kafka_destination_record() {
+        let r = OnFailureRecord::parse(&sample("aws-guide-kafka-destination.json")).unwrap();
         assert_eq!(r.condition, FailureCondition::RetriesExhausted);
+        assert_eq!(r.approximate_invoke_count, Some(3));
         assert_eq!(r.batch_size, Some(1));
-        assert_eq!(r.ranges.len(), 1);
+        assert_eq!(r.payload_size, Some(1162));
+        assert_eq!(r.function_name(), "my-function");
         assert_eq!(
-            (
-                r.ranges[0].topic.as_str(),
-                r.ranges[0].partition,
-                r.ranges[0].first_offset,
-                r.ranges[0].last_offset
-            ),
-            ("telemetry.metrics-eu", 1, 77, 77)
+            r.ranges
+                .iter()
+                .map(|g| (g.topic.as_str(), g.partition, g.first_offset, g.last_offset))
+                .collect::<Vec<_>>(),
+            [("my-topic", 0, 100, 100)]
         );
-        // The liberal single-object form reads the same.
-        let single = serde_json::json!({
-            "requestContext": {"requestId": "r", "functionArn": "arn:aws:lambda:us-east-1:1:function:f", "condition": "RetriesExhausted"},
-            "KafkaBatchInfo": {"batchSize": 1, "recordInfo": {"topic": "a-b", "partition": 3, "firstRecordOffset": "5", "lastRecordOffset": 5}}
-        });
-        let r = OnFailureRecord::from_value(&single).unwrap();
+        let carried = r
+            .carried
+            .as_ref()
+            .expect("the record travels in the payload");
+        assert_eq!(carried.form, PayloadForm::EventObject);
         assert_eq!(
-            (
-                r.ranges[0].topic.as_str(),
-                r.ranges[0].partition,
-                r.ranges[0].first_offset
-            ),
-            ("a-b", 3, 5)
+            carried.event_source_arn.as_deref(),
+            Some("arn:aws:kafka:us-east-1:123456789012:cluster/my-cluster/abc123")
         );
+        let [DecodedRecord::Record(record)] = &carried.records[..] else {
+            panic!("one decoded record: {:?}", carried.records)
+        };
+        assert_eq!(record.key.as_deref(), Some(&b"test-key"[..]));
+        assert_eq!(record.value.as_deref(), Some(&b"test-value"[..]));
+        assert_eq!(record.timestamp, Some(1_749_116_692_330));
+        assert_eq!(carried.in_range(&r.ranges[0]).count(), 1);
+        assert_eq!(r.record_count(), 1);
+    }
+
+    /// The guide's S3-destination example ("Kafka on-failure destinations", "S3 destination example
+    /// invocation record"), made valid JSON (the first `condition` alternative; comments and
+    /// trailing commas removed). Its `payload` is the placeholder `"<Whole Event>"` and its offsets
+    /// are Kinesis-style sequence numbers: as written it cannot be redriven, and says why.
+    #[test]
+    fn the_guides_s3_destination_record() {
+        let text = sample("aws-guide-s3-destination.json");
+        let e = OnFailureRecord::parse(&text).unwrap_err();
+        assert!(matches!(e, MalformedRecord::BadPayload(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("`payload` is not the invoked ESM event: the event is not valid JSON"),
+            "{e}"
+        );
+        // With a real event in `payload`, as an escaped JSON string (the guide's own Kafka-topic
+        // example's event), the records are taken from it.
+        let mut value: Value = serde_json::from_str(&text).unwrap();
+        let kafka: Value =
+            serde_json::from_str(&sample("aws-guide-kafka-destination.json")).unwrap();
+        value["payload"] = Value::String(kafka["payload"].to_string());
+        let r = OnFailureRecord::from_value(&value).unwrap();
+        assert_eq!(r.condition, FailureCondition::RetryAttemptsExhausted);
+        assert_eq!(r.batch_size, Some(500));
+        assert_eq!(r.carried.as_ref().unwrap().form, PayloadForm::EventString);
+        assert_eq!(
+            r.ranges
+                .iter()
+                .map(|g| (g.topic.as_str(), g.partition, g.first_offset))
+                .collect::<Vec<_>>(),
+            [("my-topic", 0, 100)]
+        );
+        // Without the payload, it is the SQS/SNS shape: metadata only, and its offsets must be offsets.
+        value.as_object_mut().unwrap().remove("payload");
+        assert!(matches!(
+            OnFailureRecord::from_value(&value),
+            Err(MalformedRecord::BadOffset { field, .. }) if field.contains("Topic-0")
+        ));
+    }
+
+    #[test]
+    fn a_kafka_destination_record_without_its_payload_says_where_the_record_is() {
+        let mut value: Value =
+            serde_json::from_str(&sample("aws-guide-kafka-destination.json")).unwrap();
+        value.as_object_mut().unwrap().remove("payload");
+        let e = OnFailureRecord::from_value(&value).unwrap_err();
+        assert!(e.to_string().contains("payload"), "{e}");
+        value["payload"] = Value::from(3);
+        let e = OnFailureRecord::from_value(&value).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`payload` must be the invoked event"),
+            "{e}"
+        );
+        value["payload"] = serde_json::json!({"records": []});
+        assert!(matches!(
+            OnFailureRecord::from_value(&value),
+            Err(MalformedRecord::BadPayload(_))
+        ));
     }
 
     #[test]

@@ -73,13 +73,14 @@ impl Redriver {
                         "the message has no body; left on the queue".into(),
                     ),
                 };
-                if report.status == MessageStatus::Deleted {
+                if report.status == MessageStatus::Done {
                     let deleted = sqs
                         .delete_message()
                         .queue_url(queue_url)
                         .receipt_handle(&receipt)
                         .send()
                         .await;
+                    report.status = MessageStatus::Deleted;
                     if let Err(e) = deleted {
                         report.status = MessageStatus::Left;
                         report.reason = Some(format!(

@@ -12,9 +12,15 @@ use super::on_failure::FailureCondition;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageStatus {
-    /// Every record was accounted for and the message was deleted from the queue.
+    /// Every record was accounted for and the message was deleted from its source (the SQS
+    /// message, or the S3 object with `--delete`).
     Deleted,
-    /// Left on the queue: `reason` says why (malformed, or records not all handled).
+    /// Every record was accounted for and the Kafka on-failure topic's offset committed past it.
+    Committed,
+    /// Every record was accounted for; the source keeps the message (a file, an S3 object
+    /// without `--delete`).
+    Done,
+    /// Left at its source: `reason` says why (malformed, or records not all handled).
     Left,
     /// `--dry-run`: nothing was changed; `would_delete` says what a real run would expect.
     DryRun,
@@ -60,6 +66,22 @@ pub struct RangeReport {
     /// Why this range is not fully handled, when it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A dry run over records carried in the payload: each record and what would be done with it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<PlannedRecord>,
+}
+
+/// One record of a dry run and what a real run would do with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset (absent for an undecodable record that had none).
+    pub offset: Option<i64>,
+    /// What a real run would do.
+    pub action: String,
 }
 
 impl RangeReport {
@@ -131,8 +153,12 @@ impl MessageReport {
 pub struct RunSummary {
     /// Messages received and worked on.
     pub messages: u64,
-    /// Deleted from the queue.
+    /// Deleted from the queue (or the bucket).
     pub deleted: u64,
+    /// Committed past on the Kafka on-failure topic.
+    pub committed: u64,
+    /// Handled, the source kept as it is.
+    pub done: u64,
     /// Left on the queue.
     pub left: u64,
     /// Dry run: examined only.
@@ -165,6 +191,8 @@ impl RunSummary {
         self.messages += 1;
         match report.status {
             MessageStatus::Deleted => self.deleted += 1,
+            MessageStatus::Committed => self.committed += 1,
+            MessageStatus::Done => self.done += 1,
             MessageStatus::Left => self.left += 1,
             MessageStatus::DryRun => {
                 self.dry_run += 1;
@@ -189,11 +217,13 @@ pub fn render_message(report: &MessageReport) -> String {
     let mut out = String::new();
     let status = match report.status {
         MessageStatus::Deleted => "deleted".to_owned(),
-        MessageStatus::Left => "LEFT ON THE QUEUE".to_owned(),
+        MessageStatus::Committed => "committed".to_owned(),
+        MessageStatus::Done => "done".to_owned(),
+        MessageStatus::Left => "LEFT AT ITS SOURCE".to_owned(),
         MessageStatus::DryRun if report.would_delete == Some(true) => {
-            "dry run: would redrive and delete".to_owned()
+            "dry run: would redrive every record".to_owned()
         }
-        MessageStatus::DryRun => "dry run: would be left on the queue".to_owned(),
+        MessageStatus::DryRun => "dry run: would be left at its source".to_owned(),
     };
     let _ = write!(out, "message {}  [{status}", report.message_id);
     if let Some(condition) = &report.condition {
@@ -247,6 +277,16 @@ pub fn render_message(report: &MessageReport) -> String {
         if let Some(error) = &r.error {
             let _ = writeln!(out, "    error: {error}");
         }
+        for planned in &r.records {
+            let _ = writeln!(
+                out,
+                "    {}-{} offset {}: would {}",
+                planned.topic,
+                planned.partition,
+                planned.offset.map_or("?".into(), |o| o.to_string()),
+                planned.action
+            );
+        }
     }
     if let Some(reason) = &report.reason {
         let _ = writeln!(out, "  reason: {reason}");
@@ -257,9 +297,11 @@ pub fn render_message(report: &MessageReport) -> String {
 /// The closing human line.
 pub fn render_summary(summary: &RunSummary) -> String {
     format!(
-        "{} message(s): {} deleted, {} left on the queue, {} examined (dry run, {} would be left); records: {} fetched, {} processed, {} duplicates, {} dead-lettered, {} copied, {} unfinished, {} missing (retention), {} gaps; {} ms",
+        "{} message(s): {} deleted, {} committed, {} done, {} left at their source, {} examined (dry run, {} would be left); records: {} fetched, {} processed, {} duplicates, {} dead-lettered, {} copied, {} unfinished, {} missing (retention), {} gaps; {} ms",
         summary.messages,
         summary.deleted,
+        summary.committed,
+        summary.done,
         summary.left,
         summary.dry_run,
         summary.would_be_left,
@@ -325,7 +367,7 @@ mod tests {
             "{text}"
         );
         let text = render_message(&report(MessageStatus::DryRun));
-        assert!(text.contains("would be left on the queue"), "{text}");
+        assert!(text.contains("would be left at its source"), "{text}");
         assert!(text.contains("would read 7"), "{text}");
         assert!(!text.contains("processed"), "{text}");
     }
@@ -350,7 +392,10 @@ mod tests {
             (summary.fetched, summary.processed, summary.missing),
             (21, 18, 9)
         );
-        assert!(render_summary(&summary).starts_with("3 message(s): 1 deleted, 1 left"));
+        assert!(
+            render_summary(&summary)
+                .starts_with("3 message(s): 1 deleted, 0 committed, 0 done, 1 left")
+        );
         let json = serde_json::to_value(report(MessageStatus::Left)).unwrap();
         assert_eq!(json["status"], "left");
         assert_eq!(json["condition"], "RetryAttemptsExhausted");
