@@ -95,12 +95,20 @@ pub struct PollArgs {
     /// The function timeout, milliseconds.
     #[arg(long, default_value_t = 60_000)]
     pub function_timeout_ms: u64,
-    /// Append on-failure records (the AWS format) to this JSON-lines file.
-    #[arg(long, conflicts_with = "on_failure_sqs")]
+    /// Append on-failure records (the AWS SQS/SNS format: metadata only) to this JSON-lines file.
+    #[arg(long, group = "on_failure")]
     pub on_failure_file: Option<PathBuf>,
-    /// Send on-failure records to this SQS queue URL.
-    #[arg(long)]
+    /// Send on-failure records (metadata only) to this SQS queue URL.
+    #[arg(long, group = "on_failure")]
     pub on_failure_sqs: Option<String>,
+    /// Write on-failure records as an S3 destination does (metadata plus the invoked event) to
+    /// s3://bucket[/prefix], one object per given-up batch.
+    #[arg(long, group = "on_failure", value_name = "S3_URI")]
+    pub on_failure_s3: Option<String>,
+    /// Write on-failure records as a Kafka-topic destination does (kafka://TOPIC: one message per
+    /// record, the record in its payload) to this topic of the source cluster.
+    #[arg(long, group = "on_failure", value_name = "TOPIC")]
+    pub on_failure_kafka: Option<String>,
     /// The AWS endpoint for SQS and DynamoDB (a local moto server: http://127.0.0.1:5001).
     #[arg(long)]
     pub endpoint_url: Option<String>,
@@ -244,6 +252,7 @@ async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
     let report_failures = args.report_batch_item_failures
         || (args.invoke_endpoint.is_none() && config.partial_batch_response);
     let needs_aws = args.on_failure_sqs.is_some()
+        || args.on_failure_s3.is_some()
         || (args.invoke_endpoint.is_none()
             && matches!(config.store, crate::config::StoreChoice::DynamoDb { .. }));
     let aws = if needs_aws {
@@ -260,13 +269,39 @@ async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
     } else {
         None
     };
-    let destination = match (&args.on_failure_file, &args.on_failure_sqs) {
-        (Some(path), _) => OnFailureDestination::File(path.clone()),
-        (None, Some(url)) => OnFailureDestination::Sqs {
+    let destination = if let Some(path) = &args.on_failure_file {
+        OnFailureDestination::File(path.clone())
+    } else if let Some(url) = &args.on_failure_sqs {
+        OnFailureDestination::Sqs {
             client: aws_sdk_sqs::Client::new(aws.as_ref().expect("loaded for SQS")),
             queue_url: url.clone(),
-        },
-        (None, None) => OnFailureDestination::Discard,
+        }
+    } else if let Some(uri) = &args.on_failure_s3 {
+        let (bucket, prefix) =
+            crate::redrive::parse_s3_uri(uri).map_err(|e| format!("--on-failure-s3: {e}"))?;
+        let mut s3 = aws_sdk_s3::config::Builder::from(aws.as_ref().expect("loaded for S3"));
+        if args.endpoint_url.is_some() {
+            // Local endpoints (moto) serve buckets by path, not by host name.
+            s3 = s3.force_path_style(true);
+        }
+        OnFailureDestination::S3 {
+            client: aws_sdk_s3::Client::from_conf(s3.build()),
+            bucket,
+            prefix,
+        }
+    } else if let Some(topic) = &args.on_failure_kafka {
+        if args.source.topics.iter().any(|t| t == topic) {
+            return Err(format!(
+                "--on-failure-kafka {topic} is a source topic: AWS refuses that (a record would fail into its own input)"
+            ));
+        }
+        OnFailureDestination::Kafka {
+            sink: Arc::new(KafkaSink::new(&settings).map_err(|e| e.to_string())?),
+            topic: topic.clone(),
+            timeout: config.processor.publish_timeout,
+        }
+    } else {
+        OnFailureDestination::Discard
     };
     let max_retry_attempts = match args.maximum_retry_attempts {
         // AWS caps infinite retries at 10 when an on-failure destination is set.

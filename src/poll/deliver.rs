@@ -362,26 +362,25 @@ impl<I: Invoke> Deliverer<I> {
         stop: &mut watch::Receiver<bool>,
     ) -> bool {
         let function_arn = self.function_arn();
-        let record = on_failure_record(
-            &GiveUp {
-                records: &work.records,
-                condition,
-                invoke_count: work.invocations,
-                request_id: &work.last_request_id,
-                function_arn: &function_arn,
-                response: work.last_response.clone(),
-                bootstrap_servers: &self.origin.bootstrap_servers,
-                event_source_arn: match &self.origin.source {
-                    Source::Msk { cluster_arn } => Some(cluster_arn),
-                    Source::SelfManaged => None,
-                },
-                payload_size,
+        let now = now_ms() as i64;
+        let give_up = GiveUp {
+            records: &work.records,
+            condition,
+            invoke_count: work.invocations,
+            request_id: &work.last_request_id,
+            function_arn: &function_arn,
+            response: work.last_response.clone(),
+            bootstrap_servers: &self.origin.bootstrap_servers,
+            event_source_arn: match &self.origin.source {
+                Source::Msk { cluster_arn } => Some(cluster_arn),
+                Source::SelfManaged => None,
             },
-            now_ms() as i64,
-        );
+            payload_size,
+        };
+        let record = on_failure_record(&give_up, now);
         let mut attempt = 0;
         loop {
-            match self.destination.send(&record).await {
+            match self.destination.send(&record, &give_up, now).await {
                 Ok(()) => break,
                 Err(error) => {
                     attempt += 1;

@@ -1,13 +1,19 @@
-//! The on-failure record the ESM writes when it gives up on a batch (metadata only, the AWS format
-//! that [`crate::redrive`] reads), and where it goes: an SQS queue, a JSON-lines file, or nowhere.
+//! The on-failure record the ESM writes when it gives up on a batch (the AWS format that
+//! [`crate::redrive`] reads), and where it goes: an SQS queue or a JSON-lines file (metadata only),
+//! an S3 bucket (metadata plus the invoked event as an escaped JSON string), a Kafka topic (one
+//! message per record, the record in its payload), or nowhere.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::encode::{Source, encode_event};
 use crate::record::KafkaRecord;
+use crate::sink::{MessageSink, OutboundMessage};
 
 /// What the function answered last, for `responseContext` (none when it was never invoked).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +45,92 @@ pub struct GiveUp<'a> {
     pub event_source_arn: Option<&'a str>,
     /// The event's size in bytes.
     pub payload_size: usize,
+}
+
+impl GiveUp<'_> {
+    fn source(&self) -> Source {
+        match self.event_source_arn {
+            Some(arn) => Source::Msk {
+                cluster_arn: arn.to_owned(),
+            },
+            None => Source::SelfManaged,
+        }
+    }
+
+    /// The record around `batch_info`: request and response context, version, timestamp.
+    fn envelope(&self, condition: &str, mut batch_info: Value, now_ms: i64) -> Value {
+        if let Some(arn) = self.event_source_arn {
+            batch_info["eventSourceArn"] = arn.into();
+        }
+        json!({
+            "requestContext": {
+                "requestId": self.request_id,
+                "functionArn": self.function_arn,
+                "condition": condition,
+                "approximateInvokeCount": self.invoke_count,
+            },
+            "responseContext": self.response.as_ref().map(|r| json!({
+                "statusCode": r.status_code,
+                "executedVersion": "$LATEST",
+                "functionError": r.function_error,
+            })),
+            "version": "1.0",
+            "timestamp": iso(now_ms),
+            "KafkaBatchInfo": batch_info,
+        })
+    }
+}
+
+/// What an S3 destination receives: the metadata record plus `payload`, the invoked event as an
+/// escaped JSON string.
+pub fn s3_destination_record(give_up: &GiveUp<'_>, now_ms: i64) -> Value {
+    let mut record = on_failure_record(give_up, now_ms);
+    record["payload"] = encode_event(
+        &give_up.source(),
+        give_up.bootstrap_servers,
+        give_up.records,
+    )
+    .into();
+    record
+}
+
+/// What a Kafka-topic destination receives (AWS guide "Using a Kafka topic as an on-failure
+/// destination"): one message per record, keyed with the record's key. `recordInfo` holds only its
+/// offset and timestamp; `payload` is an event object holding the record itself. The condition is
+/// spelled `RetriesExhausted` there.
+pub fn kafka_destination_messages(
+    give_up: &GiveUp<'_>,
+    now_ms: i64,
+) -> Vec<(Option<Vec<u8>>, Value)> {
+    let source = give_up.source();
+    let condition = match give_up.condition {
+        "RetryAttemptsExhausted" => "RetriesExhausted",
+        other => other,
+    };
+    give_up
+        .records
+        .iter()
+        .map(|record| {
+            let event = encode_event(
+                &source,
+                give_up.bootstrap_servers,
+                std::slice::from_ref(record),
+            );
+            let mut info = json!({ "offset": record.offset.to_string() });
+            if let Some(ts) = record.timestamp {
+                info["timestamp"] = iso(ts).into();
+            }
+            let batch_info = json!({
+                "batchSize": 1,
+                "bootstrapServers": give_up.bootstrap_servers,
+                "payloadSize": event.len(),
+                "recordInfo": info,
+            });
+            let mut message = give_up.envelope(condition, batch_info, now_ms);
+            message["payload"] = serde_json::from_str(&event).expect("an encoded event is JSON");
+            (record.key.clone(), message)
+        })
+        .collect()
 }
 
 /// The on-failure record of `give_up`, as AWS writes it: offsets as strings, one `recordsInfo`
@@ -76,31 +168,13 @@ pub fn on_failure_record(give_up: &GiveUp<'_>, now_ms: i64) -> Value {
             (key, info)
         })
         .collect();
-    let mut batch_info = json!({
+    let batch_info = json!({
         "batchSize": give_up.records.len(),
         "bootstrapServers": give_up.bootstrap_servers,
         "payloadSize": give_up.payload_size,
         "recordsInfo": records_info,
     });
-    if let Some(arn) = give_up.event_source_arn {
-        batch_info["eventSourceArn"] = arn.into();
-    }
-    json!({
-        "requestContext": {
-            "requestId": give_up.request_id,
-            "functionArn": give_up.function_arn,
-            "condition": give_up.condition,
-            "approximateInvokeCount": give_up.invoke_count,
-        },
-        "responseContext": give_up.response.as_ref().map(|r| json!({
-            "statusCode": r.status_code,
-            "executedVersion": "$LATEST",
-            "functionError": r.function_error,
-        })),
-        "version": "1.0",
-        "timestamp": iso(now_ms),
-        "KafkaBatchInfo": batch_info,
-    })
+    give_up.envelope(give_up.condition, batch_info, now_ms)
 }
 
 fn iso(epoch_ms: i64) -> String {
@@ -133,6 +207,24 @@ pub enum OnFailureDestination {
         /// The queue URL.
         queue_url: String,
     },
+    /// An S3 bucket: one object per given-up batch, under `prefix`.
+    S3 {
+        /// The client.
+        client: aws_sdk_s3::Client,
+        /// The bucket.
+        bucket: String,
+        /// The key prefix (may be empty).
+        prefix: String,
+    },
+    /// A Kafka topic (`kafka://topic`): one message per record.
+    Kafka {
+        /// The producer (to the source cluster, as on AWS).
+        sink: Arc<dyn MessageSink>,
+        /// The topic.
+        topic: String,
+        /// How long one publish may wait for its acknowledgement.
+        timeout: Duration,
+    },
 }
 
 impl OnFailureDestination {
@@ -142,6 +234,8 @@ impl OnFailureDestination {
             Self::Discard => "no destination (records skipped)".into(),
             Self::File(path) => format!("file {}", path.display()),
             Self::Sqs { queue_url, .. } => format!("SQS queue {queue_url}"),
+            Self::S3 { bucket, prefix, .. } => format!("S3 s3://{bucket}/{prefix}"),
+            Self::Kafka { topic, .. } => format!("Kafka topic kafka://{topic}"),
         }
     }
 
@@ -150,8 +244,13 @@ impl OnFailureDestination {
         !matches!(self, Self::Discard)
     }
 
-    /// Writes `record`.
-    pub async fn send(&self, record: &Value) -> Result<(), DestinationError> {
+    /// Writes what this destination receives for `give_up` (`record` is its metadata record).
+    pub async fn send(
+        &self,
+        record: &Value,
+        give_up: &GiveUp<'_>,
+        now_ms: i64,
+    ) -> Result<(), DestinationError> {
         let error = |message: String| DestinationError {
             destination: self.describe(),
             message,
@@ -181,6 +280,50 @@ impl OnFailureDestination {
                 .await
                 .map(|_| ())
                 .map_err(|e| error(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())),
+            Self::S3 {
+                client,
+                bucket,
+                prefix,
+            } => {
+                let body = s3_destination_record(give_up, now_ms).to_string();
+                let key = format!(
+                    "{prefix}aws/lambda/local-esm/{}-{}.json",
+                    iso(now_ms),
+                    give_up.request_id
+                );
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .content_type("application/json")
+                    .body(body.into_bytes().into())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| error(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))
+            }
+            Self::Kafka {
+                sink,
+                topic,
+                timeout,
+            } => {
+                // One after another, in order: a retry after a failure may write a record twice
+                // (as the ESM may); the redrive skips what is done.
+                for (key, message) in kafka_destination_messages(give_up, now_ms) {
+                    sink.publish(
+                        OutboundMessage {
+                            topic: topic.clone(),
+                            key,
+                            value: Some(message.to_string().into_bytes()),
+                            headers: Vec::new(),
+                        },
+                        *timeout,
+                    )
+                    .await
+                    .map_err(|e| error(e.to_string()))?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -256,5 +399,114 @@ mod tests {
             parsed.event_source_arn.as_deref(),
             Some("arn:aws:kafka:us-east-1:1:cluster/c/u")
         );
+    }
+
+    /// Every object's keys, by path: the shape of a JSON document without its values.
+    fn shape(value: &Value, path: &str, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    // A partition's group key is data, not shape.
+                    let key = if path.ends_with(".records") {
+                        "<topic>-<partition>"
+                    } else {
+                        key
+                    };
+                    out.push(format!("{path}.{key}"));
+                    shape(child, &format!("{path}.{key}"), out);
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    shape(item, &format!("{path}[]"), out);
+                }
+            }
+            _ => {}
+        }
+        out.sort();
+        out.dedup();
+    }
+
+    fn guide(name: &str) -> Value {
+        let path = format!("{}/events/on-failure/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_kafka_destination_message_has_the_guides_shape() {
+        let mut record = KafkaRecord::new("my-topic", 0, 100);
+        record.key = Some(b"test-key".to_vec());
+        record.value = Some(b"test-value".to_vec());
+        record.timestamp = Some(1_749_116_692_330);
+        let records = [record];
+        let messages = kafka_destination_messages(
+            &GiveUp {
+                records: &records,
+                condition: "RetryAttemptsExhausted",
+                invoke_count: 3,
+                request_id: "req",
+                function_arn: "arn:aws:lambda:us-east-1:123456789012:function:my-function",
+                response: Some(LastResponse {
+                    status_code: 200,
+                    function_error: Some("Unhandled".into()),
+                }),
+                bootstrap_servers: "b-1:9098",
+                event_source_arn: Some(
+                    "arn:aws:kafka:us-east-1:123456789012:cluster/my-cluster/abc123",
+                ),
+                payload_size: 0,
+            },
+            1_573_755_365_568,
+        );
+        let [(key, message)] = &messages[..] else {
+            panic!("one message per record")
+        };
+        assert_eq!(key.as_deref(), Some(&b"test-key"[..]));
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        shape(message, "", &mut ours);
+        shape(&guide("aws-guide-kafka-destination.json"), "", &mut theirs);
+        assert_eq!(ours, theirs);
+        assert_eq!(message["requestContext"]["condition"], "RetriesExhausted");
+        assert_eq!(message["KafkaBatchInfo"]["recordInfo"]["offset"], "100");
+        assert_eq!(
+            message["payload"]["records"]["my-topic-0"],
+            guide("aws-guide-kafka-destination.json")["payload"]["records"]["my-topic-0"]
+        );
+        let parsed = OnFailureRecord::parse(&message.to_string()).unwrap();
+        assert_eq!(parsed.ranges[0].key(), "my-topic-0");
+        assert_eq!(parsed.ranges[0].first_offset, 100);
+    }
+
+    #[test]
+    fn an_s3_destination_record_has_the_guides_shape_and_the_event_as_a_string() {
+        let mut records = Vec::new();
+        for (partition, offset) in [(0, 5), (1, 9)] {
+            let mut r = KafkaRecord::new("Topic", partition, offset);
+            r.timestamp = Some(1_573_692_284_835);
+            records.push(r);
+        }
+        let give_up = GiveUp {
+            records: &records,
+            condition: "RetryAttemptsExhausted",
+            invoke_count: 1,
+            request_id: "req",
+            function_arn: "arn:aws:lambda:us-east-1:123456789012:function:myfunction",
+            response: Some(LastResponse {
+                status_code: 200,
+                function_error: Some("Unhandled".into()),
+            }),
+            bootstrap_servers: "b-1:9098",
+            event_source_arn: Some("arn:aws:kafka:us-east-1:123456789012:cluster/c/u"),
+            payload_size: 10,
+        };
+        let record = s3_destination_record(&give_up, 1_573_692_286_021);
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        shape(&record, "", &mut ours);
+        shape(&guide("aws-guide-s3-destination.json"), "", &mut theirs);
+        assert_eq!(ours, theirs);
+        let event = record["payload"].as_str().expect("an escaped JSON string");
+        assert_eq!(crate::event::decode_event(event).unwrap().record_count(), 2);
+        let parsed = OnFailureRecord::parse(&record.to_string()).unwrap();
+        assert_eq!(parsed.carried.unwrap().records.len(), 2);
     }
 }

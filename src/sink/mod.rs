@@ -120,6 +120,12 @@ pub trait MessageSink: Send + Sync {
     ) -> Result<Vec<bool>, SinkError>;
 }
 
+impl std::fmt::Debug for dyn MessageSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MessageSink")
+    }
+}
+
 /// For each of `ids`, whether it is among `found`.
 pub(crate) fn mark_found<'a>(ids: &[&str], found: impl IntoIterator<Item = &'a [u8]>) -> Vec<bool> {
     let found: std::collections::HashSet<&[u8]> = found.into_iter().collect();
