@@ -387,3 +387,71 @@ async fn a_dead_letter_topic_unavailable_for_a_while_holds_the_records_until_it_
     assert_eq!(pipeline.lag(), 0);
     assert_exact(&pipeline.verify().await, 300);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batches_given_up_to_a_kafka_topic_are_redriven_from_it_exactly_once() {
+    let Some(broker) = broker() else { return };
+    // No DLQ topic: the poison records cannot be dead-lettered, their batches fail, and after one
+    // retry the local ESM gives them up to a Kafka on-failure topic (one message per record, the
+    // record in its payload), as AWS does with `kafka://TOPIC`.
+    let pipeline = Pipeline::new(&broker, "kafka-dest", false).await;
+    let failures = format!("{}.failures", pipeline.source);
+    pipeline.create_topic(&failures, 1).await;
+    pipeline.produce_metrics(5, 300).await;
+    pipeline.produce_poison().await;
+    let summary = pipeline.poll_until_idle(&[
+        "--maximum-retry-attempts",
+        "1",
+        "--on-failure-kafka",
+        &failures,
+    ]);
+    let given_up = summary["given_up"].as_u64().unwrap();
+    assert!(
+        given_up >= 3,
+        "every poison record's batch is given up: {summary}"
+    );
+    assert_eq!(pipeline.lag(), 0, "given-up batches are committed past");
+
+    // The DLQ returns; the redrive reads the records from the on-failure topic's payloads (never
+    // from the source topic) with the consumer's idempotency store: what was done is a duplicate.
+    pipeline.create_topic(&pipeline.dlq, 1).await;
+    let redrive = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_esm"));
+        command
+            .args(["redrive", "--topic", &failures, "--brokers", &broker])
+            .args(["--group", &format!("{}-redrive", pipeline.group), "--json"])
+            .env("IDEMPOTENCY_STORE", "local")
+            .env("IDEMPOTENCY_LOCAL_PATH", pipeline.store_path())
+            .env("ALERTS_TOPIC", &pipeline.alerts)
+            .env("DLQ_TOPIC", &pipeline.dlq)
+            .env("ALERT_RULES", RULES)
+            .env("PUBLISH_TIMEOUT_MS", "2000")
+            .env("RUST_LOG", "warn")
+            .env(
+                "KAFKA_PROPERTIES",
+                "session.timeout.ms=6000;heartbeat.interval.ms=500",
+            )
+            .env_remove("KAFKA_BOOTSTRAP_SERVERS");
+        let output = command.output().expect("esm redrive runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let last: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+        last["summary"].clone()
+    };
+    let first = redrive();
+    assert_eq!(first["messages"].as_u64(), Some(given_up), "{first}");
+    assert_eq!(first["committed"].as_u64(), Some(given_up), "{first}");
+    assert_eq!(first["fetched"].as_u64(), Some(given_up), "{first}");
+    assert_eq!(first["dead_lettered"], 3, "{first}");
+    assert_exact(&pipeline.verify().await, 300);
+
+    // Everything was committed: a second run finds nothing.
+    let again = redrive();
+    assert_eq!(again["messages"], 0, "{again}");
+}
