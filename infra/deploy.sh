@@ -103,7 +103,10 @@ if [ -n "$stack" ]; then
 fi
 cat >&2 <<'EOF'
 deploy: what the outputs are for:
-  OnFailureQueueUrl      batches the event source mapping gave up on: esm redrive --queue-url <it> (README)
+  OnFailureDestination   where the event source mapping writes the batches it gave up on; redrive them with
+                         esm redrive --queue-url (OnFailureQueueUrl) | --s3 s3://<OnFailureBucketName>/ |
+                         --topic <OnFailureKafkaTopicName> (README, "Redriving failed batches")
+  RedriveOperatorPolicyArn  attach to whoever runs esm redrive: exactly the permissions it needs
   IdempotencyTableName   IDEMPOTENCY_TABLE for esm redrive, so it skips what the consumer already did
   EventSourceMappingUuid aws lambda get-event-source-mapping --uuid <it>: State should become Enabled
   *AlarmName             the CloudWatch alarms; AlarmTopicArn (with AlarmEmail): confirm the e-mail subscription

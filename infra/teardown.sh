@@ -10,10 +10,11 @@
 #     stay in Kafka), the IAM roles, the log groups and their logs, the metric filters, alarms, SNS topic and
 #     schedule, and the DynamoDB idempotency table with every key in it: a new stack starts with an empty
 #     table, so records redelivered or redriven after a redeploy are processed again, not seen as duplicates;
-#   - kept: the on-failure SQS queue (DeletionPolicy: Retain). Its messages are the only pointers to batches
-#     the mapping gave up on; this script prints its URL and message count before deleting the stack: drain
-#     it with `esm redrive` first, delete it yourself afterwards (aws sqs delete-queue --queue-url URL).
-#     Kafka topics, secrets and the cluster were never part of the stack.
+#   - kept: the on-failure SQS queue or S3 bucket (DeletionPolicy: Retain). Their messages and objects are the
+#     only record of the batches the mapping gave up on; this script prints the queue's URL and message count,
+#     or the bucket's name and object count, before deleting the stack: drain it with `esm redrive` first,
+#     delete it yourself afterwards (aws sqs delete-queue / aws s3 rb --force). An SNS destination topic goes
+#     with the stack. Kafka topics (a Kafka on-failure topic too), secrets and the cluster were never part of it.
 # Needs the same AWS credentials as the deploy (see infra/deploy.sh).
 set -euo pipefail
 
@@ -57,7 +58,7 @@ fi
 [ -n "$region" ] || region="$(config_value region)"
 [ -n "$region" ] || region="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
 
-# What stays behind, before it becomes hard to find: the retained queue and how many messages it holds.
+# What stays behind, before it becomes hard to find: the retained queue or bucket and what it holds.
 if [ -n "$py" ]; then
   if ! report="$("$py" - "$stack" "$region" <<'EOF' 2>&1
 import sys
@@ -82,6 +83,18 @@ if queue:
         print("         redrive them before the stack goes, while its idempotency table still skips what is done:")
         print(f"         IDEMPOTENCY_STORE=dynamodb IDEMPOTENCY_TABLE={table} esm redrive --queue-url {queue}")
     print(f"         delete the queue when you no longer need it: aws sqs delete-queue --queue-url {queue}")
+bucket = outputs.get("OnFailureBucketName")
+if bucket:
+    pages = session.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    objects = sum(page.get("KeyCount", 0) for page in pages)
+    print(f"kept:    on-failure bucket {bucket} ({objects} object(s) now)")
+    if objects:
+        print("         redrive them before the stack goes, while its idempotency table still skips what is done:")
+        print(f"         IDEMPOTENCY_STORE=dynamodb IDEMPOTENCY_TABLE={table} esm redrive --s3 s3://{bucket}/ --delete")
+    print(f"         delete the bucket when you no longer need it: aws s3 rb s3://{bucket} --force")
+kafka_topic = outputs.get("OnFailureKafkaTopicName")
+if kafka_topic:
+    print(f"kept:    on-failure Kafka topic {kafka_topic} (in the cluster): esm redrive --topic {kafka_topic}")
 if table:
     print(f"deleted: idempotency table {table} with its keys (a new stack starts with an empty table)")
 EOF
@@ -94,7 +107,7 @@ EOF
 fi
 
 say "deleting stack $stack${region:+ in $region} (sam delete): functions, event source mapping, roles, log groups,"
-say "alarms and the idempotency table go; the on-failure queue stays (DeletionPolicy: Retain)"
+say "alarms and the idempotency table go; the on-failure queue or bucket stays (DeletionPolicy: Retain)"
 args=(delete --stack-name "$stack")
 [ -z "$region" ] || args+=(--region "$region")
 [ "$yes" = 0 ] || args+=(--no-prompts)
