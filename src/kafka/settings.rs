@@ -95,6 +95,38 @@ pub enum KafkaAuth {
     },
 }
 
+/// A client certificate chain and its private key, in PEM, as a `CLIENT_CERTIFICATE_TLS_AUTH`
+/// secret holds them. Never printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificatePem {
+    /// The certificate chain: the client certificate first, then intermediates, then the root.
+    pub certificate: Secret,
+    /// The private key (PKCS #8), possibly encrypted.
+    pub key: Secret,
+    /// The encrypted key's password.
+    pub key_password: Option<Secret>,
+}
+
+/// A value kept in a Secrets Manager secret: its ARN until [`KafkaSettings::resolve_secrets`]
+/// fetches it (once per container).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromSecret<T> {
+    /// Not fetched yet: the secret's ARN.
+    Arn(String),
+    /// Fetched.
+    Fetched(T),
+}
+
+/// TLS material read from the same Secrets Manager secrets as the event source mapping.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSecrets {
+    /// `KAFKA_TLS_SECRET_ARN`: the client certificate for mutual TLS (`KAFKA_AUTH=tls`), given to
+    /// librdkafka as `ssl.certificate.pem`, `ssl.key.pem` and `ssl.key.password`.
+    pub client_certificate: Option<FromSecret<ClientCertificatePem>>,
+    /// `KAFKA_TLS_CA_SECRET_ARN`: the brokers' root CA (PEM), given to librdkafka as `ssl.ca.pem`.
+    pub ca: Option<FromSecret<String>>,
+}
+
 /// TLS files (PEM).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -121,6 +153,8 @@ pub struct KafkaSettings {
     pub auth: KafkaAuth,
     /// TLS files.
     pub tls: TlsFiles,
+    /// TLS material from Secrets Manager (the alternative to the files).
+    pub tls_secrets: TlsSecrets,
     /// Extra librdkafka properties (`KAFKA_PROPERTIES`), applied last.
     pub properties: Vec<(String, String)>,
 }
@@ -134,6 +168,7 @@ impl fmt::Debug for KafkaSettings {
             .field("delivery_timeout", &self.delivery_timeout)
             .field("auth", &self.auth)
             .field("tls", &self.tls)
+            .field("tls_secrets", &self.tls_secrets)
             .field(
                 "properties",
                 &self.properties.iter().map(|(k, _)| k).collect::<Vec<_>>(),
@@ -145,14 +180,16 @@ impl fmt::Debug for KafkaSettings {
 /// A Kafka client cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSetupError {
-    /// The SASL secret could not be read.
+    /// A secret (SASL credentials, client certificate, root CA) could not be read.
     #[error(transparent)]
     Secret(#[from] super::SecretError),
     /// The settings still name a secret that was not fetched.
     #[error(
-        "the SASL credentials come from secret {arn} but were not fetched: call KafkaSettings::resolve_secrets first"
+        "the {what} come from secret {arn}, which was not fetched: call KafkaSettings::resolve_secrets first"
     )]
     Unresolved {
+        /// What the secret holds.
+        what: &'static str,
         /// The secret's ARN.
         arn: String,
     },
@@ -163,6 +200,17 @@ pub enum KafkaSetupError {
 
 const AUTH_VALUES: &str = "none, tls, plain, scram-sha-256, scram-sha-512 or iam";
 
+/// The fetched value, or [`KafkaSetupError::Unresolved`] naming `what` the secret holds.
+fn fetched<'a, T>(secret: &'a FromSecret<T>, what: &'static str) -> Result<&'a T, KafkaSetupError> {
+    match secret {
+        FromSecret::Fetched(value) => Ok(value),
+        FromSecret::Arn(arn) => Err(KafkaSetupError::Unresolved {
+            what,
+            arn: arn.clone(),
+        }),
+    }
+}
+
 impl KafkaSettings {
     /// Settings for these bootstrap servers, plaintext, with defaults for the rest.
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
@@ -172,6 +220,7 @@ impl KafkaSettings {
             delivery_timeout: Duration::from_secs(10),
             auth: KafkaAuth::None,
             tls: TlsFiles::default(),
+            tls_secrets: TlsSecrets::default(),
             properties: Vec::new(),
         }
     }
@@ -180,9 +229,10 @@ impl KafkaSettings {
     ///
     /// `KAFKA_AUTH` (`none` | `tls` | `plain` | `scram-sha-256` | `scram-sha-512` | `iam`),
     /// `KAFKA_SASL_USERNAME` + `KAFKA_SASL_PASSWORD` or `KAFKA_SASL_SECRET_ARN`, `KAFKA_SASL_TLS`
-    /// (default true), `KAFKA_TLS_CA_PATH`, `KAFKA_TLS_CERT_PATH` + `KAFKA_TLS_KEY_PATH`
-    /// (+ `KAFKA_TLS_KEY_PASSWORD`), `AWS_REGION` for `iam`, `KAFKA_CLIENT_ID`, and
-    /// `KAFKA_PROPERTIES` (`key=value` pairs separated by `;`).
+    /// (default true), `KAFKA_TLS_CA_PATH` or `KAFKA_TLS_CA_SECRET_ARN`, `KAFKA_TLS_CERT_PATH` +
+    /// `KAFKA_TLS_KEY_PATH` (+ `KAFKA_TLS_KEY_PASSWORD`) or, with `KAFKA_AUTH=tls`,
+    /// `KAFKA_TLS_SECRET_ARN`, `AWS_REGION` for `iam`, `KAFKA_CLIENT_ID`, and `KAFKA_PROPERTIES`
+    /// (`key=value` pairs separated by `;`).
     pub fn from_env(
         r: &mut EnvReader<'_>,
         default_client_id: &str,
@@ -307,6 +357,54 @@ impl KafkaSettings {
         if !uses_tls && (tls.ca.is_some() || tls.certificate.is_some()) {
             r.problem("KAFKA_TLS_* files are set but the connection is not TLS: set KAFKA_AUTH=tls (or a SASL mode over TLS)");
         }
+        let client_secret = r.text("KAFKA_TLS_SECRET_ARN");
+        let ca_secret = r.text("KAFKA_TLS_CA_SECRET_ARN");
+        for (name, arn) in [
+            ("KAFKA_TLS_SECRET_ARN", &client_secret),
+            ("KAFKA_TLS_CA_SECRET_ARN", &ca_secret),
+        ] {
+            if let Some(arn) = arn
+                && !arn.starts_with("arn:")
+            {
+                r.problem(format!(
+                    "{name}={arn:?} is not an ARN: expected arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME"
+                ));
+            }
+        }
+        if client_secret.is_some() {
+            let files: Vec<&str> = [
+                "KAFKA_TLS_CERT_PATH",
+                "KAFKA_TLS_KEY_PATH",
+                "KAFKA_TLS_KEY_PASSWORD",
+            ]
+            .into_iter()
+            .filter(|v| r.text(v).is_some())
+            .collect();
+            if !files.is_empty() {
+                r.problem(format!(
+                    "KAFKA_TLS_SECRET_ARN is set together with {}: give the client certificate one way only (the secret carries its own privateKeyPassword)",
+                    files.join(", ")
+                ));
+            }
+            if auth_name.as_deref() != Some("tls") {
+                r.problem(format!(
+                    "KAFKA_TLS_SECRET_ARN (a client certificate for mutual TLS) needs KAFKA_AUTH=tls, not KAFKA_AUTH={}; a SASL connection that also needs a certificate takes it from KAFKA_TLS_CERT_PATH and KAFKA_TLS_KEY_PATH",
+                    auth_name.as_deref().unwrap_or("none")
+                ));
+            }
+        }
+        if ca_secret.is_some() {
+            if tls.ca.is_some() {
+                r.problem("KAFKA_TLS_CA_SECRET_ARN is set together with KAFKA_TLS_CA_PATH: give the CA one way only");
+            }
+            if !uses_tls {
+                r.problem("KAFKA_TLS_CA_SECRET_ARN is set but the connection is not TLS: set KAFKA_AUTH=tls (or a SASL mode over TLS, or iam)");
+            }
+        }
+        let tls_secrets = TlsSecrets {
+            client_certificate: client_secret.map(FromSecret::Arn),
+            ca: ca_secret.map(FromSecret::Arn),
+        };
         let mut properties = Vec::new();
         if let Some(text) = r.raw("KAFKA_PROPERTIES") {
             for pair in text
@@ -334,12 +432,13 @@ impl KafkaSettings {
             delivery_timeout,
             auth: auth?,
             tls,
+            tls_secrets,
             properties,
         })
     }
 
-    /// Fetches SASL credentials named by a secret ARN (once per container), so that the settings
-    /// hold them. Other settings are returned unchanged.
+    /// Fetches what the settings name by a secret ARN (once per container): SASL credentials,
+    /// the client certificate, the root CA. Other settings are returned unchanged.
     pub async fn resolve_secrets(mut self) -> Result<Self, KafkaSetupError> {
         if let KafkaAuth::Sasl {
             credentials: SaslCredentials::FromSecret { arn },
@@ -350,6 +449,14 @@ impl KafkaSettings {
             if let KafkaAuth::Sasl { credentials, .. } = &mut self.auth {
                 *credentials = SaslCredentials::Given { username, password };
             }
+        }
+        if let Some(FromSecret::Arn(arn)) = &self.tls_secrets.client_certificate {
+            let pem = super::secrets::fetch_client_certificate_secret(arn).await?;
+            self.tls_secrets.client_certificate = Some(FromSecret::Fetched(pem));
+        }
+        if let Some(FromSecret::Arn(arn)) = &self.tls_secrets.ca {
+            let pem = super::secrets::fetch_root_ca_secret(arn).await?;
+            self.tls_secrets.ca = Some(FromSecret::Fetched(pem));
         }
         Ok(self)
     }
@@ -378,7 +485,10 @@ impl KafkaSettings {
                     let SaslCredentials::FromSecret { arn } = credentials else {
                         unreachable!()
                     };
-                    return Err(KafkaSetupError::Unresolved { arn: arn.clone() });
+                    return Err(KafkaSetupError::Unresolved {
+                        what: "SASL credentials",
+                        arn: arn.clone(),
+                    });
                 };
                 config
                     .set(
@@ -402,13 +512,24 @@ impl KafkaSettings {
             }
         };
         if tls {
-            // Without a CA file, probe the system's usual bundle locations: the OpenSSL default
-            // compiled into librdkafka points at the build machine's paths, not Lambda's.
-            match &self.tls.ca {
-                Some(ca) => config.set("ssl.ca.location", ca.display().to_string()),
-                None => config.set("ssl.ca.location", "probe"),
+            // Without a CA, probe the system's usual bundle locations: the OpenSSL default compiled
+            // into librdkafka points at the build machine's paths, not Lambda's.
+            match (&self.tls_secrets.ca, &self.tls.ca) {
+                (Some(ca), _) => config.set("ssl.ca.pem", fetched(ca, "root CA certificates")?),
+                (None, Some(ca)) => config.set("ssl.ca.location", ca.display().to_string()),
+                (None, None) => config.set("ssl.ca.location", "probe"),
             };
-            if let (Some(cert), Some(key)) = (&self.tls.certificate, &self.tls.key) {
+            // Note: rdkafka's `Debug` for `ClientConfig` hides `ssl.key.password` but not
+            // `ssl.key.pem`: never print a client configuration.
+            if let Some(secret) = &self.tls_secrets.client_certificate {
+                let pem = fetched(secret, "client certificate and key")?;
+                config
+                    .set("ssl.certificate.pem", pem.certificate.expose())
+                    .set("ssl.key.pem", pem.key.expose());
+                if let Some(password) = &pem.key_password {
+                    config.set("ssl.key.password", password.expose());
+                }
+            } else if let (Some(cert), Some(key)) = (&self.tls.certificate, &self.tls.key) {
                 config
                     .set("ssl.certificate.location", cert.display().to_string())
                     .set("ssl.key.location", key.display().to_string());
@@ -609,6 +730,174 @@ mod tests {
         assert_eq!(get(&c, "ssl.key.password").as_deref(), Some("kp"));
         assert_eq!(get(&c, "request.timeout.ms").as_deref(), Some("20000"));
         assert!(!format!("{s:?}").contains("kp"));
+    }
+
+    const TLS_SECRET: &str =
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:kafka-client-AbCdEf";
+    const CA_SECRET: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:kafka-ca-AbCdEf";
+    // PEM framing only (librdkafka parses the content when a client is created, not here).
+    const CHAIN: &str = "-----BEGIN CERTIFICATE-----\nMIIclient\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nMIIroot\n-----END CERTIFICATE-----\n";
+    const KEY: &str =
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIk3y\n-----END ENCRYPTED PRIVATE KEY-----\n";
+
+    #[test]
+    fn mutual_tls_from_the_mappings_client_certificate_secret() {
+        let mut s = settings(&[
+            (
+                "KAFKA_BOOTSTRAP_SERVERS",
+                "b-1.c.kafka.eu-west-1.amazonaws.com:9094",
+            ),
+            ("KAFKA_AUTH", "tls"),
+            ("KAFKA_TLS_SECRET_ARN", TLS_SECRET),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.tls_secrets.client_certificate,
+            Some(FromSecret::Arn(TLS_SECRET.into()))
+        );
+        let error = s.client_config().unwrap_err();
+        assert!(
+            matches!(&error, KafkaSetupError::Unresolved { arn, .. } if arn == TLS_SECRET),
+            "{error:?}"
+        );
+        let error = error.to_string();
+        assert!(
+            error.contains("client certificate") && error.contains("resolve_secrets"),
+            "{error}"
+        );
+
+        // What resolve_secrets does, without AWS: the secret's text, parsed.
+        let text = serde_json::json!({
+            "privateKeyPassword": "pa55",
+            "certificate": CHAIN,
+            "privateKey": KEY,
+        })
+        .to_string();
+        let pem = crate::kafka::parse_client_certificate_secret(TLS_SECRET, &text).unwrap();
+        s.tls_secrets.client_certificate = Some(FromSecret::Fetched(pem));
+        let c = s.producer_config().unwrap();
+        assert_eq!(get(&c, "security.protocol").as_deref(), Some("ssl"));
+        assert_eq!(get(&c, "ssl.certificate.pem").as_deref(), Some(CHAIN));
+        assert_eq!(get(&c, "ssl.key.pem").as_deref(), Some(KEY));
+        assert_eq!(get(&c, "ssl.key.password").as_deref(), Some("pa55"));
+        assert_eq!(get(&c, "ssl.ca.location").as_deref(), Some("probe"));
+        assert_eq!(get(&c, "ssl.certificate.location"), None);
+        assert_eq!(get(&c, "ssl.key.location"), None);
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("MII") && !shown.contains("pa55"),
+            "no PEM or password shows: {shown}"
+        );
+
+        // An unencrypted key: no password property.
+        let text = serde_json::json!({ "certificate": CHAIN, "privateKey": KEY.replace("ENCRYPTED ", "") })
+            .to_string();
+        let pem = crate::kafka::parse_client_certificate_secret(TLS_SECRET, &text).unwrap();
+        s.tls_secrets.client_certificate = Some(FromSecret::Fetched(pem));
+        let c = s.client_config().unwrap();
+        assert!(get(&c, "ssl.key.pem").is_some());
+        assert_eq!(get(&c, "ssl.key.password"), None);
+    }
+
+    #[test]
+    fn the_client_certificate_secret_goes_alone_and_with_kafka_auth_tls() {
+        let tls = [
+            ("KAFKA_BOOTSTRAP_SERVERS", "b:9094"),
+            ("KAFKA_TLS_SECRET_ARN", TLS_SECRET),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            settings(&[&tls[..], extra].concat())
+                .unwrap_err()
+                .join("\n")
+        };
+
+        let all = with(&[
+            ("KAFKA_AUTH", "tls"),
+            ("KAFKA_TLS_KEY_PASSWORD", "kp"),
+            ("KAFKA_TLS_CERT_PATH", "/no/cert.pem"),
+            ("KAFKA_TLS_KEY_PATH", "/no/key.pem"),
+        ]);
+        assert!(
+            all.contains("KAFKA_TLS_SECRET_ARN is set together with KAFKA_TLS_CERT_PATH, KAFKA_TLS_KEY_PATH, KAFKA_TLS_KEY_PASSWORD: give the client certificate one way only"),
+            "{all}"
+        );
+        assert!(!all.contains("kp"), "{all}");
+
+        let all = with(&[]);
+        assert!(
+            all.contains("needs KAFKA_AUTH=tls, not KAFKA_AUTH=none"),
+            "{all}"
+        );
+        let all = with(&[
+            ("KAFKA_AUTH", "scram-sha-512"),
+            (
+                "KAFKA_SASL_SECRET_ARN",
+                "arn:aws:secretsmanager:r:1:secret:s",
+            ),
+        ]);
+        assert!(all.contains("not KAFKA_AUTH=scram-sha-512"), "{all}");
+        assert!(all.contains("KAFKA_TLS_CERT_PATH"), "{all}");
+        let all = with(&[("KAFKA_AUTH", "iam"), ("AWS_REGION", "eu-west-1")]);
+        assert!(all.contains("not KAFKA_AUTH=iam"), "{all}");
+
+        let problems = settings(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "b:9094"),
+            ("KAFKA_AUTH", "tls"),
+            ("KAFKA_TLS_SECRET_ARN", "kafka-client"),
+        ])
+        .unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("\"kafka-client\" is not an ARN"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn root_ca_from_the_mappings_secret_with_any_tls_connection() {
+        let mut s = settings(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "b:9096"),
+            ("KAFKA_AUTH", "scram-sha-512"),
+            ("KAFKA_SASL_USERNAME", "u"),
+            ("KAFKA_SASL_PASSWORD", "p"),
+            ("KAFKA_TLS_CA_SECRET_ARN", CA_SECRET),
+        ])
+        .unwrap();
+        let error = s.client_config().unwrap_err().to_string();
+        assert!(
+            error.contains("root CA") && error.contains(CA_SECRET),
+            "{error}"
+        );
+        let text = serde_json::json!({ "certificate": CHAIN }).to_string();
+        let ca = crate::kafka::parse_root_ca_secret(CA_SECRET, &text).unwrap();
+        s.tls_secrets.ca = Some(FromSecret::Fetched(ca));
+        let c = s.client_config().unwrap();
+        assert_eq!(get(&c, "ssl.ca.pem").as_deref(), Some(CHAIN));
+        assert_eq!(
+            get(&c, "ssl.ca.location"),
+            None,
+            "the secret replaces the probe"
+        );
+
+        let problems = settings(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "b:9092"),
+            ("KAFKA_AUTH", "plain"),
+            ("KAFKA_SASL_USERNAME", "u"),
+            ("KAFKA_SASL_PASSWORD", "p"),
+            ("KAFKA_SASL_TLS", "false"),
+            ("KAFKA_TLS_CA_SECRET_ARN", CA_SECRET),
+            ("KAFKA_TLS_CA_PATH", "/etc/hostname"),
+        ])
+        .unwrap_err()
+        .join("\n");
+        assert!(
+            problems.contains("KAFKA_TLS_CA_SECRET_ARN is set together with KAFKA_TLS_CA_PATH"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("KAFKA_TLS_CA_SECRET_ARN is set but the connection is not TLS"),
+            "{problems}"
+        );
     }
 
     #[test]
