@@ -6,6 +6,7 @@
 Run by infra/lint-template.sh inside its venv (it needs cfnlint.decode, which reads the YAML short tags).
 Offline. Prints one line per broken invariant, naming what is wrong, and exits 1; prints nothing on success.
 """
+import itertools
 import re
 import sys
 from pathlib import Path
@@ -111,6 +112,71 @@ def statements(resource):
     return [s for d in documents for s in d["Statement"]]
 
 
+def truth_table(conditions, parameters, names, extra=()):
+    """Every assignment of the parameters the named conditions read (plus extra), each with a function
+    that evaluates a condition under it. A parameter takes its AllowedValues, else each value a condition
+    compares it with plus one other non-empty value."""
+    compared = {}
+
+    def scan(node):
+        if isinstance(node, dict) and "Condition" in node and len(node) == 1:
+            scan(conditions[node["Condition"]])
+        elif isinstance(node, dict) and "Fn::Equals" in node:
+            refs = [a["Ref"] for a in node["Fn::Equals"] if isinstance(a, dict) and "Ref" in a]
+            literals = [a for a in node["Fn::Equals"] if isinstance(a, str)]
+            if len(refs) != 1 or len(literals) != 1:
+                raise ValueError(f"cannot evaluate {node}")
+            compared.setdefault(refs[0], set()).add(literals[0])
+        elif isinstance(node, dict):
+            (args,) = node.values()
+            for a in args:
+                scan(a)
+
+    for name in names:
+        scan({"Condition": name})
+    for name in extra:
+        compared.setdefault(name, {""})
+    domains = {p: parameters[p].get("AllowedValues") or sorted(v | {"<other>"}) for p, v in compared.items()}
+
+    def evaluate(node, values):
+        if "Condition" in node and len(node) == 1:
+            return evaluate(conditions[node["Condition"]], values)
+        (function, args), = node.items()
+        if function == "Fn::Equals":
+            ref = next(a["Ref"] for a in args if isinstance(a, dict))
+            return values[ref] == next(a for a in args if isinstance(a, str))
+        results = [evaluate(a, values) for a in args]
+        return {"Fn::Not": lambda: not results[0], "Fn::And": lambda: all(results),
+                "Fn::Or": lambda: any(results)}[function]()
+
+    rows = [dict(zip(domains, combo)) for combo in itertools.product(*domains.values())]
+    return [(row, lambda name, row=row: evaluate({"Condition": name}, row)) for row in rows]
+
+
+def secret_grants(resource, action):
+    """(statement condition or None, resource node) for each statement of resource allowing action."""
+    for s in statements(resource):
+        condition = None
+        if isinstance(s, dict) and "Fn::If" in s:
+            condition, s = s["Fn::If"][0], s["Fn::If"][1]
+        if no_value(s) or s.get("Effect") != "Allow":
+            continue
+        actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+        if action in actions:
+            yield condition, s["Resource"]
+
+
+def granted_to(resource_node, parameter):
+    """None when resource_node never names Ref parameter; else the condition it is named under ("" = always)."""
+    items = resource_node if isinstance(resource_node, list) else [resource_node]
+    for item in items:
+        if item == {"Ref": parameter}:
+            return ""
+        if isinstance(item, dict) and "Fn::If" in item and item["Fn::If"][1] == {"Ref": parameter}:
+            return item["Fn::If"][0]
+    return None
+
+
 def check(template_path, docs_path):
     template, matches = decode(str(template_path))
     if matches:
@@ -191,6 +257,38 @@ def check(template_path, docs_path):
             problem(f"{where} lists {name}, which is not a template parameter")
         for name in sorted({n for n in listed if listed.count(n) > 1}):
             problem(f"{where} lists {name} twice")
+
+    # 6. Every secret a function reads (an environment variable *_SECRET_ARN: !If [C, !Ref P, NoValue]) is
+    #    granted to its role: secretsmanager:GetSecretValue on P whenever C holds, and kms:Decrypt on
+    #    SecretsKmsKeyArn whenever C holds and that key is given.
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        role = resources[resource["Properties"]["Role"]["Fn::GetAtt"][0]]
+        variables = resource["Properties"].get("Environment", {}).get("Variables", {})
+        for variable, value in variables.items():
+            if not variable.endswith("_SECRET_ARN"):
+                continue
+            if not (isinstance(value, dict) and "Fn::If" in value and no_value(value["Fn::If"][2])
+                    and "Ref" in value["Fn::If"][1]):
+                problem(f"{name} {variable}: expected !If [Condition, !Ref Parameter, !Ref AWS::NoValue]")
+                continue
+            reads, parameter = value["Fn::If"][0], value["Fn::If"][1]["Ref"]
+            grants = [(c, granted_to(r, parameter)) for c, r in secret_grants(role, "secretsmanager:GetSecretValue")]
+            grants = [(c, inner) for c, inner in grants if inner is not None]
+            keys = [c for c, r in secret_grants(role, "kms:Decrypt") if r == {"Ref": "SecretsKmsKeyArn"}]
+            names = [reads] + [c for g in grants for c in g if c] + [c for c in keys if c]
+            table = truth_table(conditions, parameters, names, extra=["SecretsKmsKeyArn"])
+            for row, holds in table:
+                if not holds(reads):
+                    continue
+                if not any((c is None or holds(c)) and (inner == "" or holds(inner)) for c, inner in grants):
+                    problem(f"{name} reads {parameter} ({variable}) but its role may not get it when {row}")
+                    break
+                if row["SecretsKmsKeyArn"] != "" and not any(c is None or holds(c) for c in keys):
+                    problem(f"{name} reads {parameter} ({variable}) but its role may not decrypt it with "
+                            f"SecretsKmsKeyArn when {row}")
+                    break
 
 
 if __name__ == "__main__":
