@@ -40,7 +40,7 @@ struct EventOut<'a> {
 #[serde(untagged)]
 enum SlotOut<'a> {
     Record(RecordOut<'a>),
-    Raw(&'a RawValue),
+    Raw(Box<RawValue>),
 }
 
 #[derive(Serialize)]
@@ -84,30 +84,17 @@ pub fn encode_decoded_event(
     bootstrap_servers: &str,
     records: &[DecodedRecord],
 ) -> String {
-    let raws: Vec<Option<Box<RawValue>>> = records
-        .iter()
-        .map(|slot| match slot {
-            DecodedRecord::Record(_) => None,
+    let mut grouped: BTreeMap<String, Vec<SlotOut<'_>>> = BTreeMap::new();
+    for slot in records {
+        let out = match slot {
+            DecodedRecord::Record(r) => SlotOut::Record(record_out(r)),
             // Raw JSON that no longer parses (it always does: it was cut from a parsed event)
             // becomes a JSON string, which the decoder also reads as an undecodable record.
-            DecodedRecord::Undecodable(u) => Some(
+            DecodedRecord::Undecodable(u) => SlotOut::Raw(
                 RawValue::from_string(u.raw_json.clone()).unwrap_or_else(|_| {
-                    RawValue::from_string(
-                        serde_json::to_string(&u.raw_json).expect("a string serializes"),
-                    )
-                    .expect("a JSON string is JSON")
+                    serde_json::value::to_raw_value(&u.raw_json).expect("a string serializes")
                 }),
             ),
-        })
-        .collect();
-    let mut grouped: BTreeMap<String, Vec<SlotOut<'_>>> = BTreeMap::new();
-    for (slot, raw) in records.iter().zip(&raws) {
-        let out = match (slot, raw) {
-            (DecodedRecord::Record(r), _) => SlotOut::Record(record_out(r)),
-            (DecodedRecord::Undecodable(_), Some(raw)) => SlotOut::Raw(raw),
-            (DecodedRecord::Undecodable(_), None) => {
-                unreachable!("every undecodable slot has its raw JSON")
-            }
         };
         grouped
             .entry(format!("{}-{}", slot.topic(), slot.partition()))

@@ -62,7 +62,10 @@ impl Redriver {
                 {
                     break 'pages;
                 }
-                let Some(key) = object.key() else { continue };
+                // Folder markers (`prefix/`) are not records.
+                let Some(key) = object.key().filter(|k| !k.ends_with('/')) else {
+                    continue;
+                };
                 let mut report = match read_object(s3, bucket, key).await {
                     Ok(body) => self.handle_message(key, &body).await,
                     Err(reason) => MessageReport::left(key, self.options().mode.as_str(), reason),
