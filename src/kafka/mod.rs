@@ -8,11 +8,13 @@
 
 mod context;
 mod message;
+mod metadata;
 mod secrets;
 mod settings;
 
 pub use context::{KafkaClientContext, MskIamTokens};
 pub use message::record_from_message;
+pub use metadata::topic_partitions;
 pub use secrets::{
     SecretError, TlsSecretProblem, parse_client_certificate_secret, parse_root_ca_secret,
     parse_sasl_secret,

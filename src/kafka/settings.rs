@@ -569,6 +569,30 @@ impl KafkaSettings {
         Ok(config)
     }
 
+    /// A consumer configuration for a consumer group whose offsets move only when the caller commits
+    /// what it settled: no automatic commits or offset stores, no end-of-partition events. A new
+    /// group starts at `auto_offset_reset` (`earliest` or `latest`) unless `KAFKA_PROPERTIES` says
+    /// otherwise.
+    pub fn committing_consumer_config(
+        &self,
+        group_id: &str,
+        auto_offset_reset: &str,
+    ) -> Result<ClientConfig, KafkaSetupError> {
+        let mut config = self.consumer_config(group_id)?;
+        if !self
+            .properties
+            .iter()
+            .any(|(k, _)| k == "auto.offset.reset")
+        {
+            config.set("auto.offset.reset", auto_offset_reset);
+        }
+        config
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        Ok(config)
+    }
+
     fn apply_properties(&self, config: &mut ClientConfig) {
         for (key, value) in &self.properties {
             config.set(key, value);

@@ -322,29 +322,25 @@ fn create_consumer(
     settings: &KafkaSettings,
     options: &PollOptions,
 ) -> Result<StreamConsumer<KafkaClientContext>, String> {
+    // Offsets move only when the function's answer settles records.
     let mut config = settings
-        .consumer_config(&options.group_id)
-        .map_err(|e| e.to_string())?;
-    let user_set = |key: &str| settings.properties.iter().any(|(k, _)| k == key);
-    if !user_set("auto.offset.reset") {
-        config.set(
-            "auto.offset.reset",
+        .committing_consumer_config(
+            &options.group_id,
             match options.starting_position {
                 StartingPosition::Latest => "latest",
                 _ => "earliest",
             },
-        );
-    }
-    if !user_set("max.poll.interval.ms") {
+        )
+        .map_err(|e| e.to_string())?;
+    if !settings
+        .properties
+        .iter()
+        .any(|(k, _)| k == "max.poll.interval.ms")
+    {
         let interval =
             (options.function_timeout + Duration::from_secs(60)).max(Duration::from_secs(300));
         config.set("max.poll.interval.ms", interval.as_millis().to_string());
     }
-    // Offsets move only when the function's answer settles records.
-    config
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false");
     config
         .create_with_context(settings.context())
         .map_err(|e| e.to_string())

@@ -18,7 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::report::{MessageReport, MessageStatus, RunSummary};
 use super::{RedriveError, Redriver};
-use crate::kafka::{KafkaClientContext, KafkaSettings};
+use crate::kafka::{KafkaClientContext, KafkaSettings, topic_partitions};
 
 /// The consumer group `esm redrive --topic` commits in unless told otherwise.
 pub const DEFAULT_GROUP: &str = "esm-redrive";
@@ -149,16 +149,9 @@ fn create_consumer(
     settings: &KafkaSettings,
     group: &str,
 ) -> Result<std::sync::Arc<StreamConsumer<KafkaClientContext>>, String> {
-    let mut config = settings.consumer_config(group).map_err(|e| e.to_string())?;
-    let user_set = |key: &str| settings.properties.iter().any(|(k, _)| k == key);
-    if !user_set("auto.offset.reset") {
-        config.set("auto.offset.reset", "earliest");
-    }
-    config
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false");
-    config
+    settings
+        .committing_consumer_config(group, "earliest")
+        .map_err(|e| e.to_string())?
         .create_with_context(settings.context())
         .map(std::sync::Arc::new)
         .map_err(|e| format!("cannot create a consumer: {e}"))
@@ -171,15 +164,8 @@ fn partition_spans(
     topic: &str,
     timeout: Duration,
 ) -> Result<HashMap<i32, (i64, i64)>, String> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
+    let partitions = topic_partitions(consumer, topic, timeout)
         .map_err(|e| format!("cannot read the topic's metadata: {e}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
     if partitions.is_empty() {
         return Err("the topic does not exist (or has no partitions)".into());
     }

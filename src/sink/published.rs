@@ -16,7 +16,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Mutex;
 
 use super::PublishWindow;
-use crate::kafka::{KafkaClientContext, KafkaSettings};
+use crate::kafka::{KafkaClientContext, KafkaSettings, topic_partitions};
 use crate::retry::now_ms;
 
 /// How far the publisher's clock may be behind ours: messages are read from this long before the
@@ -105,15 +105,8 @@ impl TopicIndex {
             .create_with_context(settings.context())
             .map_err(|e| kafka("a reader", e))?;
         let read_at = now_ms();
-        let metadata = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| kafka("the metadata", e))?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
+        let partitions =
+            topic_partitions(&consumer, topic, timeout).map_err(|e| kafka("the metadata", e))?;
         // Partitions not read before start at the first offset at or after the start time.
         let mut by_time = TopicPartitionList::new();
         let from_ms = self.since_ms.saturating_sub(CLOCK_SKEW_MS) as i64;
