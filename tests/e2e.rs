@@ -118,7 +118,15 @@ impl Pipeline {
                 "1",
                 "--json",
             ])
-            .args(extra)
+            .args(extra);
+        self.consumer_env(&mut command, properties);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+    }
+
+    /// The consumer's configuration, as the Lambda's environment gives it, for an `esm` command.
+    fn consumer_env(&self, command: &mut Command, properties: &str) {
+        command
             .env("IDEMPOTENCY_STORE", "local")
             .env("IDEMPOTENCY_LOCAL_PATH", self.store_path())
             .env("ALERTS_TOPIC", &self.alerts)
@@ -131,10 +139,7 @@ impl Pipeline {
                 "KAFKA_PROPERTIES",
                 format!("session.timeout.ms=6000;heartbeat.interval.ms=500;{properties}"),
             )
-            .env_remove("KAFKA_BOOTSTRAP_SERVERS")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        command
+            .env_remove("KAFKA_BOOTSTRAP_SERVERS");
     }
 
     /// Starts `command` (an `esm poll`) with its log going to `<name>.log` in the pipeline's
@@ -419,19 +424,8 @@ async fn batches_given_up_to_a_kafka_topic_are_redriven_from_it_exactly_once() {
         let mut command = Command::new(env!("CARGO_BIN_EXE_esm"));
         command
             .args(["redrive", "--topic", &failures, "--brokers", &broker])
-            .args(["--group", &format!("{}-redrive", pipeline.group), "--json"])
-            .env("IDEMPOTENCY_STORE", "local")
-            .env("IDEMPOTENCY_LOCAL_PATH", pipeline.store_path())
-            .env("ALERTS_TOPIC", &pipeline.alerts)
-            .env("DLQ_TOPIC", &pipeline.dlq)
-            .env("ALERT_RULES", RULES)
-            .env("PUBLISH_TIMEOUT_MS", "2000")
-            .env("RUST_LOG", "warn")
-            .env(
-                "KAFKA_PROPERTIES",
-                "session.timeout.ms=6000;heartbeat.interval.ms=500",
-            )
-            .env_remove("KAFKA_BOOTSTRAP_SERVERS");
+            .args(["--group", &format!("{}-redrive", pipeline.group), "--json"]);
+        pipeline.consumer_env(&mut command, "");
         let output = command.output().expect("esm redrive runs");
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         assert_eq!(
