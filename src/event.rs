@@ -27,10 +27,14 @@ pub const MSK_EVENT_SOURCE: &str = "aws:kafka";
 /// `eventSource` of a self-managed Kafka event (no `aws:` prefix).
 pub const SELF_MANAGED_EVENT_SOURCE: &str = "SelfManagedKafka";
 
-/// Standard base64, padding optional: producers of test events are not always strict about it.
+/// Standard base64 read as Python's, Node's and Java's decoders read it: padding optional, and
+/// non-zero leftover bits in the last character ignored (the AWS guide's own example key,
+/// `...1234==`, has them). Characters outside the alphabet are still rejected.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
 );
 
 /// Base64 as the ESM writes it.
@@ -38,7 +42,7 @@ pub fn encode_base64(bytes: &[u8]) -> String {
     general_purpose::STANDARD.encode(bytes)
 }
 
-/// Decodes base64 leniently about padding, as [`decode_event`] does.
+/// Decodes base64 leniently about padding and leftover bits, as [`decode_event`] does.
 pub fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
     BASE64.decode(text)
 }
@@ -1026,6 +1030,44 @@ mod tests {
         for (json, expected) in cases {
             let error = decode_event(json).unwrap_err().to_string();
             assert!(error.contains(expected), "{json}: {error}");
+        }
+    }
+
+    /// The example event of the AWS Lambda developer guide page "Using Lambda with self-managed
+    /// Apache Kafka" (with-kafka), verbatim: its key's last character carries leftover bits, which
+    /// Python, Node and Java decoders ignore.
+    #[test]
+    fn the_guides_self_managed_example_decodes_whole() {
+        let path = format!(
+            "{}/events/aws-guide/with-kafka-self-managed.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let batch = decode_event(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let DecodedRecord::Record(record) = only(&batch) else {
+            panic!("decoded: {:?}", only(&batch))
+        };
+        assert_eq!(
+            record.value.as_deref(),
+            Some(&b"Hello, this is a test."[..])
+        );
+        let key = record.key.as_deref().unwrap();
+        assert_eq!(key.len(), 22);
+        assert_eq!(&key[..3], &[0x69, 0xb7, 0x03]);
+        assert_eq!(
+            record.headers[0].value.as_deref(),
+            Some(&b"headerValue"[..])
+        );
+    }
+
+    #[test]
+    fn base64_as_other_runtimes_read_it() {
+        // Leftover bits, missing padding: accepted.
+        assert_eq!(decode_base64("QR==").unwrap(), b"A");
+        assert_eq!(decode_base64("QQ").unwrap(), b"A");
+        assert_eq!(decode_base64("QUI").unwrap(), b"AB");
+        // Outside the alphabet, or an impossible length: rejected.
+        for bad in ["QQ!=", "Q", "QQ=A", "QQ==="] {
+            assert!(decode_base64(bad).is_err(), "{bad}");
         }
     }
 }

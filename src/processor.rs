@@ -20,7 +20,6 @@
 //! handler (or the sink) can find.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +29,7 @@ use tracing::{debug, warn};
 use crate::dead_letter::{Failure, PoisonKind, dead_letter_message};
 use crate::event::{Batch, PartitionBatch};
 use crate::handler::{HandlerError, InvocationInfo, RecordHandler};
+use crate::idempotency::keys::{business_key, coordinates_key, raw_record_key};
 use crate::idempotency::{Claim, CompletedOutcome, IdempotencyStore, Interrupted};
 use crate::record::{DecodedRecord, TopicPartition};
 use crate::retry::{Backoff, now_ms};
@@ -432,11 +432,7 @@ impl<H: RecordHandler> Processor<H> {
                 }),
                 key: match u.offset {
                     Some(offset) => coordinates_key(&u.topic, u.partition, offset),
-                    None => {
-                        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                        u.raw_json.hash(&mut hasher);
-                        format!("{}/{}/raw-{:016x}", u.topic, u.partition, hasher.finish())
-                    }
+                    None => raw_record_key(&u.topic, u.partition, &u.raw_json),
                 },
             },
             DecodedRecord::Record(record) => {
@@ -447,7 +443,7 @@ impl<H: RecordHandler> Processor<H> {
                         let key = self
                             .handler
                             .idempotency_key(&event)
-                            .unwrap_or_else(coordinates);
+                            .map_or_else(coordinates, |id| business_key(&id));
                         Prepared {
                             slot,
                             work: Ok(event),
@@ -718,8 +714,4 @@ enum Failed {
     Permanently(Failure, Option<Interrupted>),
     /// Transient failures used up the time.
     OutOfTime,
-}
-
-fn coordinates_key(topic: &str, partition: i32, offset: i64) -> String {
-    format!("{topic}/{partition}/{offset}")
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dead_letter::headers as dlq;
 use crate::idempotency::IdempotencyStore;
+use crate::idempotency::keys::{business_key, coordinates_key};
 use crate::kafka::{KafkaClientContext, KafkaSettings};
 use crate::telemetry::{AlertRule, MetricEvent};
 
@@ -231,10 +232,11 @@ pub async fn verify(
             }
             continue;
         };
-        let identity = metric
-            .event_id
-            .clone()
-            .unwrap_or_else(|| format!("{source_topic}/{}/{}", input.partition, input.offset));
+        // The consumer's idempotency key for it (the store holds it; alert ids start with it).
+        let identity = metric.event_id.as_deref().map_or_else(
+            || coordinates_key(source_topic, input.partition, input.offset),
+            business_key,
+        );
         if !seen_ids.insert(identity.clone()) {
             verdict.duplicated_inputs += 1;
             continue;

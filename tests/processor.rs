@@ -10,6 +10,7 @@ use kafka_esm::consumer::{Consumer, InvocationError};
 use kafka_esm::dead_letter::{PoisonKind, headers};
 use kafka_esm::encode::{Source, encode_event};
 use kafka_esm::handler::{DeserializeError, HandlerError, InvocationInfo, RecordHandler};
+use kafka_esm::idempotency::keys::coordinates_key;
 use kafka_esm::idempotency::{IdempotencyStore, MemoryStore};
 use kafka_esm::processor::{Processor, ProcessorSettings, RecordOutcome};
 use kafka_esm::record::KafkaRecord;
@@ -376,7 +377,7 @@ async fn a_crashed_invocation_does_not_block_the_retry_after_its_deadline() {
     // A crashed invocation left a lock that expired already.
     let past = kafka_esm::retry::now_ms() - 1;
     store
-        .try_claim("metrics.v1-eu/0/1", past - 10, past)
+        .try_claim(&coordinates_key("metrics.v1-eu", 0, 1), past - 10, past)
         .await
         .unwrap();
     let h = harness(false, store, Arc::default());
@@ -428,4 +429,43 @@ async fn concurrent_invocations_never_both_perform_a_side_effect() {
         });
         assert!(done_by_one || retried, "offset {offset} lost");
     }
+}
+
+#[tokio::test]
+async fn a_business_id_spelled_like_another_records_coordinates_never_hides_it() {
+    // Record 1's business id is the text of record 2's coordinates; record 2 has no business id
+    // (it is poison). Both must be handled: the keys live in separate namespaces.
+    let h = simple(false);
+    let records = [
+        record(
+            "metrics.v1-eu",
+            0,
+            1,
+            r#"{"id":"metrics.v1-eu/0/2","action":"ok"}"#,
+        ),
+        record("metrics.v1-eu", 0, 2, "poison"),
+        record(
+            "metrics.v1-eu",
+            0,
+            3,
+            r#"{"id":"at:metrics.v1-eu/0/4","action":"ok"}"#,
+        ),
+        record("metrics.v1-eu", 0, 4, r#"{"action":"ok"}"#),
+    ];
+    let inv = h
+        .consumer
+        .invoke(&event(&records), &invocation(Duration::from_secs(30)))
+        .await;
+    assert!(inv.result.is_ok());
+    assert_eq!(
+        outcomes(&inv),
+        vec![
+            RecordOutcome::Processed,
+            RecordOutcome::DeadLettered(kafka_esm::dead_letter::PoisonKind::Deserialization),
+            RecordOutcome::Processed,
+            RecordOutcome::Processed,
+        ]
+    );
+    assert_eq!(h.dlq.len(), 1);
+    assert_eq!(h.handler.effects(), vec![1, 3, 4]);
 }

@@ -329,7 +329,7 @@ async fn failed_records_are_reprocessed_once_and_the_message_deleted() {
     );
     assert_eq!(aws.depth().await, (0, 0), "the message is deleted");
     // The idempotency table holds them: the Lambda's retries would now skip them too.
-    let key = format!("{prefix}-m-2");
+    let key = kafka_esm::idempotency::keys::business_key(&format!("{prefix}-m-2"));
     assert_eq!(
         aws.store
             .completed(&[&key], kafka_esm::retry::now_ms())
@@ -467,7 +467,7 @@ async fn a_dry_run_reports_the_plan_and_changes_nothing() {
     assert_eq!(summary.would_be_left, 1);
     // Nothing handled, nothing recorded, and both messages visible again at once.
     assert!(sink.is_empty());
-    let key = format!("{prefix}-m-0");
+    let key = kafka_esm::idempotency::keys::business_key(&format!("{prefix}-m-0"));
     assert_eq!(
         aws.store
             .completed(&[&key], kafka_esm::retry::now_ms())

@@ -1,6 +1,7 @@
 //! Idempotency: a replayed or duplicated record never repeats its side effect.
 //!
-//! Each record has a key (its business id, else `topic/partition/offset`). Before the side effect the
+//! Each record has a key ([`keys`]: `id:<business id>`, else `at:<topic>/<partition>/<offset>`).
+//! Before the side effect the
 //! processor *claims* the key: an atomic conditional write that succeeds only when the key is unknown,
 //! its in-progress lock has expired, or its completed entry has expired. The lock expires with the
 //! invocation's deadline, so a crashed invocation never blocks the retry for longer than its own
@@ -17,6 +18,7 @@
 //! override, so a chunk of records costs one write each way.
 
 mod dynamodb;
+pub mod keys;
 mod local;
 mod memory;
 

@@ -20,6 +20,7 @@ pub use rules::{AlertRule, Comparison, RuleError, parse_rules};
 use crate::format::{Json, ValueFormat};
 use crate::handler::{DeserializeError, HandlerError, InvocationInfo, RecordHandler};
 use crate::idempotency::Interrupted;
+use crate::idempotency::keys::{business_key, coordinates_key};
 use crate::record::KafkaRecord;
 use crate::sink::{MessageSink, OutboundMessage, PublishWindow};
 
@@ -193,9 +194,11 @@ impl TelemetryHandler {
         let TelemetryEvent::Metric(metric) = event else {
             return Ok(Vec::new());
         };
-        let identity = self
-            .idempotency_key(event)
-            .unwrap_or_else(|| record.coordinates());
+        // The record's idempotency key (namespaced: a business id never names another record).
+        let identity = self.idempotency_key(event).map_or_else(
+            || coordinates_key(&record.topic, record.partition, record.offset),
+            |id| business_key(&id),
+        );
         let mut alerts = Vec::new();
         for (index, rule) in self.rules.iter().enumerate() {
             if !rule.matches(metric) {
