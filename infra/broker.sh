@@ -11,24 +11,24 @@
 #   bash infra/broker.sh storage                 # memory or sqlite: the running broker's storage
 #   bash infra/broker.sh log [LINES]             # the log's last lines and any panic in it
 #
-# Tansu 0.6.0 is built from its crates.io sources with our patch to its SQLite storage
+# Tansu 0.6.0 is built from its published sources with our patch to its SQLite storage
 # (infra/tansu/tansu-0.6.0-sqlite-restart.patch: stock 0.6.0 panics and wedges when an idempotent
-# producer bumps its epoch, which clients do after a broker restart). The two crates are downloaded
-# from static.crates.io and checked against their crates.io checksums, patched, and installed with
-# `cargo install --path tansu-0.6.0 --locked --features dynostore,libsql` (12 to 50 minutes on
-# 2 cores, at low priority) into ${KAFKA_ESM_CACHE:-$HOME/.cache/kafka-esm}/tansu-0.6.0-p<patch hash>,
+# producer bumps its epoch, which clients do after a broker restart). Cargo fetches the two crates the
+# patch changes, tansu and tansu-storage, at the versions and checksums infra/tansu/Cargo.lock pins (from
+# whatever registry or mirror cargo is configured with); the patch is applied to copies of them, and
+# `cargo install --path tansu-0.6.0 --locked --features dynostore,libsql` builds them with tansu's own
+# Cargo.lock (12 to 50 minutes on 2 cores, at low priority) into
+# ${KAFKA_ESM_CACHE:-$HOME/.cache/kafka-esm}/tansu-0.6.0-p<patch hash>,
 # so a second run finds it at once and a changed patch builds afresh. The pid file, the log and
 # the SQLite database (tansu-PORT.db; `reset` deletes it) live in the same cache directory. The
 # port is ${TANSU_PORT:-9092}. SQLite storage survives `restart`; memory storage does not.
 set -euo pipefail
 
 version=0.6.0
-# crates.io checksums (index.crates.io) of the two crates the build downloads.
-declare -A crate_sha256=(
-  [tansu]=4fdd85473ec265140488cf8d55e82b844f5c051c8916fabdd4a71156ac053f6d
-  [tansu-storage]=720d2ed8e6010c70f7f06e5af5a7274ebbf6e42fdcd9e46de542b10dc4d2f35d
-)
-patch_file="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/tansu/tansu-$version-sqlite-restart.patch"
+tansu_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/tansu"
+patch_file="$tansu_dir/tansu-$version-sqlite-restart.patch"
+# Pins tansu and tansu-storage $version with their checksums (Cargo.lock beside it).
+sources_manifest="$tansu_dir/Cargo.toml"
 cache="${KAFKA_ESM_CACHE:-$HOME/.cache/kafka-esm}"
 root="$cache/tansu-$version-p$(sha256sum "$patch_file" | cut -c1-12)"
 bin="$root/bin/tansu"
@@ -52,23 +52,13 @@ answers() {
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
 }
 
-# Downloads one crate's source into $1 and checks it against its crates.io checksum.
-fetch_crate() {
-  local dir="$1" name="$2" file="$1/$2-$version.crate"
-  curl -fsSL --retry 3 --retry-delay 2 -o "$file" "https://static.crates.io/crates/$name/$name-$version.crate" \
-    || { say "downloading $name $version from static.crates.io failed"; return 1; }
-  echo "${crate_sha256[$name]}  $file" | sha256sum --check --quiet \
-    || { say "$name-$version.crate does not match its crates.io checksum"; return 1; }
-  tar -xzf "$file" -C "$dir"
-}
-
 install() {
   if [ -x "$bin" ]; then
     return 0
   fi
   command -v cargo >/dev/null || { say "cargo is missing: install Rust first"; exit 1; }
   local tool
-  for tool in curl patch sha256sum tar; do
+  for tool in patch sha256sum; do
     command -v "$tool" >/dev/null || { say "$tool is missing (bash infra/install-build-deps.sh installs it)"; exit 1; }
   done
   mkdir -p "$cache"
@@ -86,8 +76,17 @@ install() {
   src="$cache/tansu-src"
   rm -rf "$src"
   mkdir -p "$src"
-  fetch_crate "$src" tansu && fetch_crate "$src" tansu-storage \
-    || { say "the tansu sources are not available; nothing is started"; exit 1; }
+  # Cargo downloads the crates infra/tansu/Cargo.lock pins, checks each against its checksum there, and
+  # copies them to $src/<crate>-<version>, so tansu-$version and tansu-storage-$version land where the
+  # patch expects them (`cargo vendor`: tansu has no library, so `cargo metadata` does not list it). Only
+  # those two copies are used. $src is not made a source for the build: `cargo install --locked` resolves
+  # tansu's whole Cargo.lock, optional dependencies of unbuilt features included, which this lock's
+  # crates do not cover. So the build fetches its dependencies as before, at the versions tansu's own
+  # Cargo.lock pins, and the .cargo-checksum.json files `cargo vendor` writes (the patch makes two of
+  # them stale) are never read. Run in $src: the cargo configuration (a registry mirror, say) is then
+  # the one `cargo install --path $src/...` below reads.
+  (cd "$src" && cargo vendor --quiet --locked --versioned-dirs --manifest-path "$sources_manifest" "$src" >/dev/null) \
+    || { say "cargo could not fetch the tansu $version sources (see above); nothing is started"; exit 1; }
   (cd "$src" && patch -p1 --forward --quiet <"$patch_file") \
     || { say "$patch_file does not apply to tansu $version"; exit 1; }
   # A private target directory: the install never waits on (or invalidates) the project's build.

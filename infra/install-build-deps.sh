@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the Rust build needs (rdkafka builds librdkafka from source with
-# OpenSSL and zlib; the patched Tansu build downloads with curl and applies its patch with patch). A
-# fresh machine of our kind has them already; this only fills gaps.
+# OpenSSL and zlib; the patched Tansu build applies its patch with patch; infra/local-stack.sh asks
+# moto whether it runs with curl). A fresh machine of our kind has them already; this only fills gaps.
 set -euo pipefail
 
 needed=(build-essential perl pkg-config libssl-dev zlib1g-dev curl patch)
