@@ -33,7 +33,7 @@ use crate::idempotency::keys::{business_key, coordinates_key, raw_record_key};
 use crate::idempotency::{Claim, CompletedOutcome, IdempotencyStore, Interrupted};
 use crate::record::{DecodedRecord, TopicPartition};
 use crate::retry::{Backoff, now_ms};
-use crate::sink::{MessageSink, PublishWindow};
+use crate::sink::{MessageSink, PublishWindow, SinkError};
 
 /// Records prepared and looked up together: DynamoDB's `BatchGetItem` takes up to 100 keys.
 pub const READ_AHEAD: usize = 100;
@@ -239,7 +239,9 @@ impl<H: RecordHandler> Processor<H> {
             }
             let prepared: Vec<Prepared<'_, H::Event>> =
                 chunk.iter().map(|slot| self.prepare(slot)).collect();
-            let done_before = self.completed_before(&prepared, partition).await;
+            let done_before = self
+                .completed_before(&prepared, partition, invocation)
+                .await;
             stopped = self
                 .run_chunk(&prepared, &done_before, invocation, &mut outcomes)
                 .await;
@@ -272,25 +274,34 @@ impl<H: RecordHandler> Processor<H> {
         let mut claims: HashMap<&str, Claim> = if wanted.is_empty() {
             HashMap::new()
         } else {
-            match self
-                .store
-                .try_claim_many(
-                    &wanted,
-                    claimed_at,
-                    invocation.deadline.lambda_deadline_ms(),
+            let claimed = invocation
+                .deadline
+                .bound(
+                    "the idempotency store's batch claim",
+                    self.store.try_claim_many(
+                        &wanted,
+                        claimed_at,
+                        invocation.deadline.lambda_deadline_ms(),
+                    ),
                 )
-                .await
-            {
-                Ok(claims) if claims.len() == wanted.len() => {
+                .await;
+            match claimed {
+                // Out of time: whatever the store did, these claims expire at the Lambda deadline,
+                // and every record below stops as unfinished.
+                Err(out_of_time) => {
+                    warn!(%out_of_time, "batch claim cut short by the deadline");
+                    HashMap::new()
+                }
+                Ok(Ok(claims)) if claims.len() == wanted.len() => {
                     wanted.into_iter().zip(claims).collect()
                 }
-                Ok(_) => {
+                Ok(Ok(_)) => {
                     warn!(
                         "the store answered a batch claim with the wrong count; claiming one by one"
                     );
                     HashMap::new()
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     warn!(%error, "batch claim failed; claiming one by one");
                     HashMap::new()
                 }
@@ -373,10 +384,20 @@ impl<H: RecordHandler> Processor<H> {
                 Claim::Completed(_) | Claim::Locked { .. } => {}
             }
         }
-        if !unused.is_empty()
-            && let Err(error) = self.store.release_many(&unused).await
-        {
-            warn!(%error, "claims not released; they expire with the invocation's deadline");
+        if !unused.is_empty() {
+            match invocation
+                .deadline
+                .bound("releasing claims", self.store.release_many(&unused))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    warn!(%error, "claims not released; they expire with the invocation's deadline")
+                }
+                Err(out_of_time) => {
+                    debug!(%out_of_time, "claims not released; they expire with the invocation's deadline")
+                }
+            }
         }
         if !completions.is_empty()
             && let Err(reason) = self.complete(&completions, invocation).await
@@ -406,16 +427,29 @@ impl<H: RecordHandler> Processor<H> {
         &self,
         prepared: &[Prepared<'_, H::Event>],
         partition: &PartitionBatch,
+        invocation: &InvocationInfo,
     ) -> Vec<Option<CompletedOutcome>> {
         let keys: Vec<&str> = prepared.iter().map(|p| p.key.as_str()).collect();
-        match self.store.completed(&keys, now_ms()).await {
-            Ok(found) if found.len() == keys.len() => found,
-            Ok(_) => {
+        let found = invocation
+            .deadline
+            .bound(
+                "the idempotency store's batch read",
+                self.store.completed(&keys, now_ms()),
+            )
+            .await;
+        match found {
+            Ok(Ok(found)) if found.len() == keys.len() => found,
+            Ok(Ok(_)) => {
                 warn!(partition = %partition.key, "the store answered a batch read with the wrong count; claiming one by one");
                 vec![None; keys.len()]
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 warn!(%error, partition = %partition.key, "batch read of completed keys failed; claiming one by one");
+                vec![None; keys.len()]
+            }
+            // The claims that follow run out of time too: the records stay unfinished.
+            Err(out_of_time) => {
+                warn!(%out_of_time, partition = %partition.key, "batch read cut short by the deadline");
                 vec![None; keys.len()]
             }
         }
@@ -513,16 +547,22 @@ impl<H: RecordHandler> Processor<H> {
         loop {
             attempt += 1;
             let now = now_ms();
-            let why = match self
-                .store
-                .try_claim(key, now, invocation.deadline.lambda_deadline_ms())
-                .await
-            {
-                Ok(Claim::Locked { until_ms }) => {
+            let claimed = invocation
+                .deadline
+                .bound(
+                    "the idempotency store's claim",
+                    self.store
+                        .try_claim(key, now, invocation.deadline.lambda_deadline_ms()),
+                )
+                .await;
+            let why = match claimed {
+                Ok(Ok(Claim::Locked { until_ms })) => {
                     format!("another invocation holds the record until {until_ms} (epoch ms)")
                 }
-                Ok(claim) => return Ok((claim, now)),
-                Err(error) => error.to_string(),
+                Ok(Ok(claim)) => return Ok((claim, now)),
+                Ok(Err(error)) => error.to_string(),
+                // Whatever the store did, the claim expires at the Lambda deadline.
+                Err(out_of_time) => return Err(out_of_time.to_string()),
             };
             if !backoff.wait(attempt, &invocation.deadline).await {
                 return Err(why);
@@ -548,12 +588,29 @@ impl<H: RecordHandler> Processor<H> {
         loop {
             tries += 1;
             let result = match &interrupted {
-                None => self.handler.handle(record, event, invocation).await,
-                Some(interrupted) => {
-                    self.handler
-                        .resume(record, event, interrupted, invocation)
+                None => {
+                    invocation
+                        .deadline
+                        .bound(
+                            "the handler",
+                            self.handler.handle(record, event, invocation),
+                        )
                         .await
                 }
+                Some(interrupted) => {
+                    invocation
+                        .deadline
+                        .bound(
+                            "the handler's resume",
+                            self.handler.resume(record, event, interrupted, invocation),
+                        )
+                        .await
+                }
+            };
+            // Cut short by the deadline: the try may have done part of its work, so the claim is
+            // abandoned and the next attempt resumes it.
+            let Ok(result) = result else {
+                return Err(Failed::OutOfTime);
             };
             match result {
                 Ok(()) => return Ok(()),
@@ -608,18 +665,27 @@ impl<H: RecordHandler> Processor<H> {
                 .min(invocation.deadline.remaining());
             let done_before = match interrupted {
                 None => Ok(false),
-                Some(interrupted) => self
-                    .dead_letters
-                    .find_published(
-                        &message.topic,
-                        &[item.key.as_str()],
-                        PublishWindow {
-                            since_ms: interrupted.claimed_at_ms,
-                            until_ms: interrupted.lock_until_ms,
-                        },
-                        timeout,
+                Some(interrupted) => invocation
+                    .deadline
+                    .bound(
+                        "the dead-letter search",
+                        self.dead_letters.find_published(
+                            &message.topic,
+                            &[item.key.as_str()],
+                            PublishWindow {
+                                since_ms: interrupted.claimed_at_ms,
+                                until_ms: interrupted.lock_until_ms,
+                            },
+                            timeout,
+                        ),
                     )
                     .await
+                    .unwrap_or_else(|out_of_time| {
+                        Err(SinkError {
+                            topic: message.topic.clone(),
+                            message: out_of_time.to_string(),
+                        })
+                    })
                     .map(|found| found.first().copied().unwrap_or(false)),
             };
             let published = match done_before {
@@ -630,7 +696,19 @@ impl<H: RecordHandler> Processor<H> {
                     );
                     return Ok(());
                 }
-                Ok(false) => self.dead_letters.publish(message.clone(), timeout).await,
+                Ok(false) => invocation
+                    .deadline
+                    .bound(
+                        "the dead-letter publish",
+                        self.dead_letters.publish(message.clone(), timeout),
+                    )
+                    .await
+                    .unwrap_or_else(|out_of_time| {
+                        Err(SinkError {
+                            topic: message.topic.clone(),
+                            message: out_of_time.to_string(),
+                        })
+                    }),
                 Err(error) => Err(error),
             };
             match published {
@@ -671,7 +749,17 @@ impl<H: RecordHandler> Processor<H> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.store.complete_many(done, keep_until).await {
+            let completed = invocation
+                .deadline
+                .bound(
+                    "the idempotency store's completion",
+                    self.store.complete_many(done, keep_until),
+                )
+                .await
+                .unwrap_or_else(|out_of_time| {
+                    Err(crate::idempotency::StoreError::new("complete", out_of_time))
+                });
+            match completed {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     if !self
@@ -692,8 +780,21 @@ impl<H: RecordHandler> Processor<H> {
     /// Ends this invocation's claim on `key` so the next claim resumes it at once.
     async fn abandon(&self, key: &str, invocation: &InvocationInfo) {
         let lock_until = invocation.deadline.lambda_deadline_ms();
-        if let Err(error) = self.store.abandon(key, lock_until, now_ms()).await {
-            warn!(%error, "claim not abandoned; it expires with the invocation's deadline");
+        match invocation
+            .deadline
+            .bound(
+                "abandoning a claim",
+                self.store.abandon(key, lock_until, now_ms()),
+            )
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                warn!(%error, "claim not abandoned; it expires with the invocation's deadline")
+            }
+            Err(out_of_time) => {
+                debug!(%out_of_time, "claim not abandoned; it expires with the invocation's deadline")
+            }
         }
     }
 }

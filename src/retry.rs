@@ -54,6 +54,29 @@ impl Deadline {
     }
 }
 
+/// The time budget ran out while waiting for `what`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the invocation's time budget ran out while waiting for {what}")]
+pub struct OutOfTime {
+    /// What was being waited for.
+    pub what: &'static str,
+}
+
+impl Deadline {
+    /// Runs `work` until it ends or the deadline comes, whichever is first. A wait cut short drops
+    /// `work`: callers make sure that whatever it may still have done is found or repeated safely
+    /// (claims expire at the Lambda deadline; publishes carry message ids that a resume looks for).
+    pub async fn bound<T>(
+        &self,
+        what: &'static str,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, OutOfTime> {
+        tokio::time::timeout(self.remaining(), work)
+            .await
+            .map_err(|_| OutOfTime { what })
+    }
+}
+
 /// Epoch milliseconds now.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

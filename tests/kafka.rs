@@ -298,3 +298,43 @@ async fn the_sink_finds_what_it_published_by_message_id() {
         vec![false]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_still_in_flight_at_the_deadline_lands_once() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    // librdkafka keeps trying for 20 s: far longer than the first invocation's 2 s budget.
+    let mut settings = KafkaSettings::new(&bootstrap);
+    settings.delivery_timeout = Duration::from_secs(20);
+    let sink = Arc::new(KafkaSink::new(&settings).unwrap());
+    let store: Arc<dyn IdempotencyStore> = Arc::new(MemoryStore::new());
+    let consumer = telemetry_consumer(&config(), store, sink.clone(), sink.clone());
+    let event = encode_event(&Source::SelfManaged, &bootstrap, &[poison(1)]);
+
+    cluster.broker_down(1).unwrap();
+    let started = Instant::now();
+    let first = consumer
+        .invoke(&event, &invocation(Duration::from_secs(2)))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "the invocation answers within its budget, not when librdkafka gives up: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(first.report.counts().unfinished, 1);
+    assert_eq!(
+        sink.in_flight_count(),
+        1,
+        "the dead letter is still in flight"
+    );
+
+    // The broker returns while the first attempt's dead letter is still queued; the ESM's retry
+    // waits for that one (or finds it) instead of producing a second copy.
+    cluster.broker_up(1).unwrap();
+    let retried = consumer
+        .invoke(&event, &invocation(Duration::from_secs(20)))
+        .await;
+    assert_eq!(retried.report.counts().dead_lettered, 1);
+    let dead = consume(&bootstrap, DLQ, 1);
+    assert_eq!(dead.len(), 1, "dead-lettered exactly once: {dead:?}");
+}

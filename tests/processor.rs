@@ -11,11 +11,11 @@ use kafka_esm::dead_letter::{PoisonKind, headers};
 use kafka_esm::encode::{Source, encode_event};
 use kafka_esm::handler::{DeserializeError, HandlerError, InvocationInfo, RecordHandler};
 use kafka_esm::idempotency::keys::coordinates_key;
-use kafka_esm::idempotency::{IdempotencyStore, MemoryStore};
+use kafka_esm::idempotency::{CompletedOutcome, IdempotencyStore, MemoryStore};
 use kafka_esm::processor::{Processor, ProcessorSettings, RecordOutcome};
 use kafka_esm::record::KafkaRecord;
 use kafka_esm::retry::{Backoff, Deadline};
-use kafka_esm::sink::MemorySink;
+use kafka_esm::sink::{MemorySink, MessageSink};
 use serde::Deserialize;
 
 /// What a test record asks the handler to do.
@@ -468,4 +468,143 @@ async fn a_business_id_spelled_like_another_records_coordinates_never_hides_it()
     );
     assert_eq!(h.dlq.len(), 1);
     assert_eq!(h.handler.effects(), vec![1, 3, 4]);
+}
+
+/// Never answers: a dead-letter broker that is down, a store whose calls hang.
+struct Silent;
+
+#[async_trait]
+impl MessageSink for Silent {
+    async fn publish(
+        &self,
+        _: kafka_esm::sink::OutboundMessage,
+        _: Duration,
+    ) -> Result<kafka_esm::sink::Delivery, kafka_esm::sink::SinkError> {
+        std::future::pending().await
+    }
+
+    async fn find_published(
+        &self,
+        _: &str,
+        _: &[&str],
+        _: kafka_esm::sink::PublishWindow,
+        _: Duration,
+    ) -> Result<Vec<bool>, kafka_esm::sink::SinkError> {
+        std::future::pending().await
+    }
+}
+
+/// A store whose batch reads and claims hang (an unreachable DynamoDB endpoint with SDK retries).
+struct HangingStore(MemoryStore);
+
+#[async_trait]
+impl IdempotencyStore for HangingStore {
+    async fn completed(
+        &self,
+        _: &[&str],
+        _: u64,
+    ) -> Result<Vec<Option<CompletedOutcome>>, kafka_esm::idempotency::StoreError> {
+        std::future::pending().await
+    }
+
+    async fn try_claim(
+        &self,
+        _: &str,
+        _: u64,
+        _: u64,
+    ) -> Result<kafka_esm::idempotency::Claim, kafka_esm::idempotency::StoreError> {
+        std::future::pending().await
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        outcome: CompletedOutcome,
+        keep_until_ms: u64,
+    ) -> Result<(), kafka_esm::idempotency::StoreError> {
+        self.0.complete(key, outcome, keep_until_ms).await
+    }
+
+    async fn release(&self, key: &str) -> Result<(), kafka_esm::idempotency::StoreError> {
+        self.0.release(key).await
+    }
+
+    async fn abandon(
+        &self,
+        key: &str,
+        lock_until_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), kafka_esm::idempotency::StoreError> {
+        self.0.abandon(key, lock_until_ms, now_ms).await
+    }
+}
+
+/// Runs `records` through `processor` with a 3 s budget (100 ms margin) on paused time; returns
+/// the invocation and how long it took.
+async fn within_budget<H: RecordHandler>(
+    processor: Processor<H>,
+    records: &[KafkaRecord],
+) -> (kafka_esm::consumer::Invocation, Duration) {
+    let consumer = Consumer::new(processor, true);
+    let started = tokio::time::Instant::now();
+    let inv = consumer
+        .invoke(&event(records), &invocation(Duration::from_secs(3)))
+        .await;
+    (inv, started.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_broker_that_never_answers_cannot_outlive_the_deadline() {
+    let store = Arc::new(MemoryStore::new());
+    let settings = ProcessorSettings {
+        publish_timeout: Duration::from_secs(10),
+        ..ProcessorSettings::default()
+    };
+    let processor = Processor::new(
+        Arc::new(ScriptedHandler::default()),
+        store.clone(),
+        Arc::new(Silent),
+        settings,
+    );
+    let (inv, took) = within_budget(processor, &[record("metrics.v1-eu", 0, 1, "poison")]).await;
+    assert!(took <= Duration::from_millis(2_900), "took {took:?}");
+    assert!(matches!(outcomes(&inv)[0], RecordOutcome::Unfinished(_)));
+    // The claim was abandoned: the next invocation takes the record at once, as a resumed one.
+    let key = coordinates_key("metrics.v1-eu", 0, 1);
+    let now = kafka_esm::retry::now_ms();
+    assert!(matches!(
+        store.try_claim(&key, now, now + 60_000).await.unwrap(),
+        kafka_esm::idempotency::Claim::Resumed(_)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_or_a_store_that_never_answers_cannot_outlive_the_deadline() {
+    let slow = Arc::new(ScriptedHandler {
+        slow: Some(Duration::from_secs(3600)),
+        ..ScriptedHandler::default()
+    });
+    let processor = Processor::new(
+        slow,
+        Arc::new(MemoryStore::new()),
+        Arc::new(MemorySink::new()),
+        ProcessorSettings::default(),
+    );
+    let (inv, took) = within_budget(processor, &[ok(1), ok(2)]).await;
+    assert!(
+        took <= Duration::from_millis(2_900),
+        "handler: took {took:?}"
+    );
+    assert!(matches!(outcomes(&inv)[0], RecordOutcome::Unfinished(_)));
+    assert_eq!(outcomes(&inv)[1], RecordOutcome::NotAttempted);
+
+    let processor = Processor::new(
+        Arc::new(ScriptedHandler::default()),
+        Arc::new(HangingStore(MemoryStore::new())),
+        Arc::new(MemorySink::new()),
+        ProcessorSettings::default(),
+    );
+    let (inv, took) = within_budget(processor, &[ok(1)]).await;
+    assert!(took <= Duration::from_millis(2_900), "store: took {took:?}");
+    assert!(matches!(outcomes(&inv)[0], RecordOutcome::Unfinished(_)));
 }

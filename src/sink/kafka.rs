@@ -1,9 +1,14 @@
 //! A sink that produces to Kafka with an idempotent rdkafka producer, and reads its topics back to
 //! find what an interrupted attempt published.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -12,10 +17,21 @@ use super::published::PublishedIndex;
 use super::{Delivery, MessageSink, OutboundMessage, PublishWindow, SinkError};
 use crate::kafka::{KafkaClientContext, KafkaSettings, KafkaSetupError};
 
-/// Produces each message and waits for the broker's acknowledgement (`acks=all`).
+/// A delivery report librdkafka will give, shared by every wait for it.
+type PendingDelivery = Shared<BoxFuture<'static, Result<Delivery, String>>>;
+
+/// Produces each message and waits for the broker's acknowledgement (`acks=all`), at most as long
+/// as the caller allows.
+///
+/// A message that is not acknowledged in time is not withdrawn: librdkafka keeps trying until its
+/// `message.timeout.ms` (the publish timeout), and it may still land. So the sink remembers it by
+/// its [`super::MESSAGE_ID_HEADER`]: publishing the same id again while it is in flight waits for
+/// that delivery instead of producing a second copy, and once it has landed the caller's resume
+/// path finds it by its id ([`MessageSink::find_published`]).
 pub struct KafkaSink {
     producer: FutureProducer<KafkaClientContext>,
     published: PublishedIndex,
+    in_flight: Arc<Mutex<HashMap<Vec<u8>, PendingDelivery>>>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -36,6 +52,7 @@ impl KafkaSink {
         Ok(Self {
             producer: config.create_with_context(settings.context())?,
             published: PublishedIndex::new(settings.clone()),
+            in_flight: Arc::default(),
         })
     }
 
@@ -48,15 +65,14 @@ impl KafkaSink {
     pub fn flush(&self, timeout: Duration) -> Result<(), rdkafka::error::KafkaError> {
         self.producer.flush(Timeout::After(timeout))
     }
-}
 
-#[async_trait]
-impl MessageSink for KafkaSink {
-    async fn publish(
+    /// Hands `message` to librdkafka, waiting up to `timeout` for room in a full queue; the
+    /// delivery report comes later (within the producer's `message.timeout.ms`).
+    async fn send(
         &self,
-        message: OutboundMessage,
+        message: &OutboundMessage,
         timeout: Duration,
-    ) -> Result<Delivery, SinkError> {
+    ) -> Result<PendingDelivery, String> {
         let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
         for header in &message.headers {
             headers = headers.insert(KafkaHeader {
@@ -71,20 +87,85 @@ impl MessageSink for KafkaSink {
         if let Some(value) = message.value.as_deref() {
             record = record.payload(value);
         }
-        // Wait for librdkafka's definitive delivery report, never less: a message abandoned while in
-        // flight would still be delivered later, and the retry of its record would publish it
-        // twice. The producer's `message.timeout.ms` (the publish timeout) bounds the wait;
-        // `timeout` bounds only the wait for room in a full queue.
-        let sent = self.producer.send(record, Timeout::After(timeout)).await;
-        match sent {
-            Ok(delivery) => Ok(Delivery {
-                partition: Some(delivery.partition),
-                offset: Some(delivery.offset),
-            }),
-            Err((error, _)) => Err(SinkError {
-                topic: message.topic.clone(),
-                message: error.to_string(),
-            }),
+        let give_up_at = tokio::time::Instant::now() + timeout;
+        let delivery = loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if tokio::time::Instant::now() < give_up_at =>
+                {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((error, _)) => return Err(error.to_string()),
+            }
+        };
+        Ok(async move {
+            match delivery.await {
+                Ok(Ok(delivery)) => Ok(Delivery {
+                    partition: Some(delivery.partition),
+                    offset: Some(delivery.offset),
+                }),
+                Ok(Err((error, _))) => Err(error.to_string()),
+                Err(_) => Err("the producer went away before the delivery report".into()),
+            }
+        }
+        .boxed()
+        .shared())
+    }
+}
+
+#[async_trait]
+impl MessageSink for KafkaSink {
+    async fn publish(
+        &self,
+        message: OutboundMessage,
+        timeout: Duration,
+    ) -> Result<Delivery, SinkError> {
+        let error = |message_text: String| SinkError {
+            topic: message.topic.clone(),
+            message: message_text,
+        };
+        let id = message.message_id().map(<[u8]>::to_vec);
+        // A message with this id still in flight (an earlier attempt stopped waiting for it): wait
+        // for that one, never a second copy.
+        let pending = {
+            let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            id.as_ref().and_then(|id| in_flight.get(id)).cloned()
+        };
+        let pending = match pending {
+            Some(pending) => pending,
+            None => {
+                let pending = self.send(&message, timeout).await.map_err(error)?;
+                if let Some(id) = &id {
+                    self.in_flight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id.clone(), pending.clone());
+                }
+                pending
+            }
+        };
+        match tokio::time::timeout(timeout, pending.clone()).await {
+            Ok(result) => {
+                if let Some(id) = &id {
+                    self.forget(id, &pending);
+                }
+                result.map_err(error)
+            }
+            Err(_) => {
+                // Nobody waits for it now: forget it when its report comes, whatever it says.
+                if let Some(id) = id {
+                    let in_flight = self.in_flight.clone();
+                    tokio::spawn(async move {
+                        let _ = pending.clone().await;
+                        forget(&in_flight, &id, &pending);
+                    });
+                }
+                Err(error(format!(
+                    "not acknowledged within {timeout:?}; the message is still in flight and may yet land (a later attempt waits for it, or finds it by its id)"
+                )))
+            }
         }
     }
 
@@ -102,5 +183,23 @@ impl MessageSink for KafkaSink {
                 topic: topic.to_owned(),
                 message,
             })
+    }
+}
+
+impl KafkaSink {
+    fn forget(&self, id: &[u8], pending: &PendingDelivery) {
+        forget(&self.in_flight, id, pending);
+    }
+}
+
+/// Removes `id`'s entry if it is still `pending` (not a newer send of the same id).
+fn forget(
+    in_flight: &Mutex<HashMap<Vec<u8>, PendingDelivery>>,
+    id: &[u8],
+    pending: &PendingDelivery,
+) {
+    let mut in_flight = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+    if in_flight.get(id).is_some_and(|p| p.ptr_eq(pending)) {
+        in_flight.remove(id);
     }
 }
