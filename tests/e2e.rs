@@ -3,9 +3,11 @@
 //! process) → consumer → alerts and dead-letter topics, then the verifier proves that every input
 //! record is accounted for exactly once, under faults.
 //!
-//! Without `KAFKA_ESM_BROKER` (host:port) every test prints "skipped" and passes; `.ci/run` starts
-//! the broker, sets it, and fails if a test skipped. Run them one at a time (`--test-threads=1`):
-//! one of them restarts the broker.
+//! Every test is `#[ignore = "needs a broker (infra/broker.sh)"]`: a plain `cargo test` reports them
+//! as ignored. Run them with `KAFKA_ESM_BROKER` (host:port) set, `-- --include-ignored` and one at a
+//! time (`--test-threads=1`): one of them restarts the broker, and needs
+//! `KAFKA_ESM_BROKER_RESTARTABLE=1`. A variable missing then fails the test. `.ci/run` starts the
+//! broker and runs them so.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,14 +24,10 @@ use kafka_esm::verify::Verdict;
 const RULES: &str = "cpu_usage_percent > 80";
 const PARTITIONS: i32 = 3;
 
-fn broker() -> Option<String> {
-    match std::env::var("KAFKA_ESM_BROKER") {
-        Ok(b) if !b.is_empty() => Some(b),
-        _ => {
-            println!("skipped: KAFKA_ESM_BROKER is not set (bash infra/broker.sh start sqlite)");
-            None
-        }
-    }
+/// The broker (`KAFKA_ESM_BROKER`); a panic that says how to start it when it is not set.
+#[track_caller]
+fn broker() -> String {
+    common::servers::broker()
 }
 
 /// One pipeline: its own topics, consumer group and state directory.
@@ -237,8 +235,9 @@ fn broker_script() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a broker (infra/broker.sh)"]
 async fn every_record_is_accounted_for_once_with_poison_and_duplicated_inputs() {
-    let Some(broker) = broker() else { return };
+    let broker = broker();
     let pipeline = Pipeline::new(&broker, "base", true).await;
     let metrics = pipeline.produce_metrics(1, 600).await;
     pipeline.produce_poison().await;
@@ -260,8 +259,9 @@ async fn every_record_is_accounted_for_once_with_poison_and_duplicated_inputs() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a broker (infra/broker.sh)"]
 async fn a_consumer_killed_mid_batch_and_restarted_loses_nothing() {
-    let Some(broker) = broker() else { return };
+    let broker = broker();
     let pipeline = Pipeline::new(&broker, "kill", true).await;
     pipeline.produce_metrics(2, 3_000).await;
     pipeline.produce_poison().await;
@@ -300,14 +300,17 @@ async fn a_consumer_killed_mid_batch_and_restarted_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a broker (infra/broker.sh)"]
 async fn a_broker_restart_mid_run_loses_and_repeats_nothing() {
-    let Some(broker) = broker() else { return };
-    if std::env::var("KAFKA_ESM_BROKER_RESTARTABLE").as_deref() != Ok("1") {
-        println!(
-            "not run: KAFKA_ESM_BROKER_RESTARTABLE=1 is not set (the broker must use sqlite storage and be started by infra/broker.sh, which builds the patched Tansu)"
-        );
-        return;
-    }
+    let broker = broker();
+    let restartable = common::servers::required_env(
+        "KAFKA_ESM_BROKER_RESTARTABLE",
+        "this test restarts the broker; set it to 1 if it may (started by `bash infra/broker.sh start sqlite`, which builds the patched Tansu), or leave the test out with `--skip a_broker_restart`",
+    );
+    assert_eq!(
+        restartable, "1",
+        "KAFKA_ESM_BROKER_RESTARTABLE must be 1 for the broker-restart test"
+    );
     let storage = Command::new("bash")
         .arg(broker_script())
         .arg("storage")
@@ -367,8 +370,9 @@ fn wait_with_timeout(child: &mut Child, limit: Duration) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a broker (infra/broker.sh)"]
 async fn a_dead_letter_topic_unavailable_for_a_while_holds_the_records_until_it_returns() {
-    let Some(broker) = broker() else { return };
+    let broker = broker();
     // No DLQ topic yet: publishing a dead letter fails, the record stays unfinished and the batch
     // is retried (never committed past the poison record) until the topic exists.
     let pipeline = Arc::new(Pipeline::new(&broker, "dlq-down", false).await);
@@ -394,8 +398,9 @@ async fn a_dead_letter_topic_unavailable_for_a_while_holds_the_records_until_it_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a broker (infra/broker.sh)"]
 async fn batches_given_up_to_a_kafka_topic_are_redriven_from_it_exactly_once() {
-    let Some(broker) = broker() else { return };
+    let broker = broker();
     // No DLQ topic: the poison records cannot be dead-lettered, their batches fail, and after one
     // retry the local ESM gives them up to a Kafka on-failure topic (one message per record, the
     // record in its payload), as AWS does with `kafka://TOPIC`.

@@ -1,9 +1,10 @@
 //! `esm redrive` end to end: on-failure messages in a moto SQS queue, records in an rdkafka
 //! `MockCluster` topic, idempotency in a moto DynamoDB table.
 //!
-//! These tests need moto: `bash infra/local-stack.sh start && eval "$(bash infra/local-stack.sh env)"`.
-//! Without `KAFKA_ESM_MOTO_ENDPOINT` each prints why it is skipped and returns (`.ci/run` starts
-//! moto and sets it, so CI runs them for real).
+//! The tests that need moto (`bash infra/local-stack.sh start && eval "$(bash infra/local-stack.sh
+//! env)"`) are `#[ignore = "needs moto (infra/local-stack.sh)"]`: a plain `cargo test` reports them as
+//! ignored and runs the `MockCluster`-only ones. With `-- --include-ignored` they run, and fail
+//! without `KAFKA_ESM_MOTO_ENDPOINT`; `.ci/run` starts moto and runs them so.
 
 mod common;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use aws_credential_types::Credentials;
 use aws_sdk_sqs::config::{BehaviorVersion, Region};
 use aws_sdk_sqs::types::QueueAttributeName;
+use common::servers::moto;
 use kafka_esm::config::ConsumerConfig;
 use kafka_esm::dead_letter::headers;
 use kafka_esm::idempotency::{CompletedOutcome, DynamoDbStore, IdempotencyStore, MemoryStore};
@@ -29,17 +31,6 @@ use rdkafka::util::Timeout;
 const TOPIC: &str = "telemetry.metrics-eu";
 const ALERTS: &str = "telemetry.alerts";
 const DLQ: &str = "telemetry.metrics-eu.dlq";
-
-/// The moto endpoint, or `None` after printing why the test is skipped.
-fn moto() -> Option<String> {
-    match std::env::var("KAFKA_ESM_MOTO_ENDPOINT") {
-        Ok(endpoint) if !endpoint.trim().is_empty() => Some(endpoint),
-        _ => {
-            println!("skipped: KAFKA_ESM_MOTO_ENDPOINT not set (run infra/local-stack.sh start)");
-            None
-        }
-    }
-}
 
 fn aws(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()
@@ -283,8 +274,9 @@ async fn seeded_cluster(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto (infra/local-stack.sh)"]
 async fn failed_records_are_reprocessed_once_and_the_message_deleted() {
-    let Some(endpoint) = moto() else { return };
+    let endpoint = moto();
     let aws = fresh_aws(&endpoint, "reprocess").await;
     let prefix = unique("reprocess");
     let cluster = seeded_cluster(&prefix).await;
@@ -352,8 +344,9 @@ async fn failed_records_are_reprocessed_once_and_the_message_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto (infra/local-stack.sh)"]
 async fn a_malformed_message_stays_on_the_queue_and_the_others_go_on() {
-    let Some(endpoint) = moto() else { return };
+    let endpoint = moto();
     let aws = fresh_aws(&endpoint, "malformed").await;
     let prefix = unique("malformed");
     let cluster = seeded_cluster(&prefix).await;
@@ -414,8 +407,9 @@ async fn a_malformed_message_stays_on_the_queue_and_the_others_go_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto (infra/local-stack.sh)"]
 async fn a_dry_run_reports_the_plan_and_changes_nothing() {
-    let Some(endpoint) = moto() else { return };
+    let endpoint = moto();
     let aws = fresh_aws(&endpoint, "dry").await;
     let prefix = unique("dry");
     let cluster = seeded_cluster(&prefix).await;
@@ -479,8 +473,9 @@ async fn a_dry_run_reports_the_plan_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto (infra/local-stack.sh)"]
 async fn to_dlq_copies_the_records_with_provenance_headers() {
-    let Some(endpoint) = moto() else { return };
+    let endpoint = moto();
     let aws = fresh_aws(&endpoint, "todlq").await;
     let cluster = cluster(1);
     let bootstrap = cluster.bootstrap_servers();
@@ -573,8 +568,9 @@ async fn to_dlq_copies_the_records_with_provenance_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto (infra/local-stack.sh)"]
 async fn records_deleted_by_retention_are_reported_not_skipped() {
-    let Some(endpoint) = moto() else { return };
+    let endpoint = moto();
     let aws = fresh_aws(&endpoint, "retention").await;
     // The mock broker keeps at most 5 MiB per partition and drops the oldest record batches beyond
     // that (it has no DeleteRecords handler): ten 700 kB records, each its own batch, push the first
@@ -637,8 +633,9 @@ async fn records_deleted_by_retention_are_reported_not_skipped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto (infra/local-stack.sh)"]
 async fn a_message_whose_records_cannot_all_be_handled_stays_with_a_reason() {
-    let Some(endpoint) = moto() else { return };
+    let endpoint = moto();
     let aws = fresh_aws(&endpoint, "unfinished").await;
     let prefix = unique("unfinished");
     let cluster = seeded_cluster(&prefix).await;
@@ -834,8 +831,9 @@ async fn an_unreachable_cluster_is_an_error_within_the_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto (infra/local-stack.sh)"]
 async fn the_command_line_redrives_and_exits_by_what_it_left() {
-    let Some(endpoint) = moto() else { return };
+    let endpoint = moto();
     let aws = fresh_aws(&endpoint, "cli").await;
     let prefix = unique("cli");
     let cluster = seeded_cluster(&prefix).await;

@@ -2,10 +2,13 @@
 //! destinations), from a file, a Kafka topic (rdkafka's `MockCluster`) and an S3 bucket (moto).
 //! The records are taken from the payload: the source topic is never read.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::servers::moto;
 use kafka_esm::config::ConsumerConfig;
 use kafka_esm::dead_letter::headers;
 use kafka_esm::idempotency::MemoryStore;
@@ -383,14 +386,6 @@ async fn the_kafka_on_failure_topic_is_redriven_and_committed_only_past_handled_
         (1, 1, 0)
     );
     assert_eq!(h.out.messages_to(ALERTS).len(), 2);
-}
-
-/// The moto endpoint (`infra/local-stack.sh`); the test is ignored without it unless asked for.
-fn moto() -> String {
-    std::env::var("KAFKA_ESM_MOTO_ENDPOINT")
-        .ok()
-        .filter(|e| !e.trim().is_empty())
-        .expect("KAFKA_ESM_MOTO_ENDPOINT: start moto with `bash infra/local-stack.sh start` and `eval \"$(bash infra/local-stack.sh env)\"`")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -563,17 +563,25 @@ mod tests {
 
     use super::*;
 
-    /// The moto endpoint, or `None` after printing why the test is skipped.
-    fn moto_endpoint() -> Option<String> {
-        match std::env::var("KAFKA_ESM_MOTO_ENDPOINT") {
-            Ok(endpoint) if !endpoint.trim().is_empty() => Some(endpoint),
-            _ => {
-                println!(
-                    "skipped: KAFKA_ESM_MOTO_ENDPOINT not set (run infra/local-stack.sh start)"
-                );
-                None
-            }
+    /// The value of the environment variable `name`; a panic that names it and says how to set it
+    /// (`how`) when it is unset or empty. The integration tests' `tests/common/servers.rs` has the
+    /// same function.
+    #[track_caller]
+    fn required_env(name: &str, how: &str) -> String {
+        match std::env::var(name) {
+            Ok(value) if !value.trim().is_empty() => value,
+            _ => panic!("{name} is not set: {how}"),
         }
+    }
+
+    /// moto's endpoint. The tests that need it are `#[ignore = "needs moto ..."]`: a plain
+    /// `cargo test` reports them as ignored; asked for (`-- --include-ignored`), they fail without it.
+    #[track_caller]
+    fn moto_endpoint() -> String {
+        required_env(
+            "KAFKA_ESM_MOTO_ENDPOINT",
+            "start moto with `bash infra/local-stack.sh start && eval \"$(bash infra/local-stack.sh env)\"`",
+        )
     }
 
     fn client(endpoint: &str) -> Client {
@@ -842,19 +850,17 @@ mod tests {
     }
 
     #[tokio::test]
+    #[ignore = "needs moto (infra/local-stack.sh)"]
     async fn keeps_the_store_contract() {
-        let Some(endpoint) = moto_endpoint() else {
-            return;
-        };
+        let endpoint = moto_endpoint();
         let store = fresh_store(&endpoint, "contract").await;
         super::super::contract::holds_for(&store).await;
     }
 
     #[tokio::test]
+    #[ignore = "needs moto (infra/local-stack.sh)"]
     async fn writes_the_documented_item() {
-        let Some(endpoint) = moto_endpoint() else {
-            return;
-        };
+        let endpoint = moto_endpoint();
         let store = fresh_store(&endpoint, "item").await;
         assert_eq!(
             store.try_claim("k", 1_000, 2_500).await.unwrap(),
@@ -896,10 +902,9 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs moto (infra/local-stack.sh)"]
     async fn concurrent_claims_of_one_key_acquire_exactly_once() {
-        let Some(endpoint) = moto_endpoint() else {
-            return;
-        };
+        let endpoint = moto_endpoint();
         let store = Arc::new(fresh_store(&endpoint, "race").await);
         let now = crate::retry::now_ms();
         let tasks: Vec<_> = (0..20u64)
@@ -925,10 +930,9 @@ mod tests {
     }
 
     #[tokio::test]
+    #[ignore = "needs moto (infra/local-stack.sh)"]
     async fn batch_reads_of_250_keys_keep_the_input_order_with_repeats() {
-        let Some(endpoint) = moto_endpoint() else {
-            return;
-        };
+        let endpoint = moto_endpoint();
         let store = fresh_store(&endpoint, "batch").await;
         let now = 5_000_000;
         // Every third key completed (alternating outcomes), every fifth only claimed.
@@ -973,10 +977,9 @@ mod tests {
     }
 
     #[tokio::test]
+    #[ignore = "needs moto (infra/local-stack.sh)"]
     async fn releasing_a_key_completed_by_someone_else_keeps_it() {
-        let Some(endpoint) = moto_endpoint() else {
-            return;
-        };
+        let endpoint = moto_endpoint();
         let store = fresh_store(&endpoint, "release").await;
         let now = 1_000;
         assert_eq!(
@@ -1011,10 +1014,9 @@ mod tests {
     }
 
     #[tokio::test]
+    #[ignore = "needs moto (infra/local-stack.sh)"]
     async fn a_missing_table_is_a_store_error_that_says_so() {
-        let Some(endpoint) = moto_endpoint() else {
-            return;
-        };
+        let endpoint = moto_endpoint();
         let store = DynamoDbStore::new(client(&endpoint), "kafka-esm-no-such-table");
         let error = store.try_claim("k", 1, 2).await.unwrap_err();
         assert_eq!(error.action, "claiming a key");

@@ -1,7 +1,9 @@
-//! Shared by the integration tests that talk Kafka: reading a topic back.
+//! Shared by the integration tests: reading a topic back, the whole pipeline on a broker, and the
+//! servers the ignored tests need.
 #![allow(dead_code)]
 
 pub mod pipeline;
+pub mod servers;
 
 use std::time::{Duration, Instant};
 
