@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::app::telemetry_consumer;
-use crate::config::ConsumerConfig;
+use crate::config::{ConfigError, ConsumerConfig};
 use crate::consumer::Consumer;
 use crate::handler::InvocationInfo;
 use crate::idempotency::LocalStore;
@@ -26,9 +26,10 @@ use crate::telemetry::TelemetryHandler;
 pub struct ReplayOptions {
     /// Where the idempotency store and the topic files live.
     pub state_dir: PathBuf,
-    /// Start from an empty state directory.
+    /// Delete the state (the idempotency store and the topic files) first.
     pub fresh: bool,
-    /// Publish dead letters and alerts to this Kafka cluster instead of files.
+    /// Publish dead letters and alerts to this Kafka cluster instead of files: the bootstrap
+    /// servers, with every other Kafka setting from the configuration (see [`replay_config`]).
     pub brokers: Option<String>,
     /// The function timeout each event is given.
     pub timeout: Duration,
@@ -47,6 +48,14 @@ pub enum ReplayError {
         path: PathBuf,
         /// What failed.
         message: String,
+    },
+    /// Another replay holds the state directory.
+    #[error(
+        "another esm replay is using {path}: wait for it to finish, or give this one another --state-dir"
+    )]
+    Busy {
+        /// The directory.
+        path: PathBuf,
     },
     /// The broker client could not be created.
     #[error("cannot create a Kafka producer for {brokers}: {message}")]
@@ -117,6 +126,27 @@ pub struct PartitionRow {
     pub failed: usize,
 }
 
+/// The file in the state directory that a replay holds locked for its whole run.
+const LOCK_FILE: &str = "replay.lock";
+/// The idempotency store in the state directory.
+const STORE_FILE: &str = "idempotency.redb";
+/// The topic files in the state directory.
+const TOPICS_DIR: &str = "topics";
+
+/// The consumer's configuration read through `lookup` (the process environment for `esm replay`),
+/// with `brokers` (`--brokers`), when given, in place of `KAFKA_BOOTSTRAP_SERVERS`: every other
+/// `KAFKA_*` setting (authentication, TLS, properties, client id) is read and checked exactly as
+/// the Lambda reads it.
+pub fn replay_config(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    brokers: Option<&str>,
+) -> Result<ConsumerConfig, ConfigError> {
+    ConsumerConfig::from_lookup(&|name| match brokers {
+        Some(brokers) if name == "KAFKA_BOOTSTRAP_SERVERS" => Some(brokers.to_owned()),
+        _ => lookup(name),
+    })
+}
+
 /// Runs event files through the telemetry consumer.
 pub struct Replayer {
     consumer: Consumer<TelemetryHandler>,
@@ -125,62 +155,122 @@ pub struct Replayer {
     safety_margin: Duration,
     state_dir: PathBuf,
     uses_broker: bool,
+    // Locked for as long as the replayer lives: no other replay uses or deletes the state meanwhile.
+    _lock: std::fs::File,
 }
 
 impl Replayer {
-    /// A replayer with `config` (read from the environment, like the Lambda's) and `options`.
-    pub fn new(config: &ConsumerConfig, options: &ReplayOptions) -> Result<Self, ReplayError> {
+    /// A replayer with `config` (read from the environment, like the Lambda's: see
+    /// [`replay_config`]) and `options`.
+    ///
+    /// With `options.brokers`, it publishes with `config.kafka` (secrets named by ARN are fetched
+    /// here), its bootstrap servers replaced by the brokers; plaintext when `config` has no Kafka
+    /// settings. It holds the state directory's lock until it is dropped, and fails with
+    /// [`ReplayError::Busy`] when another replay holds it; with `options.fresh` it deletes the state
+    /// only once it holds the lock. An idempotency store file that is empty or unreadable is an
+    /// error, not a new store.
+    pub async fn new(
+        config: &ConsumerConfig,
+        options: &ReplayOptions,
+    ) -> Result<Self, ReplayError> {
+        let dir = &options.state_dir;
         let state_error = |e: &dyn std::fmt::Display| ReplayError::State {
-            path: options.state_dir.clone(),
+            path: dir.clone(),
             message: e.to_string(),
         };
-        if options.fresh && options.state_dir.exists() {
-            std::fs::remove_dir_all(&options.state_dir).map_err(|e| state_error(&e))?;
+        std::fs::create_dir_all(dir).map_err(|e| state_error(&e))?;
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))
+            .map_err(|e| state_error(&format!("{}: {e}", dir.join(LOCK_FILE).display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(ReplayError::Busy { path: dir.clone() });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(state_error(&format!(
+                    "cannot lock {}: {e}",
+                    dir.join(LOCK_FILE).display()
+                )));
+            }
         }
-        std::fs::create_dir_all(&options.state_dir).map_err(|e| state_error(&e))?;
-        let store = Arc::new(
-            LocalStore::open(&options.state_dir.join("idempotency.redb"))
-                .map_err(|e| state_error(&e))?,
-        );
+        if options.fresh {
+            // Only what a replay writes there: a mistaken --state-dir loses nothing else.
+            let store = dir.join(STORE_FILE);
+            match std::fs::remove_file(&store) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(state_error(&format!("{}: {e}", store.display())));
+                }
+                _ => {}
+            }
+            let topics = dir.join(TOPICS_DIR);
+            match std::fs::remove_dir_all(&topics) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(state_error(&format!("{}: {e}", topics.display())));
+                }
+                _ => {}
+            }
+        }
+        let store = Arc::new(LocalStore::open(&dir.join(STORE_FILE)).map_err(|e| {
+            let hint = if options.fresh {
+                ""
+            } else {
+                " (--fresh also starts over with an empty state)"
+            };
+            state_error(&format!("{}{hint}", e.message))
+        })?);
         let sink: Arc<dyn MessageSink> = match &options.brokers {
             Some(brokers) => {
+                let kafka_error = |message: String| ReplayError::Kafka {
+                    brokers: brokers.clone(),
+                    message,
+                };
                 let mut settings = config
                     .kafka
                     .clone()
                     .unwrap_or_else(|| KafkaSettings::new(brokers.clone()));
                 settings.bootstrap_servers = brokers.clone();
-                Arc::new(KafkaSink::new(&settings).map_err(|e| ReplayError::Kafka {
-                    brokers: brokers.clone(),
-                    message: e.to_string(),
-                })?)
+                let settings = settings
+                    .resolve_secrets()
+                    .await
+                    .map_err(|e| kafka_error(e.to_string()))?;
+                Arc::new(KafkaSink::new(&settings).map_err(|e| kafka_error(e.to_string()))?)
             }
-            None => Arc::new(DirectorySink::new(options.state_dir.join("topics"))),
+            None => Arc::new(DirectorySink::new(dir.join(TOPICS_DIR))),
         };
         Ok(Self {
             consumer: telemetry_consumer(config, store, sink.clone(), sink),
             function_name: config.function_name.clone(),
             timeout: options.timeout,
             safety_margin: config.safety_margin,
-            state_dir: options.state_dir.clone(),
+            state_dir: dir.clone(),
             uses_broker: options.brokers.is_some(),
+            _lock: lock,
         })
     }
 
     /// Where topic files are written (when no broker is named).
     pub fn topics_dir(&self) -> Option<PathBuf> {
-        (!self.uses_broker).then(|| self.state_dir.join("topics"))
+        (!self.uses_broker).then(|| self.state_dir.join(TOPICS_DIR))
     }
 
-    /// Replays one event file.
+    /// Replays one event file. A file that starts with a UTF-8 byte-order mark is read without it;
+    /// a file that is not UTF-8 is an error that says where.
     pub async fn replay_file(
         &self,
         path: &Path,
         sequence: usize,
     ) -> Result<FileReport, ReplayError> {
-        let json = std::fs::read_to_string(path).map_err(|e| ReplayError::Input {
+        let input_error = |message: String| ReplayError::Input {
             path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| input_error(e.to_string()))?;
+        let json = event_text(&bytes).map_err(input_error)?;
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("event");
         let invocation = InvocationInfo::new(
             format!("replay-{}-{sequence}-{stem}", std::process::id()),
@@ -189,7 +279,7 @@ impl Replayer {
         );
         let alerts_before = self.consumer.processor().handler().alerts_published();
         let started = Instant::now();
-        let result = self.consumer.invoke(&json, &invocation).await;
+        let result = self.consumer.invoke(json, &invocation).await;
         let duration_ms = started.elapsed().as_millis() as u64;
         let counts = result.report.counts();
         let partition_rows = result
@@ -234,6 +324,23 @@ impl Replayer {
             partition_rows,
         })
     }
+}
+
+/// The text of an event file: UTF-8, without a leading byte-order mark; else what is wrong, with
+/// the offset (from the file's start) of the first byte that is not UTF-8.
+fn event_text(bytes: &[u8]) -> Result<&str, String> {
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
+        return Err("not UTF-8: it starts with a UTF-16 byte-order mark; save it as UTF-8 (an event file is JSON in UTF-8)".into());
+    }
+    let skipped = if bytes.starts_with(BOM) { BOM.len() } else { 0 };
+    std::str::from_utf8(&bytes[skipped..]).map_err(|e| {
+        let offset = skipped + e.valid_up_to();
+        format!(
+            "not UTF-8: byte 0x{:02X} at offset {offset} cannot be decoded (an event file is JSON in UTF-8)",
+            bytes[offset]
+        )
+    })
 }
 
 /// The event files named by `paths`: files as given, directories' `*.json` files (not recursive),

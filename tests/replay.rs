@@ -3,11 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafka_esm::config::ConsumerConfig;
 use kafka_esm::dead_letter::headers;
-use kafka_esm::replay::{FileReport, ReplayOptions, Replayer, event_files};
+use kafka_esm::kafka::{KafkaAuth, SaslCredentials, SaslMechanism, Secret};
+use kafka_esm::replay::{FileReport, ReplayOptions, Replayer, event_files, replay_config};
 use kafka_esm::sink::{DirectorySink, OutboundMessage};
 
 fn events_dir() -> PathBuf {
@@ -18,14 +20,19 @@ fn defaults() -> ConsumerConfig {
     ConsumerConfig::from_lookup(&|_| None).unwrap()
 }
 
-fn replayer(state_dir: &Path) -> Replayer {
-    let options = ReplayOptions {
+fn options(state_dir: &Path, fresh: bool) -> ReplayOptions {
+    ReplayOptions {
         state_dir: state_dir.to_owned(),
-        fresh: false,
+        fresh,
         brokers: None,
         timeout: Duration::from_secs(60),
-    };
-    Replayer::new(&defaults(), &options).unwrap()
+    }
+}
+
+async fn replayer(state_dir: &Path) -> Replayer {
+    Replayer::new(&defaults(), &options(state_dir, false))
+        .await
+        .unwrap()
 }
 
 async fn replay_all(replayer: &Replayer, dir: &Path) -> Vec<FileReport> {
@@ -59,7 +66,7 @@ const EXPECTED: [(&str, usize, usize, usize, usize, usize, u64); 8] = [
 #[tokio::test]
 async fn every_sample_event_replays_with_the_expected_counts() {
     let state = tempfile::tempdir().unwrap();
-    let reports = replay_all(&replayer(state.path()), &events_dir()).await;
+    let reports = replay_all(&replayer(state.path()).await, &events_dir()).await;
     let actual: Vec<_> = reports
         .iter()
         .map(|r| {
@@ -95,14 +102,14 @@ async fn every_sample_event_replays_with_the_expected_counts() {
 #[tokio::test]
 async fn replaying_twice_reports_duplicates_and_publishes_no_second_alert() {
     let state = tempfile::tempdir().unwrap();
-    let first = replay_all(&replayer(state.path()), &events_dir()).await;
+    let first = replay_all(&replayer(state.path()).await, &events_dir()).await;
     let alerts_after_first =
         DirectorySink::read_topic(&state.path().join("topics"), "telemetry.alerts").unwrap();
     let total_alerts: u64 = EXPECTED.iter().map(|e| e.6).sum();
     assert_eq!(alerts_after_first.len() as u64, total_alerts);
 
     // A new process (a new replayer on the same state directory) sees the same store.
-    let second = replay_all(&replayer(state.path()), &events_dir()).await;
+    let second = replay_all(&replayer(state.path()).await, &events_dir()).await;
     for (a, b) in first.iter().zip(&second) {
         assert_eq!(
             b.duplicates, a.records,
@@ -141,7 +148,7 @@ fn header<'a>(message: &'a OutboundMessage, name: &str) -> Option<&'a str> {
 #[tokio::test]
 async fn poison_records_reach_the_dead_letter_topic_with_provenance() {
     let state = tempfile::tempdir().unwrap();
-    let replayer = replayer(state.path());
+    let replayer = replayer(state.path()).await;
     let report = replayer
         .replay_file(&events_dir().join("poison-records.json"), 0)
         .await
@@ -204,7 +211,7 @@ async fn poison_records_reach_the_dead_letter_topic_with_provenance() {
 #[tokio::test]
 async fn invalid_events_fail_the_invocation_with_a_reason() {
     let state = tempfile::tempdir().unwrap();
-    let reports = replay_all(&replayer(state.path()), &events_dir().join("invalid")).await;
+    let reports = replay_all(&replayer(state.path()).await, &events_dir().join("invalid")).await;
     assert_eq!(reports.len(), 4);
     for r in &reports {
         assert!(!r.invocation_succeeded, "{}", r.file);
@@ -314,4 +321,329 @@ fn a_generated_batch_replays_with_its_poison_dead_lettered() {
     assert_eq!(report["dead_lettered"], 20, "1% poison");
     assert_eq!(report["processed"], 1980);
     assert!(report["alerts"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn a_file_with_a_utf8_byte_order_mark_replays_like_the_file_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = events_dir().join("msk-telemetry.json");
+    let with_bom = dir.path().join("msk-telemetry-bom.json");
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend(std::fs::read(&plain).unwrap());
+    std::fs::write(&with_bom, bytes).unwrap();
+
+    let expected = replayer(&dir.path().join("a"))
+        .await
+        .replay_file(&plain, 0)
+        .await
+        .unwrap();
+    let report = replayer(&dir.path().join("b"))
+        .await
+        .replay_file(&with_bom, 0)
+        .await
+        .unwrap();
+    assert!(report.invocation_succeeded, "{}", report.response);
+    assert_eq!(
+        (report.records, report.processed, report.alerts),
+        (expected.records, expected.processed, expected.alerts)
+    );
+    assert_eq!(report.event_source, "aws:kafka");
+}
+
+#[test]
+fn a_file_that_is_not_utf8_fails_alone_and_the_others_are_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    std::fs::create_dir(&events).unwrap();
+    let sample = std::fs::read(events_dir().join("self-managed-telemetry.json")).unwrap();
+    std::fs::write(events.join("a.json"), &sample).unwrap();
+    // Behind a byte-order mark, which counts in the offset.
+    std::fs::write(events.join("b.json"), b"\xEF\xBB\xBF{\"x\": \"caf\xE9\"}").unwrap();
+    std::fs::write(events.join("c.json"), b"\xFF\xFE{\0}\0").unwrap();
+    std::fs::write(events.join("d.json"), &sample).unwrap();
+    let state = dir.path().join("state");
+    let out = esm(&[
+        "replay",
+        "--json",
+        "--state-dir",
+        state.to_str().unwrap(),
+        events.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let replayed: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["file"].to_string())
+        .collect();
+    assert_eq!(replayed.len(), 2, "{replayed:?}");
+    assert!(replayed[0].ends_with("a.json\"") && replayed[1].ends_with("d.json\""));
+    let b = events.join("b.json");
+    assert!(
+        stderr.contains(&format!(
+            "cannot read {}: not UTF-8: byte 0xE9 at offset 13",
+            b.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "cannot read {}: not UTF-8",
+            events.join("c.json").display()
+        )) && stderr.contains("UTF-16"),
+        "{stderr}"
+    );
+
+    let table = esm(&[
+        "replay",
+        "--state-dir",
+        state.to_str().unwrap(),
+        events.to_str().unwrap(),
+    ]);
+    assert_eq!(table.status.code(), Some(1));
+    let stdout = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        stdout.contains(
+            "2 event file(s) replayed, 0 invocation(s) failed. 2 file(s) could not be read"
+        ),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_replay_of_the_same_state_directory_is_refused_while_the_first_runs() {
+    let state = tempfile::tempdir().unwrap();
+    let first = replayer(state.path()).await;
+    let events = events_dir();
+    let report = first
+        .replay_file(&events.join("msk-telemetry.json"), 0)
+        .await
+        .unwrap();
+    assert_eq!(report.processed, 7);
+
+    for fresh in [true, false] {
+        let refused = Replayer::new(&defaults(), &options(state.path(), fresh))
+            .await
+            .err()
+            .expect("the state directory is in use");
+        assert_eq!(
+            refused.to_string(),
+            format!(
+                "another esm replay is using {}: wait for it to finish, or give this one another --state-dir",
+                state.path().display()
+            )
+        );
+    }
+    // The refused --fresh deleted nothing: the running replay still finds its keys.
+    let again = first
+        .replay_file(&events.join("msk-telemetry.json"), 1)
+        .await
+        .unwrap();
+    assert_eq!((again.processed, again.duplicates), (0, 7));
+    assert_eq!(
+        DirectorySink::read_topic(&state.path().join("topics"), "telemetry.alerts")
+            .unwrap()
+            .len(),
+        3
+    );
+    drop(first);
+
+    // Once it is done, --fresh starts over.
+    let fresh = Replayer::new(&defaults(), &options(state.path(), true))
+        .await
+        .unwrap();
+    let report = fresh
+        .replay_file(&events.join("msk-telemetry.json"), 0)
+        .await
+        .unwrap();
+    assert_eq!((report.processed, report.duplicates), (7, 0));
+}
+
+#[test]
+fn fresh_deletes_only_the_state_and_nothing_when_an_input_is_missing() {
+    let state = tempfile::tempdir().unwrap();
+    let state_arg = state.path().to_str().unwrap();
+    let sample = events_dir().join("msk-telemetry.json");
+    let own_file = state.path().join("notes.txt");
+    std::fs::write(&own_file, "mine").unwrap();
+    let first = esm(&["replay", "--state-dir", state_arg, sample.to_str().unwrap()]);
+    assert!(first.status.success());
+    let store = state.path().join("idempotency.redb");
+    let store_len = std::fs::metadata(&store).unwrap().len();
+
+    let missing = esm(&[
+        "replay",
+        "--fresh",
+        "--state-dir",
+        state_arg,
+        "/no/such/file.json",
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(std::fs::metadata(&store).unwrap().len(), store_len);
+    assert!(state.path().join("topics").is_dir());
+
+    let fresh = esm(&[
+        "replay",
+        "--json",
+        "--fresh",
+        "--state-dir",
+        state_arg,
+        sample.to_str().unwrap(),
+    ]);
+    assert!(fresh.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&fresh.stdout).unwrap();
+    assert_eq!(
+        (report["processed"].as_u64(), report["duplicates"].as_u64()),
+        (Some(7), Some(0))
+    );
+    assert_eq!(std::fs::read_to_string(&own_file).unwrap(), "mine");
+}
+
+#[tokio::test]
+async fn an_empty_or_damaged_store_file_is_refused_with_what_to_do() {
+    let state = tempfile::tempdir().unwrap();
+    let store = state.path().join("idempotency.redb");
+    for (content, problem) in [
+        (&b""[..], "is empty (0 bytes)"),
+        (
+            &b"not a database"[..],
+            "is not a readable idempotency store",
+        ),
+    ] {
+        std::fs::write(&store, content).unwrap();
+        let error = Replayer::new(&defaults(), &options(state.path(), false))
+            .await
+            .err()
+            .expect("an unusable store file is refused")
+            .to_string();
+        for part in [
+            &format!("{} {problem}", store.display()),
+            "delete it to start over",
+            "every record would be processed again",
+            "--fresh",
+        ] {
+            assert!(error.contains(part), "{part:?} in {error}");
+        }
+        assert_eq!(std::fs::read(&store).unwrap(), content, "left as it was");
+    }
+    let fresh = Replayer::new(&defaults(), &options(state.path(), true))
+        .await
+        .unwrap();
+    let report = fresh
+        .replay_file(&events_dir().join("msk-telemetry.json"), 0)
+        .await
+        .unwrap();
+    assert_eq!(report.processed, 7);
+}
+
+fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
+
+#[test]
+fn brokers_replace_only_the_bootstrap_servers_of_the_kafka_settings() {
+    let sasl = [
+        ("AWS_LAMBDA_FUNCTION_NAME", "consumer-fn"),
+        ("KAFKA_AUTH", "scram-sha-512"),
+        ("KAFKA_SASL_USERNAME", "alice"),
+        ("KAFKA_SASL_PASSWORD", "secret"),
+        ("KAFKA_PROPERTIES", "socket.timeout.ms=30000"),
+        ("PUBLISH_TIMEOUT_MS", "2500"),
+    ];
+    let expected_auth = KafkaAuth::Sasl {
+        mechanism: SaslMechanism::ScramSha512,
+        credentials: SaslCredentials::Given {
+            username: "alice".into(),
+            password: Secret::new("secret"),
+        },
+        over_tls: true,
+    };
+    // Without KAFKA_BOOTSTRAP_SERVERS, and with it (replaced).
+    for extra in [
+        &[][..],
+        &[("KAFKA_BOOTSTRAP_SERVERS", "elsewhere:9096")][..],
+    ] {
+        let vars: Vec<_> = sasl.iter().chain(extra).copied().collect();
+        let config = replay_config(&lookup(&vars), Some("b-1:9096,b-2:9096")).unwrap();
+        let kafka = config.kafka.expect("Kafka settings for --brokers");
+        assert_eq!(kafka.bootstrap_servers, "b-1:9096,b-2:9096");
+        assert_eq!(kafka.auth, expected_auth);
+        assert_eq!(
+            kafka.properties,
+            [("socket.timeout.ms".to_owned(), "30000".to_owned())]
+        );
+        assert_eq!(kafka.client_id, "consumer-fn");
+        assert_eq!(kafka.delivery_timeout, Duration::from_millis(2500));
+        let client = kafka.producer_config().unwrap();
+        assert_eq!(client.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(client.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+    }
+    // Without --brokers, the configuration is the Lambda's.
+    assert_eq!(replay_config(&lookup(&sasl), None).unwrap().kafka, None);
+}
+
+/// A Secrets Manager that answers `GetSecretValue` with SASL credentials, and records the secret ids
+/// asked for.
+async fn fake_secrets_manager(asked: Arc<Mutex<Vec<String>>>) -> String {
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |body: axum::body::Bytes| async move {
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let arn = request["SecretId"].as_str().unwrap().to_owned();
+            asked.lock().unwrap().push(arn.clone());
+            let secret = serde_json::json!({"username": "alice", "password": "p"}).to_string();
+            (
+                [("content-type", "application/x-amz-json-1.1")],
+                serde_json::json!({"ARN": arn, "Name": "kafka", "SecretString": secret})
+                    .to_string(),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{address}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn brokers_with_credentials_from_a_secret_fetch_it_as_the_lambda_does() {
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let endpoint = fake_secrets_manager(asked.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:AmazonMSK_replay";
+    let mut command = Command::new(env!("CARGO_BIN_EXE_esm"));
+    command
+        .env_clear()
+        .env("KAFKA_AUTH", "scram-sha-512")
+        .env("KAFKA_SASL_SECRET_ARN", arn)
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_REGION", "eu-west-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_CONFIG_FILE", dir.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args([
+            "replay",
+            "--json",
+            "--brokers",
+            "127.0.0.1:9",
+            "--state-dir",
+        ])
+        .arg(dir.path().join("state"))
+        // No records: nothing is published, so no broker needs to answer.
+        .arg(events_dir().join("empty-batch.json"));
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(*asked.lock().unwrap(), [arn]);
 }

@@ -8,12 +8,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kafka_esm::config::{ConsumerConfig, LogFormat, ProducerConfig};
+use kafka_esm::config::{LogFormat, ProducerConfig};
 use kafka_esm::encode::Source;
 use kafka_esm::generate::{GenerateOptions, generate_event, generate_metrics};
 use kafka_esm::observability;
 use kafka_esm::producer::{MetricProducer, ProducerRequest, RecordStatus};
-use kafka_esm::replay::{ReplayOptions, Replayer, event_files, render_table};
+use kafka_esm::replay::{ReplayOptions, Replayer, event_files, render_table, replay_config};
 use kafka_esm::retry::{Deadline, now_ms};
 
 #[derive(Parser)]
@@ -40,10 +40,11 @@ enum Command {
         /// Where the idempotency store and the topic files live.
         #[arg(long, default_value = ".esm-state")]
         state_dir: PathBuf,
-        /// Start from an empty state directory.
+        /// Delete the state (idempotency store and topic files) first, once no other replay uses it.
         #[arg(long)]
         fresh: bool,
-        /// Publish dead letters and alerts to this Kafka cluster (host:port,...) instead of files.
+        /// Publish dead letters and alerts to this Kafka cluster (host:port,...) instead of files,
+        /// with every other KAFKA_* setting (authentication, TLS, properties) as the Lambda reads it.
         #[arg(long)]
         brokers: Option<String>,
         /// The function timeout given to each event, in milliseconds.
@@ -365,7 +366,7 @@ fn read_metrics(path: &std::path::Path) -> Result<Vec<serde_json::Value>, String
 }
 
 async fn replay(paths: &[PathBuf], json: bool, options: &ReplayOptions) -> ExitCode {
-    let config = match ConsumerConfig::from_env() {
+    let config = match replay_config(&|name| std::env::var(name).ok(), options.brokers.as_deref()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("esm replay: {e}");
@@ -374,11 +375,12 @@ async fn replay(paths: &[PathBuf], json: bool, options: &ReplayOptions) -> ExitC
     };
     // Human output goes to stdout; logs stay on stderr and quiet unless RUST_LOG says otherwise.
     observability::init_with_default(LogFormat::Text, "error");
-    let started = (|| {
-        let replayer = Replayer::new(&config, options)?;
-        Ok::<_, kafka_esm::replay::ReplayError>((replayer, event_files(paths)?))
-    })();
-    let (replayer, files) = match started {
+    // The inputs are checked before --fresh deletes anything.
+    let started = async {
+        let files = event_files(paths)?;
+        Ok::<_, kafka_esm::replay::ReplayError>((Replayer::new(&config, options).await?, files))
+    };
+    let (replayer, files) = match started.await {
         Ok(ok) => ok,
         Err(e) => {
             eprintln!("esm replay: {e}");
@@ -386,12 +388,15 @@ async fn replay(paths: &[PathBuf], json: bool, options: &ReplayOptions) -> ExitC
         }
     };
     let mut failed_invocations = 0;
+    let mut unreadable = 0;
     for (n, file) in files.iter().enumerate() {
         let report = match replayer.replay_file(file, n).await {
             Ok(report) => report,
             Err(e) => {
+                // This file fails; the others are still replayed.
                 eprintln!("esm replay: {e}");
-                return ExitCode::from(2);
+                unreadable += 1;
+                continue;
             }
         };
         if !report.invocation_succeeded {
@@ -408,16 +413,21 @@ async fn replay(paths: &[PathBuf], json: bool, options: &ReplayOptions) -> ExitC
     }
     if !json {
         println!(
-            "{} event file(s) replayed, {} invocation(s) failed.{}",
-            files.len(),
+            "{} event file(s) replayed, {} invocation(s) failed.{}{}",
+            files.len() - unreadable,
             failed_invocations,
+            if unreadable > 0 {
+                format!(" {unreadable} file(s) could not be read (above).")
+            } else {
+                String::new()
+            },
             replayer
                 .topics_dir()
                 .map(|d| format!(" Dead letters and alerts: {}/<topic>.jsonl", d.display()))
                 .unwrap_or_default()
         );
     }
-    if failed_invocations > 0 {
+    if failed_invocations > 0 || unreadable > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -41,29 +41,78 @@ impl std::fmt::Debug for LocalStore {
 
 impl LocalStore {
     /// Opens the database at `path`, creating it (and its directory) when missing.
+    ///
+    /// A file that exists must be a store: an empty (0-byte) or unreadable file is an error that
+    /// names it, never a new store in its place, which would forget every key it held and repeat
+    /// every side effect.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        const OPENING: &str = "opening its file";
+        let io_error =
+            |e: std::io::Error| StoreError::new(OPENING, format!("{}: {e}", path.display()));
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::new("creating its directory", e))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::new("creating its directory", format!("{}: {e}", dir.display()))
+            })?;
         }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| StoreError::new("opening its file", e))?;
-        let backend = FileBackend::new(file).map_err(|e| StoreError::new("opening its file", e))?;
-        let db = Builder::new()
-            .create_with_backend(WithoutFsync(backend))
-            .map_err(|e| StoreError::new("opening its file", e))?;
-        let txn = db
-            .begin_write()
-            .map_err(|e| StoreError::new("opening its file", e))?;
-        txn.open_table(KEYS)
-            .map_err(|e| StoreError::new("creating its table", e))?;
-        txn.commit()
-            .map_err(|e| StoreError::new("creating its table", e))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true);
+        // `create_new` tells a file made here (a new store) from one that was there before.
+        let (file, created) = match options.clone().create_new(true).open(path) {
+            Ok(file) => (file, true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                (options.open(path).map_err(io_error)?, false)
+            }
+            Err(e) => return Err(io_error(e)),
+        };
+        if !created && file.metadata().map_err(io_error)?.len() == 0 {
+            return Err(unusable(path, "is empty (0 bytes)"));
+        }
+        let backend = FileBackend::new(file)
+            .map_err(|e| StoreError::new(OPENING, format!("{}: {e}", path.display())))?;
+        // redb answers some damaged files with a panic rather than an error (measured: a store whose
+        // pages were overwritten).
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let db = Builder::new().create_with_backend(WithoutFsync(backend))?;
+            let txn = db.begin_write()?;
+            txn.open_table(KEYS)?;
+            txn.commit()?;
+            Ok::<_, redb::Error>(db)
+        }));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch)) => {
+                return Err(StoreError::new(
+                    OPENING,
+                    format!(
+                        "{} is open in another process: wait for it to finish",
+                        path.display()
+                    ),
+                ));
+            }
+            Ok(Err(
+                e @ (redb::Error::Corrupted(_)
+                | redb::Error::UpgradeRequired(_)
+                | redb::Error::TableTypeMismatch { .. }),
+            )) => {
+                return Err(unusable(
+                    path,
+                    &format!("is not a readable idempotency store ({e})"),
+                ));
+            }
+            Ok(Err(redb::Error::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(unusable(
+                    path,
+                    &format!("is not a readable idempotency store ({e})"),
+                ));
+            }
+            Ok(Err(e)) => return Err(StoreError::new(OPENING, format!("{}: {e}", path.display()))),
+            Err(_) => {
+                return Err(unusable(
+                    path,
+                    "is not a readable idempotency store (its database is damaged)",
+                ));
+            }
+        };
         Ok(Self {
             db,
             writer: Mutex::new(()),
@@ -151,6 +200,17 @@ impl StorageBackend for WithoutFsync {
     fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
         self.0.query_lock_range(start, end)
     }
+}
+
+/// `path` exists but holds no store: what is wrong, and what to do.
+fn unusable(path: &Path, problem: &str) -> StoreError {
+    StoreError::new(
+        "opening its file",
+        format!(
+            "{} {problem}: delete it to start over with an empty store; the keys in it would be lost, so every record would be processed again",
+            path.display()
+        ),
+    )
 }
 
 fn decode((state, since_ms, until_ms): (u8, u64, u64)) -> Entry {
@@ -328,5 +388,65 @@ mod tests {
                 lock_until_ms: 20
             })
         );
+    }
+
+    fn refusal(path: &Path) -> String {
+        LocalStore::open(path)
+            .expect_err("the file is refused")
+            .message
+    }
+
+    #[test]
+    fn an_empty_file_is_refused_not_made_a_new_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.redb");
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(
+            refusal(&path),
+            format!(
+                "{} is empty (0 bytes): delete it to start over with an empty store; the keys in it would be lost, so every record would be processed again",
+                path.display()
+            )
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_readable_store_is_refused_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.redb");
+        {
+            let store = LocalStore::open(&good).unwrap();
+            for n in 0..2_000 {
+                store.try_claim(&format!("k{n}"), 1, 2).await.unwrap();
+            }
+        }
+        let bytes = std::fs::read(&good).unwrap();
+        let mut overwritten = bytes.clone();
+        overwritten[4096..].iter_mut().for_each(|b| *b ^= 0xFF);
+        for (name, content) in [
+            ("text.redb", b"not a database".to_vec()),
+            ("truncated.redb", bytes[..4096].to_vec()),
+            // redb panics on this one: it must still be an error.
+            ("overwritten.redb", overwritten),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &content).unwrap();
+            let message = refusal(&path);
+            assert!(
+                message.starts_with(&format!(
+                    "{} is not a readable idempotency store (",
+                    path.display()
+                )) && message.ends_with(
+                    "): delete it to start over with an empty store; the keys in it would be lost, so every record would be processed again"
+                ),
+                "{name}: {message}"
+            );
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                content,
+                "{name}: left as it was"
+            );
+        }
     }
 }
