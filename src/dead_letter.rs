@@ -43,6 +43,11 @@ pub mod headers {
     pub const ORIGINAL_VALUE_SCHEMA_FORMAT: &str = "esm.dlq.original.value.schema.format";
     /// The value's `valueSchemaMetadata.schemaId`, when the ESM sent it.
     pub const ORIGINAL_VALUE_SCHEMA_ID: &str = "esm.dlq.original.value.schema.id";
+    /// `true` when the value was cut to fit the broker's maximum message size (the original stays
+    /// findable by its topic, partition and offset).
+    pub const VALUE_TRUNCATED: &str = "esm.dlq.value.truncated";
+    /// The value's size in bytes before it was cut.
+    pub const VALUE_ORIGINAL_SIZE: &str = "esm.dlq.value.original.size";
 }
 
 /// Error messages longer than this are cut (on a character boundary) in the header.
@@ -164,6 +169,45 @@ pub fn dead_letter_message(
         value,
         headers: out_headers,
     }
+}
+
+/// Cuts a dead letter's value in half because the broker refused it as too large, and marks it so
+/// ([`headers::VALUE_TRUNCATED`], [`headers::VALUE_ORIGINAL_SIZE`]). False when there is no value
+/// left to cut.
+pub fn halve_value(message: &mut OutboundMessage) -> bool {
+    let Some(value) = message.value.as_mut().filter(|v| !v.is_empty()) else {
+        return false;
+    };
+    let original = match message
+        .headers
+        .iter()
+        .find(|h| h.name == headers::VALUE_ORIGINAL_SIZE)
+    {
+        Some(header) => None.or_else(|| {
+            std::str::from_utf8(header.value.as_deref()?)
+                .ok()?
+                .parse::<usize>()
+                .ok()
+        }),
+        None => Some(value.len()),
+    };
+    value.truncate(value.len() / 2);
+    if !message
+        .headers
+        .iter()
+        .any(|h| h.name == headers::VALUE_TRUNCATED)
+    {
+        message
+            .headers
+            .push(Header::new(headers::VALUE_TRUNCATED, "true"));
+        if let Some(original) = original {
+            message.headers.push(Header::new(
+                headers::VALUE_ORIGINAL_SIZE,
+                original.to_string(),
+            ));
+        }
+    }
+    true
 }
 
 fn push_schema(out: &mut Vec<Header>, schema: Option<&SchemaMetadata>, format: &str, id: &str) {
@@ -295,5 +339,30 @@ mod tests {
         );
         assert_eq!(header(&m, headers::ORIGINAL_KEY_SCHEMA_ID), Some("k-1"));
         assert_eq!(header(&m, headers::ERROR_KIND), Some("undecodable"));
+    }
+
+    #[test]
+    fn a_value_too_large_is_halved_and_marked_once() {
+        let mut message = OutboundMessage {
+            topic: "t.dlq".into(),
+            key: None,
+            value: Some(vec![7; 1000]),
+            headers: vec![Header::new("h", "1")],
+        };
+        assert!(halve_value(&mut message));
+        assert!(halve_value(&mut message));
+        assert_eq!(message.value.as_ref().map(Vec::len), Some(250));
+        assert_eq!(header(&message, headers::VALUE_TRUNCATED), Some("true"));
+        assert_eq!(header(&message, headers::VALUE_ORIGINAL_SIZE), Some("1000"));
+        assert_eq!(
+            message
+                .headers
+                .iter()
+                .filter(|h| h.name == headers::VALUE_TRUNCATED)
+                .count(),
+            1
+        );
+        message.value = Some(Vec::new());
+        assert!(!halve_value(&mut message));
     }
 }

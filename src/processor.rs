@@ -26,7 +26,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use tracing::{debug, warn};
 
-use crate::dead_letter::{Failure, PoisonKind, dead_letter_message};
+use crate::dead_letter::{self, Failure, PoisonKind, dead_letter_message};
 use crate::event::{Batch, PartitionBatch};
 use crate::handler::{HandlerError, InvocationInfo, RecordHandler};
 use crate::idempotency::keys::{business_key, coordinates_key, raw_record_key};
@@ -63,13 +63,37 @@ impl Default for ProcessorSettings {
 }
 
 impl ProcessorSettings {
-    /// The dead-letter topic for records of `topic`.
+    /// The dead-letter topic for records of `topic`: `DLQ_TOPIC`, else [`default_dead_letter_topic`].
     pub fn dead_letter_topic_for(&self, topic: &str) -> String {
         match &self.dead_letter_topic {
             Some(t) => t.clone(),
-            None => format!("{topic}.dlq"),
+            None => default_dead_letter_topic(topic),
         }
     }
+}
+
+/// Kafka's longest topic name.
+pub const MAX_TOPIC_LENGTH: usize = 249;
+
+/// `<topic>.dlq`, unless that is longer than Kafka allows (249 characters): then the topic's first
+/// 228 characters, `-`, the 64-bit FNV-1a hash of the whole topic name in 16 hex digits, and
+/// `.dlq` (249 characters in all). Deterministic, and distinct for topics that share the kept prefix.
+pub fn default_dead_letter_topic(topic: &str) -> String {
+    const SUFFIX: &str = ".dlq";
+    if topic.len() + SUFFIX.len() <= MAX_TOPIC_LENGTH {
+        return format!("{topic}{SUFFIX}");
+    }
+    let hash = format!(
+        "{:016x}",
+        crate::idempotency::keys::fnv1a_64(topic.as_bytes())
+    );
+    let keep = MAX_TOPIC_LENGTH - SUFFIX.len() - 1 - hash.len();
+    // Topic names are ASCII (`[a-zA-Z0-9._-]`); a character boundary is found all the same.
+    let mut end = keep.min(topic.len());
+    while !topic.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}-{hash}{SUFFIX}", &topic[..end])
 }
 
 /// What became of one record.
@@ -654,7 +678,7 @@ impl<H: RecordHandler> Processor<H> {
     ) -> Result<(), String> {
         let slot = item.slot;
         let topic = self.settings.dead_letter_topic_for(slot.topic());
-        let message = dead_letter_message(slot, failure, invocation, topic, now_ms())
+        let mut message = dead_letter_message(slot, failure, invocation, topic, now_ms())
             .with_message_id(item.key.as_str());
         let mut attempt = 0;
         loop {
@@ -681,10 +705,10 @@ impl<H: RecordHandler> Processor<H> {
                     )
                     .await
                     .unwrap_or_else(|out_of_time| {
-                        Err(SinkError {
-                            topic: message.topic.clone(),
-                            message: out_of_time.to_string(),
-                        })
+                        Err(SinkError::new(
+                            message.topic.clone(),
+                            out_of_time.to_string(),
+                        ))
                     })
                     .map(|found| found.first().copied().unwrap_or(false)),
             };
@@ -704,10 +728,10 @@ impl<H: RecordHandler> Processor<H> {
                     )
                     .await
                     .unwrap_or_else(|out_of_time| {
-                        Err(SinkError {
-                            topic: message.topic.clone(),
-                            message: out_of_time.to_string(),
-                        })
+                        Err(SinkError::new(
+                            message.topic.clone(),
+                            out_of_time.to_string(),
+                        ))
                     }),
                 Err(error) => Err(error),
             };
@@ -722,6 +746,16 @@ impl<H: RecordHandler> Processor<H> {
                         "poison record dead-lettered"
                     );
                     return Ok(());
+                }
+                // Larger than the broker takes: sent again at once with its value cut to fit
+                // (marked so; the original stays findable by its coordinates).
+                Err(error) if error.too_large && dead_letter::halve_value(&mut message) => {
+                    debug!(
+                        offset = slot.offset(),
+                        size = message.value.as_ref().map_or(0, Vec::len),
+                        "dead letter too large; its value is cut"
+                    );
+                    attempt -= 1;
                 }
                 Err(error) => {
                     if !self

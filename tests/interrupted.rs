@@ -52,10 +52,10 @@ impl MessageSink for Faulty {
     ) -> Result<Delivery, SinkError> {
         let n = self.publishes.fetch_add(1, Ordering::SeqCst) + 1;
         if self.fail_at.contains(&n) {
-            return Err(SinkError {
-                topic: message.topic,
-                message: "broker unreachable (injected)".into(),
-            });
+            return Err(SinkError::new(
+                message.topic,
+                "broker unreachable (injected)",
+            ));
         }
         let delivery = self.inner.publish(message, timeout).await?;
         if self.stall_at.is_some_and(|at| n >= at) {

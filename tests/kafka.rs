@@ -338,3 +338,53 @@ async fn a_dead_letter_still_in_flight_at_the_deadline_lands_once() {
     let dead = consume(&bootstrap, DLQ, 1);
     assert_eq!(dead.len(), 1, "dead-lettered exactly once: {dead:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_larger_than_the_broker_takes_goes_out_cut_and_marked() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let mut settings = KafkaSettings::new(&bootstrap);
+    settings.delivery_timeout = Duration::from_secs(5);
+    // The producer refuses what a broker with a small max.message.bytes would refuse.
+    settings.properties = vec![
+        ("message.max.bytes".into(), "4096".into()),
+        ("batch.size".into(), "4096".into()),
+    ];
+    let sink = Arc::new(KafkaSink::new(&settings).unwrap());
+    let store: Arc<dyn IdempotencyStore> = Arc::new(MemoryStore::new());
+    let consumer = telemetry_consumer(&config(), store, sink.clone(), sink);
+    let mut big = poison(1);
+    big.value = Some(vec![0xff; 20_000]);
+    let event = encode_event(&Source::SelfManaged, &bootstrap, &[big]);
+    let inv = consumer
+        .invoke(&event, &invocation(Duration::from_secs(10)))
+        .await;
+    assert_eq!(inv.report.counts().dead_lettered, 1, "{:?}", inv.report);
+    let dead = consume(&bootstrap, DLQ, 1);
+    assert_eq!(
+        dead.len(),
+        1,
+        "{:?}",
+        dead.iter()
+            .map(|d| (
+                d.offset,
+                d.value.as_ref().map(Vec::len),
+                d.header(headers::VALUE_TRUNCATED)
+            ))
+            .collect::<Vec<_>>()
+    );
+    let value = dead[0].value.as_deref().unwrap();
+    assert!(value.len() < 4096 && value.iter().all(|b| *b == 0xff));
+    assert_eq!(
+        dead[0].header(headers::VALUE_TRUNCATED).as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        dead[0].header(headers::VALUE_ORIGINAL_SIZE).as_deref(),
+        Some("20000")
+    );
+    assert_eq!(
+        dead[0].header(headers::ORIGINAL_OFFSET).as_deref(),
+        Some("1")
+    );
+}

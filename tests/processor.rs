@@ -608,3 +608,52 @@ async fn a_handler_or_a_store_that_never_answers_cannot_outlive_the_deadline() {
     assert!(took <= Duration::from_millis(2_900), "store: took {took:?}");
     assert!(matches!(outcomes(&inv)[0], RecordOutcome::Unfinished(_)));
 }
+
+#[test]
+fn a_legal_topic_always_has_a_legal_dead_letter_topic() {
+    use kafka_esm::processor::{MAX_TOPIC_LENGTH, default_dead_letter_topic};
+    assert_eq!(default_dead_letter_topic("a.b-c"), "a.b-c.dlq");
+    let exactly = "t".repeat(MAX_TOPIC_LENGTH - 4);
+    assert_eq!(
+        default_dead_letter_topic(&exactly),
+        format!("{exactly}.dlq")
+    );
+    let longest = "t".repeat(MAX_TOPIC_LENGTH);
+    let other = format!("{}u", "t".repeat(MAX_TOPIC_LENGTH - 1));
+    let (a, b) = (
+        default_dead_letter_topic(&longest),
+        default_dead_letter_topic(&other),
+    );
+    for name in [&a, &b] {
+        assert_eq!(name.len(), MAX_TOPIC_LENGTH, "{name}");
+        assert!(name.ends_with(".dlq"));
+        assert!(
+            name.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+        );
+    }
+    assert_ne!(a, b, "topics sharing the kept prefix get different names");
+    assert_eq!(a, default_dead_letter_topic(&longest), "deterministic");
+}
+
+#[tokio::test]
+async fn a_poison_record_of_the_longest_legal_topic_is_dead_lettered_to_a_file() {
+    // The file sink names its files after the topic: a 249-character name must fit too.
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(kafka_esm::sink::DirectorySink::new(dir.path()));
+    let topic = "t".repeat(kafka_esm::processor::MAX_TOPIC_LENGTH);
+    let processor = Processor::new(
+        Arc::new(ScriptedHandler::default()),
+        Arc::new(MemoryStore::new()),
+        sink,
+        ProcessorSettings::default(),
+    );
+    let consumer = Consumer::new(processor, true);
+    let inv = consumer
+        .invoke(
+            &event(&[record(&topic, 0, 1, "poison")]),
+            &invocation(Duration::from_secs(10)),
+        )
+        .await;
+    assert!(matches!(outcomes(&inv)[0], RecordOutcome::DeadLettered(_)));
+}

@@ -174,9 +174,11 @@ impl MessageSink for DirectorySink {
         message: OutboundMessage,
         _timeout: Duration,
     ) -> Result<Delivery, SinkError> {
-        let fail = |e: std::io::Error| SinkError {
-            topic: message.topic.clone(),
-            message: format!("writing {}: {e}", self.topic_path(&message.topic).display()),
+        let fail = |e: std::io::Error| {
+            SinkError::new(
+                message.topic.clone(),
+                format!("writing {}: {e}", self.topic_path(&message.topic).display()),
+            )
         };
         let mut line = serde_json::to_vec(&FileMessage::from_message(&message))
             .map_err(|e| fail(std::io::Error::other(e)))?;
@@ -205,9 +207,11 @@ impl MessageSink for DirectorySink {
     ) -> Result<Vec<bool>, SinkError> {
         // Hold the writers' lock: no line is half written while the file is read.
         let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        let messages = Self::read_topic(&self.dir, topic).map_err(|e| SinkError {
-            topic: topic.to_owned(),
-            message: format!("reading {}: {e}", self.topic_path(topic).display()),
+        let messages = Self::read_topic(&self.dir, topic).map_err(|e| {
+            SinkError::new(
+                topic,
+                format!("reading {}: {e}", self.topic_path(topic).display()),
+            )
         })?;
         Ok(mark_found(
             ids,

@@ -17,8 +17,29 @@ use super::published::PublishedIndex;
 use super::{Delivery, MessageSink, OutboundMessage, PublishWindow, SinkError};
 use crate::kafka::{KafkaClientContext, KafkaSettings, KafkaSetupError};
 
+/// How long a message that landed after its publisher stopped waiting is remembered by its id. A
+/// retry in the same container comes within the function's timeout (at most 15 minutes); a later
+/// one finds the message by its id in the topic instead.
+const REMEMBER_LATE_DELIVERIES: Duration = Duration::from_secs(15 * 60);
+
 /// A delivery report librdkafka will give, shared by every wait for it.
-type PendingDelivery = Shared<BoxFuture<'static, Result<Delivery, String>>>;
+type PendingDelivery = Shared<BoxFuture<'static, Result<Delivery, Refused>>>;
+
+/// Why librdkafka or the broker refused a message.
+#[derive(Debug, Clone)]
+struct Refused {
+    message: String,
+    too_large: bool,
+}
+
+impl Refused {
+    fn of(error: &KafkaError) -> Self {
+        Self {
+            message: error.to_string(),
+            too_large: error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge),
+        }
+    }
+}
 
 /// Produces each message and waits for the broker's acknowledgement (`acks=all`), at most as long
 /// as the caller allows.
@@ -72,7 +93,7 @@ impl KafkaSink {
         &self,
         message: &OutboundMessage,
         timeout: Duration,
-    ) -> Result<PendingDelivery, String> {
+    ) -> Result<PendingDelivery, Refused> {
         let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
         for header in &message.headers {
             headers = headers.insert(KafkaHeader {
@@ -97,7 +118,7 @@ impl KafkaSink {
                     record = back;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                Err((error, _)) => return Err(error.to_string()),
+                Err((error, _)) => return Err(Refused::of(&error)),
             }
         };
         Ok(async move {
@@ -106,8 +127,11 @@ impl KafkaSink {
                     partition: Some(delivery.partition),
                     offset: Some(delivery.offset),
                 }),
-                Ok(Err((error, _))) => Err(error.to_string()),
-                Err(_) => Err("the producer went away before the delivery report".into()),
+                Ok(Err((error, _))) => Err(Refused::of(&error)),
+                Err(_) => Err(Refused {
+                    message: "the producer went away before the delivery report".into(),
+                    too_large: false,
+                }),
             }
         }
         .boxed()
@@ -122,9 +146,10 @@ impl MessageSink for KafkaSink {
         message: OutboundMessage,
         timeout: Duration,
     ) -> Result<Delivery, SinkError> {
-        let error = |message_text: String| SinkError {
+        let error = |refused: Refused| SinkError {
             topic: message.topic.clone(),
-            message: message_text,
+            message: refused.message,
+            too_large: refused.too_large,
         };
         let id = message.message_id().map(<[u8]>::to_vec);
         // A message with this id still in flight (an earlier attempt stopped waiting for it): wait
@@ -154,17 +179,24 @@ impl MessageSink for KafkaSink {
                 result.map_err(error)
             }
             Err(_) => {
-                // Nobody waits for it now: forget it when its report comes, whatever it says.
+                // Nobody waits for it now. A failure is forgotten when its report comes (sending it
+                // again is right); a delivery is remembered a while, so that publishing the same id
+                // again returns it instead of producing a second copy.
                 if let Some(id) = id {
                     let in_flight = self.in_flight.clone();
                     tokio::spawn(async move {
-                        let _ = pending.clone().await;
+                        if pending.clone().await.is_ok() {
+                            tokio::time::sleep(REMEMBER_LATE_DELIVERIES).await;
+                        }
                         forget(&in_flight, &id, &pending);
                     });
                 }
-                Err(error(format!(
-                    "not acknowledged within {timeout:?}; the message is still in flight and may yet land (a later attempt waits for it, or finds it by its id)"
-                )))
+                Err(SinkError::new(
+                    message.topic.clone(),
+                    format!(
+                        "not acknowledged within {timeout:?}; the message is still in flight and may yet land (a later attempt waits for it, or finds it by its id)"
+                    ),
+                ))
             }
         }
     }
@@ -179,10 +211,7 @@ impl MessageSink for KafkaSink {
         self.published
             .find(topic, ids, window, timeout)
             .await
-            .map_err(|message| SinkError {
-                topic: topic.to_owned(),
-                message,
-            })
+            .map_err(|message| SinkError::new(topic, message))
     }
 }
 

@@ -78,10 +78,7 @@ impl MessageSink for MemorySink {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if injected || self.down.load(Ordering::SeqCst) {
-            return Err(SinkError {
-                topic: message.topic,
-                message: "the sink is down (injected)".into(),
-            });
+            return Err(SinkError::new(message.topic, "the sink is down (injected)"));
         }
         let mut messages = self.lock();
         let offset = messages.len() as i64;
@@ -100,10 +97,7 @@ impl MessageSink for MemorySink {
         _timeout: Duration,
     ) -> Result<Vec<bool>, SinkError> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(SinkError {
-                topic: topic.to_owned(),
-                message: "the sink is down (injected)".into(),
-            });
+            return Err(SinkError::new(topic, "the sink is down (injected)"));
         }
         let messages = self.lock();
         Ok(mark_found(

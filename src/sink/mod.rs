@@ -92,6 +92,20 @@ pub struct SinkError {
     pub topic: String,
     /// What went wrong.
     pub message: String,
+    /// The message is larger than the broker or the producer accepts (`MsgSizeTooLarge`): sending
+    /// it again as it is can never work.
+    pub too_large: bool,
+}
+
+impl SinkError {
+    /// A failure to publish to `topic`.
+    pub fn new(topic: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            topic: topic.into(),
+            message: message.into(),
+            too_large: false,
+        }
+    }
 }
 
 /// Publishes messages, confirming each one before it returns.
