@@ -248,6 +248,20 @@ fn decode_tolerantly(json: &str) -> Result<Batch, EventError> {
 
 fn decode_one(key: &str, raw: &RawValue) -> DecodedRecord {
     let fallback = split_partition_key(key);
+    // serde would read a JSON array field by field as a record: only an object is one.
+    if json_kind(raw.get()) != "object" {
+        return DecodedRecord::Undecodable(UndecodableRecord {
+            topic: fallback.topic,
+            partition: fallback.partition,
+            offset: None,
+            timestamp: None,
+            timestamp_type: None,
+            key_schema: None,
+            value_schema: None,
+            reason: format!("the record is {}, not a JSON object", json_kind(raw.get())),
+            raw_json: raw.get().to_owned(),
+        });
+    }
     match serde_json::from_str::<RawRecord<'_>>(raw.get()) {
         Ok(record) => {
             let (topic, partition, offset, timestamp) = (
@@ -622,10 +636,14 @@ fn parse_byte_array(text: &str) -> Option<Option<Vec<u8>>> {
         let start = i;
         let mut value: i32 = 0;
         while let Some(d) = inner.get(i).filter(|d| d.is_ascii_digit()) {
+            // More than three digits is never a byte: leave it to the slow path before it overflows.
+            if i - start == 3 {
+                return None;
+            }
             value = value * 10 + i32::from(d - b'0');
             i += 1;
         }
-        if i == start || i - start > 3 {
+        if i == start {
             return None;
         }
         let value = if negative { -value } else { value };

@@ -1605,29 +1605,18 @@ fn hostile_on_failure() -> BoxedStrategy<Value> {
         .boxed()
 }
 
-/// Exercises what a parsed record offers, as the redrive does (but `offset_count`, see
-/// `on_failure_offset_counts_do_not_overflow`).
+/// Exercises what a parsed record offers, as the redrive does.
 fn use_record(r: &OnFailureRecord) {
     let _ = r.function_name();
+    let _ = r.record_count();
     for range in &r.ranges {
         let _ = range.key();
+        let _ = range.offset_count();
         if let Some(carried) = &r.carried {
             let _ = carried.in_range(range).count();
         }
     }
     let _ = serde_json::to_string(r);
-}
-
-/// A number of 10 or more digits right after `[` or `,`: where the header parser overflows.
-fn has_long_number_in_array(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    (0..bytes.len()).any(|i| {
-        matches!(bytes[i], b'[' | b',') && {
-            let rest = &bytes[i + 1..];
-            let rest = rest.strip_prefix(b"-").unwrap_or(rest);
-            rest.iter().take_while(|b| b.is_ascii_digit()).count() >= 10
-        }
-    })
 }
 
 // ---- the properties -------------------------------------------------------------------------------
@@ -1638,8 +1627,6 @@ proptest! {
     /// Whatever the text, `decode_event` answers (a batch or a reason) and never panics.
     #[test]
     fn decode_event_never_panics(text in hostile_event_text()) {
-        // Known bug, see `decode_event_poisons_any_header_number`.
-        prop_assume!(!has_long_number_in_array(&text));
         if let Ok(batch) = decode_event(&text) {
             for p in &batch.partitions {
                 for r in &p.records {
@@ -1701,8 +1688,6 @@ proptest! {
         value in hostile_on_failure(),
         text in prop_oneof![any::<String>(), junk().prop_map(|v| v.to_string())],
     ) {
-        // Known bug of the event decoder (payloads are events), see `decode_event_poisons_any_header_number`.
-        prop_assume!(!has_long_number_in_array(&value.to_string()) && !has_long_number_in_array(&text));
         if let Ok(r) = OnFailureRecord::from_value(&value) {
             use_record(&r);
         }
@@ -1737,7 +1722,6 @@ proptest! {
     /// `offset_count` and `record_count` of any range the parser accepts: the offsets of an SQS
     /// record (from 0 to `i64::MAX`) or of the records an S3 payload carries (any `i64`).
     #[test]
-    #[ignore = "finds bug: OffsetRange::offset_count (src/redrive/on_failure.rs) computes last - first + 1 in i64: it overflows (a panic in debug builds, a count of 0 in release) for firstRecordOffset \"0\", lastRecordOffset \"9223372036854775807\", and for a payload carrying offsets -2 and 9223372036854775807 of one partition"]
     fn on_failure_offset_counts_do_not_overflow(
         value in prop_oneof![
             sqs_record_spec().prop_map(|s| s.json),
@@ -1760,7 +1744,6 @@ proptest! {
 
     /// A record that is a JSON array is not a record: poison, located by its key.
     #[test]
-    #[ignore = "finds bug: the record decoder (serde's derived Deserialize of RawRecord/Scraps in src/event.rs) reads a JSON array as a record, field by field in declaration order: {\"records\":{\"t-0\":[[\"x\",0,5]]}} decodes as the record x/0/5, and the poison record of {\"records\":{\"t-0\":[[\"\"]]}} gets topic \"\" instead of t (its dead letter is routed by that topic)"]
     fn decode_event_poisons_array_records(items in prop::collection::vec(junk(), 0..12)) {
         let record = Value::Array(items);
         let text = json!({"records": {"orders.v1-eu-3": [record.clone()]}}).to_string();
@@ -1778,7 +1761,6 @@ proptest! {
 
     /// A header byte of any size never panics the decoder: outside -128..255 it poisons its record.
     #[test]
-    #[ignore = "finds bug: parse_byte_array (src/event.rs) accumulates the digits of a header byte in an i32 before checking their count: a byte of 10 or more digits, e.g. {\"records\":{\"t-0\":[{\"offset\":0,\"headers\":[{\"h\":[2147483648]}]}]}}, panics with an arithmetic overflow in debug builds"]
     fn decode_event_poisons_any_header_number(
         n in prop_oneof![any::<i64>(), any::<u64>().prop_map(|n| n as i64), Just(2_147_483_648)],
         big in any::<u64>(),

@@ -109,7 +109,8 @@ pub struct OffsetRange {
 impl OffsetRange {
     /// How many offsets the range covers (0 only for the records of a payload that have none).
     pub fn offset_count(&self) -> u64 {
-        (self.last_offset - self.first_offset + 1).max(0) as u64
+        let count = i128::from(self.last_offset) - i128::from(self.first_offset) + 1;
+        u64::try_from(count.max(0)).unwrap_or(u64::MAX)
     }
 
     /// `"<topic>-<partition>"`.
@@ -383,7 +384,10 @@ impl OnFailureRecord {
 
     /// Offsets named by every range.
     pub fn record_count(&self) -> u64 {
-        self.ranges.iter().map(OffsetRange::offset_count).sum()
+        self.ranges
+            .iter()
+            .map(OffsetRange::offset_count)
+            .fold(0, u64::saturating_add)
     }
 }
 
