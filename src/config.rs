@@ -10,7 +10,9 @@ use crate::kafka::KafkaSettings;
 use crate::processor::ProcessorSettings;
 use crate::producer::ProducerSettings;
 use crate::retry::Backoff;
-use crate::telemetry::{AlertRule, DEFAULT_ALERT_RULES, DEFAULT_ALERTS_TOPIC, parse_rules};
+use crate::telemetry::{
+    AlertRule, DEFAULT_ALERT_RULES, DEFAULT_ALERTS_TOPIC, RuleError, parse_rules,
+};
 
 /// The configuration is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,31 +144,21 @@ impl ConsumerConfig {
                 900_000,
             )),
         };
-        if let Some(topic) = &processor.dead_letter_topic
-            && !valid_topic(topic)
+        if let Some(problem) = processor
+            .dead_letter_topic
+            .as_deref()
+            .and_then(|topic| topic_problem("DLQ_TOPIC", topic))
         {
-            r.problems.push(format!(
-                "DLQ_TOPIC={topic:?} is not a Kafka topic name: use letters, digits, `.`, `_` and `-` (at most 249)"
-            ));
+            r.problem(problem);
         }
         let safety_margin = Duration::from_millis(r.number("SAFETY_MARGIN_MS", 2_000, 0, 600_000));
         let alerts_topic = r
             .text("ALERTS_TOPIC")
             .unwrap_or_else(|| DEFAULT_ALERTS_TOPIC.into());
-        if !valid_topic(&alerts_topic) {
-            r.problems.push(format!(
-                "ALERTS_TOPIC={alerts_topic:?} is not a Kafka topic name: use letters, digits, `.`, `_` and `-` (at most 249)"
-            ));
+        if let Some(problem) = topic_problem("ALERTS_TOPIC", &alerts_topic) {
+            r.problem(problem);
         }
-        let alert_rules = match parse_rules(
-            &(lookup)("ALERT_RULES").unwrap_or_else(|| DEFAULT_ALERT_RULES.into()),
-        ) {
-            Ok(rules) => rules,
-            Err(e) => {
-                r.problems.push(format!("ALERT_RULES: {e}"));
-                Vec::new()
-            }
-        };
+        let alert_rules = read_alert_rules(&mut r);
         let store = match r.text("IDEMPOTENCY_STORE").as_deref() {
             None | Some("memory") => StoreChoice::Memory,
             Some("local") => StoreChoice::Local(
@@ -262,10 +254,8 @@ impl ProducerConfig {
             ("METRICS_TOPIC", &topic),
             ("PRODUCER_DLQ_TOPIC", &dead_letter_topic),
         ] {
-            if !valid_topic(value) {
-                r.problem(format!(
-                    "{name}={value:?} is not a Kafka topic name: use letters, digits, `.`, `_` and `-` (at most 249)"
-                ));
+            if let Some(problem) = topic_problem(name, value) {
+                r.problem(problem);
             }
         }
         if topic == dead_letter_topic {
@@ -316,6 +306,33 @@ fn read_log_format(r: &mut EnvReader<'_>, on_lambda: bool) -> LogFormat {
     }
 }
 
+/// `ALERT_RULES`: unset means the default rule, `none` no rule. Blank is refused, unlike other
+/// variables where blank means unset: here the two plausible readings ("the default" and "no
+/// alert") differ, so neither is guessed.
+fn read_alert_rules(r: &mut EnvReader<'_>) -> Vec<AlertRule> {
+    let Some(text) = r.raw("ALERT_RULES") else {
+        return parse_rules(DEFAULT_ALERT_RULES).expect("the default rules parse");
+    };
+    let fix = format!(
+        "set `none` to publish no alerts, or unset it for the default `{DEFAULT_ALERT_RULES}`"
+    );
+    match parse_rules(&text) {
+        Ok(rules) => rules,
+        Err(RuleError::NoRule) if text.trim().is_empty() => {
+            r.problem(format!("ALERT_RULES is empty: {fix}"));
+            Vec::new()
+        }
+        Err(RuleError::NoRule) => {
+            r.problem(format!("ALERT_RULES={text:?} has no rule: {fix}"));
+            Vec::new()
+        }
+        Err(e) => {
+            r.problem(format!("ALERT_RULES: {e}"));
+            Vec::new()
+        }
+    }
+}
+
 /// DynamoDB's rule for table names.
 pub fn valid_table(name: &str) -> bool {
     (3..=255).contains(&name.len())
@@ -324,15 +341,36 @@ pub fn valid_table(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// Kafka's rule for topic names.
+/// Kafka's rule for topic names: 1 to 249 of `A-Za-z0-9._-`, and not `.` or `..`.
 pub fn valid_topic(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 249
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    topic_name_fault(name).is_none()
+}
+
+/// What breaks Kafka's rule for topic names, if anything.
+fn topic_name_fault(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("it is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Some(format!("`{name}` is reserved"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Some(format!("{c:?} is not allowed"));
+    }
+    let length = name.len();
+    (length > 249).then(|| format!("it is {length} characters long"))
+}
+
+/// The start-up problem of variable `variable` when `value` is not a Kafka topic name.
+fn topic_problem(variable: &str, value: &str) -> Option<String> {
+    topic_name_fault(value).map(|fault| {
+        format!(
+            "{variable}={value:?} is not a Kafka topic name ({fault}): use 1 to 249 letters, digits, `.`, `_` and `-`, other than `.` and `..`"
+        )
+    })
 }
 
 #[cfg(test)]
@@ -463,6 +501,113 @@ mod tests {
         );
         assert!(text.contains("must differ"), "{text}");
         assert!(text.contains("needs credentials"), "{text}");
+    }
+
+    #[test]
+    fn a_topic_name_problem_says_what_is_wrong() {
+        let long = "d".repeat(250);
+        for (value, fault) in [
+            (".", "(`.` is reserved)"),
+            ("..", "(`..` is reserved)"),
+            ("dead letters", "(' ' is not allowed)"),
+            ("a/b", "('/' is not allowed)"),
+            ("dlq€", "('€' is not allowed)"),
+            (long.as_str(), "(it is 250 characters long)"),
+        ] {
+            let e = config(&[("DLQ_TOPIC", value)]).unwrap_err();
+            assert_eq!(e.problems.len(), 1, "{e}");
+            assert_eq!(
+                e.problems[0],
+                format!(
+                    "DLQ_TOPIC={value:?} is not a Kafka topic name {fault}: use 1 to 249 letters, digits, `.`, `_` and `-`, other than `.` and `..`"
+                )
+            );
+        }
+        for value in ["d".repeat(249), "...".into(), "a.b_c-D9".into()] {
+            let c = config(&[("DLQ_TOPIC", &value)]).unwrap();
+            assert_eq!(c.processor.dead_letter_topic_for("src"), value);
+        }
+        // Blank means unset, as for every other variable: the default `<topic>.dlq`.
+        let c = config(&[("DLQ_TOPIC", "  ")]).unwrap();
+        assert_eq!(c.processor.dead_letter_topic_for("src"), "src.dlq");
+        let e = config(&[("ALERTS_TOPIC", "..")]).unwrap_err();
+        assert!(
+            e.problems[0]
+                .starts_with("ALERTS_TOPIC=\"..\" is not a Kafka topic name (`..` is reserved)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn alert_rules_none_means_no_alert_and_blank_is_refused() {
+        assert_eq!(config(&[]).unwrap().alert_rules.len(), 1);
+        for none in ["none", " None "] {
+            assert!(
+                config(&[("ALERT_RULES", none)])
+                    .unwrap()
+                    .alert_rules
+                    .is_empty()
+            );
+        }
+        for blank in ["", "   "] {
+            let e = config(&[("ALERT_RULES", blank)]).unwrap_err();
+            assert_eq!(
+                e.problems,
+                [
+                    "ALERT_RULES is empty: set `none` to publish no alerts, or unset it for the default `cpu_usage_percent > 80`"
+                ],
+                "{blank:?}"
+            );
+        }
+        let e = config(&[("ALERT_RULES", " ; ")]).unwrap_err();
+        assert_eq!(
+            e.problems,
+            [
+                "ALERT_RULES=\" ; \" has no rule: set `none` to publish no alerts, or unset it for the default `cpu_usage_percent > 80`"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_configuration_error_never_shows_a_secret_property() {
+        let producer = |vars: &'static [(&'static str, &'static str)]| {
+            ProducerConfig::from_lookup(&move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            })
+        };
+        for properties in [
+            "sasl.password:hunter2",
+            "sasl.password=x;hunter2",
+            "ssl.key.pem=-----BEGIN PRIVATE KEY-----hunter2;acks",
+            "sasl.jaas.config=PlainLoginModule required password=\"hunter2\"",
+        ] {
+            let vars = [
+                ("KAFKA_BOOTSTRAP_SERVERS", "b:9092"),
+                ("KAFKA_PROPERTIES", properties),
+            ];
+            let e = config(&vars).unwrap_err();
+            for shown in [e.to_string(), format!("{e:?}")] {
+                assert!(shown.contains("KAFKA_PROPERTIES"), "{shown}");
+                assert!(!shown.contains("hunter2"), "{shown}");
+            }
+            let vars: &'static [(&str, &str)] = Box::leak(Box::new(vars));
+            let e = producer(vars).unwrap_err();
+            for shown in [e.to_string(), format!("{e:?}")] {
+                assert!(!shown.contains("hunter2"), "{shown}");
+            }
+        }
+        let c = config(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "b:9092"),
+            (
+                "KAFKA_PROPERTIES",
+                "sasl.oauthbearer.config=principal=hunter2;ssl.keystore.password=hunter2",
+            ),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 
     #[test]

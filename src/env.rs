@@ -1,4 +1,10 @@
 //! Typed reading of environment variables that collects every problem instead of stopping at the first.
+//!
+//! A variable set to a blank value (empty or only spaces) is read as unset, so it takes its
+//! default: [`EnvReader::text`] and everything built on it. [`EnvReader::raw`] is for the few
+//! values read as given: passwords (where spaces count), `KAFKA_PROPERTIES` (blank: no property,
+//! its default) and `ALERT_RULES`, whose blank value is refused because "the default rule" and
+//! "no alert" are both plausible readings of it (`none` says the latter).
 
 /// Reads variables through a lookup function and keeps one line per problem.
 pub struct EnvReader<'a> {
@@ -23,7 +29,7 @@ impl<'a> EnvReader<'a> {
             .filter(|v| !v.is_empty())
     }
 
-    /// The variable as is (not trimmed), for values where spaces matter.
+    /// The variable as is (not trimmed, blank kept), for values where spaces matter.
     pub fn raw(&self, name: &str) -> Option<String> {
         (self.lookup)(name)
     }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kafka_esm::config::{LogFormat, ProducerConfig};
+use kafka_esm::config::ProducerConfig;
 use kafka_esm::encode::Source;
 use kafka_esm::generate::{GenerateOptions, generate_event, generate_metrics};
 use kafka_esm::observability;
@@ -224,7 +224,7 @@ async fn produce(
             return ExitCode::from(2);
         }
     };
-    observability::init_with_default(LogFormat::Text, "warn");
+    observability::init_with_default(config.log_format, "warn");
     let started = async {
         let kafka = config.kafka.clone().resolve_secrets().await?;
         Ok::<_, kafka_esm::kafka::KafkaSetupError>(MetricProducer::new(
@@ -374,7 +374,7 @@ async fn replay(paths: &[PathBuf], json: bool, options: &ReplayOptions) -> ExitC
         }
     };
     // Human output goes to stdout; logs stay on stderr and quiet unless RUST_LOG says otherwise.
-    observability::init_with_default(LogFormat::Text, "error");
+    observability::init_with_default(config.log_format, "error");
     // The inputs are checked before --fresh deletes anything.
     let started = async {
         let files = event_files(paths)?;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 
 use super::context::KafkaClientContext;
@@ -193,10 +194,120 @@ pub enum KafkaSetupError {
         /// The secret's ARN.
         arn: String,
     },
-    /// librdkafka refused the configuration.
+    /// librdkafka refused the configuration. The value of a secret property
+    /// ([`KafkaSettings::is_secret_property`]) is redacted from the error.
     #[error("librdkafka refused the client configuration: {0}")]
-    Client(#[from] rdkafka::error::KafkaError),
+    Client(rdkafka::error::KafkaError),
 }
+
+impl From<KafkaError> for KafkaSetupError {
+    fn from(error: KafkaError) -> Self {
+        Self::Client(redact_kafka_error(error))
+    }
+}
+
+/// Parts of a librdkafka property name (compared in lower case) that mark its value as secret.
+const SECRET_NAME_PARTS: &[&str] = &[
+    "password",
+    "passphrase",
+    "secret",
+    "token",
+    "private.key",
+    "sasl.jaas",
+    "sasl.oauthbearer.config",
+    "ssl.key.pem",
+    "ssl.keystore",
+    "ssl_key",
+];
+
+/// What is shown instead of a secret value.
+const REDACTED: &str = "<redacted>";
+
+/// `KafkaError::ClientConfig` carries the refused value, and its `Display` prints it: redact it
+/// (and any copy of it in librdkafka's description) when the property is secret.
+fn redact_kafka_error(error: KafkaError) -> KafkaError {
+    match error {
+        KafkaError::ClientConfig(code, description, key, value)
+            if KafkaSettings::is_secret_property(&key) =>
+        {
+            let description = redact_value(&description, &value);
+            KafkaError::ClientConfig(code, description, key, REDACTED.to_owned())
+        }
+        other => other,
+    }
+}
+
+/// `text` with every copy of `value` replaced by [`REDACTED`].
+fn redact_value(text: &str, value: &str) -> String {
+    if value.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(value, REDACTED)
+    }
+}
+
+/// Reads `KAFKA_PROPERTIES`: `key=value` pairs separated by `;` or new lines, each checked by
+/// librdkafka. A problem never shows a value: it names the property, or, when a pair has no
+/// property name that can be told apart (no `=`, or anything but `A-Za-z0-9._-` before it), only
+/// the pair's position. librdkafka's own description is kept, with a secret property's value
+/// redacted from it.
+fn parse_properties(text: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let pairs: Vec<&str> = text
+        .split([';', '\n'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut properties = Vec::new();
+    let mut problems = Vec::new();
+    for (n, pair) in pairs.iter().enumerate() {
+        let key = pair.split_once('=').map(|(k, v)| (k.trim(), v.trim()));
+        match key {
+            Some((key, value))
+                if !key.is_empty()
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) =>
+            {
+                if let Some(refusal) = librdkafka_refusal(key, value) {
+                    problems.push(format!(
+                        "KAFKA_PROPERTIES: librdkafka refuses {key}: {refusal}"
+                    ));
+                }
+                properties.push((key.to_owned(), value.to_owned()));
+            }
+            _ => problems.push(format!(
+                "KAFKA_PROPERTIES: pair {} of {} is not key=value{} (the pair is not shown: it may hold a secret; pairs are separated by `;`)",
+                n + 1,
+                pairs.len(),
+                if pair.contains(':') && !pair.contains('=') {
+                    ", `=` goes between key and value, not `:`"
+                } else {
+                    ""
+                }
+            )),
+        }
+    }
+    (properties, problems)
+}
+
+/// Why librdkafka refuses `key=value` on its own (an unknown name, a value out of range), so that
+/// the refusal is reported at start-up with every other problem; `None` when it accepts it.
+fn librdkafka_refusal(key: &str, value: &str) -> Option<String> {
+    // Setting `plugin.library.paths` loads the plugins: leave that to the client itself.
+    if key == "plugin.library.paths" {
+        return None;
+    }
+    let mut config = ClientConfig::new();
+    config.set(key, value);
+    match config.create_native_config().map_err(redact_kafka_error) {
+        Ok(_) => None,
+        Err(KafkaError::ClientConfig(_, description, _, _)) => Some(description),
+        Err(other) => Some(other.to_string()),
+    }
+}
+
+/// Why a `*_SECRET_ARN` value that is not an ARN is not printed.
+const NOT_SHOWN: &str = "its value is not shown: it may be the secret itself";
 
 const AUTH_VALUES: &str = "none, tls, plain, scram-sha-256, scram-sha-512 or iam";
 
@@ -225,6 +336,14 @@ impl KafkaSettings {
         }
     }
 
+    /// True when the value of this librdkafka property must never be printed: its name, in any
+    /// case, contains `password`, `passphrase`, `secret`, `token`, `private.key`, `sasl.jaas`,
+    /// `sasl.oauthbearer.config`, `ssl.key.pem`, `ssl.keystore` or `ssl_key`.
+    pub fn is_secret_property(name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        SECRET_NAME_PARTS.iter().any(|part| name.contains(part))
+    }
+
     /// Reads `KAFKA_*` variables; `None` when `KAFKA_BOOTSTRAP_SERVERS` is unset. Problems go to `r`.
     ///
     /// `KAFKA_AUTH` (`none` | `tls` | `plain` | `scram-sha-256` | `scram-sha-512` | `iam`),
@@ -232,7 +351,8 @@ impl KafkaSettings {
     /// (default true), `KAFKA_TLS_CA_PATH` or `KAFKA_TLS_CA_SECRET_ARN`, `KAFKA_TLS_CERT_PATH` +
     /// `KAFKA_TLS_KEY_PATH` (+ `KAFKA_TLS_KEY_PASSWORD`) or, with `KAFKA_AUTH=tls`,
     /// `KAFKA_TLS_SECRET_ARN`, `AWS_REGION` for `iam`, `KAFKA_CLIENT_ID`, and `KAFKA_PROPERTIES`
-    /// (`key=value` pairs separated by `;`).
+    /// (`key=value` pairs separated by `;`, each checked by librdkafka here; a problem never shows
+    /// a value).
     pub fn from_env(
         r: &mut EnvReader<'_>,
         default_client_id: &str,
@@ -268,7 +388,7 @@ impl KafkaSettings {
                     (None, None, Some(arn)) => {
                         if !arn.starts_with("arn:") {
                             r.problem(format!(
-                                "KAFKA_SASL_SECRET_ARN={arn:?} is not an ARN: expected arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME"
+                                "KAFKA_SASL_SECRET_ARN is not an ARN ({NOT_SHOWN}): expected arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME"
                             ));
                         }
                         Some(SaslCredentials::FromSecret { arn })
@@ -367,7 +487,7 @@ impl KafkaSettings {
                 && !arn.starts_with("arn:")
             {
                 r.problem(format!(
-                    "{name}={arn:?} is not an ARN: expected arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME"
+                    "{name} is not an ARN ({NOT_SHOWN}): expected arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME"
                 ));
             }
         }
@@ -407,20 +527,10 @@ impl KafkaSettings {
         };
         let mut properties = Vec::new();
         if let Some(text) = r.raw("KAFKA_PROPERTIES") {
-            for pair in text
-                .split([';', '\n'])
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-            {
-                match pair.split_once('=') {
-                    Some((k, v)) if !k.trim().is_empty() => {
-                        properties.push((k.trim().to_owned(), v.trim().to_owned()))
-                    }
-                    _ => r.problem(format!(
-                        "KAFKA_PROPERTIES has {:?}, not key=value (pairs are separated by `;`)",
-                        pair.split('=').next().unwrap_or_default()
-                    )),
-                }
+            let (read, problems) = parse_properties(&text);
+            properties = read;
+            for problem in problems {
+                r.problem(problem);
             }
         }
         let client_id = r
@@ -872,7 +982,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
-            problems[0].contains("\"kafka-client\" is not an ARN"),
+            problems[0].starts_with("KAFKA_TLS_SECRET_ARN is not an ARN"),
             "{problems:?}"
         );
     }
@@ -922,6 +1032,145 @@ mod tests {
             problems.contains("KAFKA_TLS_CA_SECRET_ARN is set but the connection is not TLS"),
             "{problems}"
         );
+    }
+
+    /// Every way a secret could reach a problem, an error or `Debug`: `hunter2` never shows.
+    #[test]
+    fn a_property_problem_never_shows_a_secret() {
+        let with = |properties: &str| {
+            settings(&[
+                ("KAFKA_BOOTSTRAP_SERVERS", "b:9092"),
+                ("KAFKA_PROPERTIES", properties),
+            ])
+        };
+        let jaas = r#"sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="u" password="hunter2""#;
+        for (properties, expected) in [
+            (
+                "acks=all;sasl.password:hunter2",
+                "pair 2 of 2 is not key=value, `=` goes between key and value, not `:`",
+            ),
+            // A `;` inside a password splits it: the tail has no name.
+            ("sasl.password=hun;ter2", "pair 2 of 2 is not key=value"),
+            ("sasl.password=x;hunter2", "pair 2 of 2 is not key=value"),
+            ("=hunter2", "pair 1 of 1 is not key=value"),
+            ("sasl.password hunter2=x", "pair 1 of 1 is not key=value"),
+            ("sasl.password:hunter2=x", "pair 1 of 1 is not key=value"),
+            (
+                jaas,
+                "librdkafka refuses sasl.jaas.config: Java JAAS configuration is not supported",
+            ),
+        ] {
+            let problems = with(properties).unwrap_err().join("\n");
+            assert!(problems.contains(expected), "{properties}: {problems}");
+            for secret in ["hunter2", "hun", "ter2"] {
+                assert!(!problems.contains(secret), "{properties}: {problems}");
+            }
+        }
+        // A secret pasted where its ARN belongs.
+        let problems = settings(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "b:9096"),
+            ("KAFKA_AUTH", "scram-sha-512"),
+            (
+                "KAFKA_SASL_SECRET_ARN",
+                r#"{"username":"u","password":"hunter2"}"#,
+            ),
+            ("KAFKA_TLS_CA_SECRET_ARN", "hunter2"),
+        ])
+        .unwrap_err()
+        .join("\n");
+        assert!(
+            problems.contains("KAFKA_SASL_SECRET_ARN is not an ARN (its value is not shown")
+                && problems.contains("KAFKA_TLS_CA_SECRET_ARN is not an ARN"),
+            "{problems}"
+        );
+        assert!(!problems.contains("hunter2"), "{problems}");
+        // Accepted secrets never show either.
+        let s = with(
+            "ssl.keystore.password=hunter2; sasl.password=hunter2; sasl.oauthbearer.config=principal=hunter2",
+        )
+        .unwrap();
+        assert_eq!(s.properties.len(), 3);
+        assert_eq!(s.properties[2].1, "principal=hunter2");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("ssl.keystore.password"), "{shown}");
+
+        // A property librdkafka refuses only when a client is created: the error names it and
+        // redacts its value.
+        let mut s = KafkaSettings::new("b:9092");
+        s.properties = vec![(
+            "sasl.jaas.config".into(),
+            jaas.split_once('=').unwrap().1.into(),
+        )];
+        let error = s.create_producer().map(|_| ()).unwrap_err();
+        for shown in [error.to_string(), format!("{error:?}")] {
+            assert!(shown.contains("sasl.jaas.config"), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn a_refused_secret_value_is_redacted_from_librdkafkas_description() {
+        let error = KafkaSetupError::from(KafkaError::ClientConfig(
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            r#"Invalid value "hunter2" for configuration property "ssl.key.password""#.into(),
+            "ssl.key.password".into(),
+            "hunter2".into(),
+        ));
+        let shown = error.to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains(r#"Invalid value "<redacted>""#), "{shown}");
+        // Other values stay: they say what is wrong.
+        let error = KafkaSetupError::from(KafkaError::ClientConfig(
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            r#"Invalid value "most" for configuration property "acks""#.into(),
+            "acks".into(),
+            "most".into(),
+        ));
+        assert!(error.to_string().contains("most"), "{error}");
+        let problems = settings(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "b:9092"),
+            ("KAFKA_PROPERTIES", "acks=most;linger.ms=5"),
+        ])
+        .unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("KAFKA_PROPERTIES: librdkafka refuses acks: Invalid value"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn which_properties_are_secret() {
+        for name in [
+            "sasl.password",
+            "SASL.PASSWORD",
+            "ssl.key.password",
+            "ssl.key.pem",
+            "ssl_key",
+            "ssl.keystore.location",
+            "ssl.keystore.password",
+            "sasl.jaas.config",
+            "sasl.oauthbearer.config",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.client.credentials.client.secret",
+            "sasl.oauthbearer.assertion.private.key.pem",
+            "sasl.oauthbearer.assertion.private.key.passphrase",
+            "sasl.oauthbearer.token.endpoint.url",
+        ] {
+            assert!(KafkaSettings::is_secret_property(name), "{name}");
+        }
+        for name in [
+            "acks",
+            "sasl.username",
+            "sasl.mechanism",
+            "ssl.certificate.pem",
+            "ssl.ca.pem",
+            "ssl.key.location",
+            "client.id",
+        ] {
+            assert!(!KafkaSettings::is_secret_property(name), "{name}");
+        }
     }
 
     #[test]

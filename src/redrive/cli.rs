@@ -8,7 +8,7 @@ use aws_config::{BehaviorVersion, Region};
 use super::report::{render_message, render_summary};
 use super::{Mode, RedriveOptions, Redriver, parse_s3_uri};
 use crate::app::open_store_with;
-use crate::config::{ConsumerConfig, LogFormat, StoreChoice};
+use crate::config::{ConsumerConfig, StoreChoice};
 use crate::kafka::KafkaSettings;
 use crate::observability;
 
@@ -130,7 +130,7 @@ pub async fn run(args: RedriveArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    observability::init_with_default(LogFormat::Text, "error");
+    observability::init_with_default(config.log_format, "error");
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(region) = &args.region {
         loader = loader.region(Region::new(region.clone()));

@@ -85,32 +85,54 @@ impl fmt::Display for AlertRule {
     }
 }
 
-/// A rule that does not parse.
+/// Rules that do not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "alert rule {rule:?} is not `[database_type:]metric_name OP number` with OP one of > >= < <= == != ({reason})"
-)]
-pub struct RuleError {
-    /// The rule's text.
-    pub rule: String,
-    /// What is wrong.
-    pub reason: &'static str,
+pub enum RuleError {
+    /// The text holds no rule: it is blank, or only separators. No rule at all is written `none`,
+    /// so that a value left blank by mistake does not silently turn every alert off.
+    #[error("there is no rule: write `none` for no alert")]
+    NoRule,
+    /// A rule does not parse.
+    #[error(
+        "alert rule {rule:?} is not `[database_type:]metric_name OP number` with OP one of > >= < <= == != ({reason})"
+    )]
+    Invalid {
+        /// The rule's text.
+        rule: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
 }
 
-/// Parses rules separated by `;` or `,`. An empty text means no rule.
+/// The text that means "no alert rule" (in any case).
+const NO_RULES: &str = "none";
+
+/// Parses rules separated by `;` or `,`; `none` (alone, in any case) means no rule. A text with no
+/// rule in it (blank, or separators only) is [`RuleError::NoRule`].
 pub fn parse_rules(text: &str) -> Result<Vec<AlertRule>, RuleError> {
-    text.split([';', ','])
+    if text.trim().eq_ignore_ascii_case(NO_RULES) {
+        return Ok(Vec::new());
+    }
+    let rules = text
+        .split([';', ','])
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .map(parse_rule)
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    if rules.is_empty() {
+        return Err(RuleError::NoRule);
+    }
+    Ok(rules)
 }
 
 fn parse_rule(rule: &str) -> Result<AlertRule, RuleError> {
-    let err = |reason| RuleError {
+    let err = |reason| RuleError::Invalid {
         rule: rule.to_owned(),
         reason,
     };
+    if rule.eq_ignore_ascii_case(NO_RULES) {
+        return Err(err("`none` means no rule and goes alone"));
+    }
     // Two-character operators first, so `>=` is not read as `>`.
     let (at, comparison, width) = [
         (">=", Comparison::AtLeast),
@@ -195,8 +217,30 @@ mod tests {
     fn bad_rules_are_named() {
         for bad in ["cpu 80", "cpu > high", "> 3", "cpu usage > 3", "cpu > inf"] {
             let e = parse_rules(bad).unwrap_err();
-            assert_eq!(e.rule, bad);
+            assert!(
+                matches!(&e, RuleError::Invalid { rule, .. } if rule == bad),
+                "{e:?}"
+            );
         }
-        assert!(parse_rules("  ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn none_means_no_rule_and_a_text_without_rules_is_refused() {
+        for none in ["none", " NONE ", "None"] {
+            assert_eq!(parse_rules(none), Ok(Vec::new()), "{none:?}");
+        }
+        for empty in ["", "  ", ";", " , ; "] {
+            assert_eq!(parse_rules(empty), Err(RuleError::NoRule), "{empty:?}");
+        }
+        assert_eq!(
+            RuleError::NoRule.to_string(),
+            "there is no rule: write `none` for no alert"
+        );
+        let e = parse_rules("none; cpu_usage_percent > 80").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`none` means no rule and goes alone"),
+            "{e}"
+        );
     }
 }
