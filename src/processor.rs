@@ -72,6 +72,27 @@ impl ProcessorSettings {
     }
 }
 
+/// Checks at start-up that one dead-letter publish fits in the function's time budget: a publish
+/// longer than the function's timeout less the safety margin could never be waited for, and each
+/// record it holds would stay unfinished for ever.
+pub fn check_time_budget(
+    function_timeout: Duration,
+    safety_margin: Duration,
+    publish_timeout: Duration,
+) -> Result<(), String> {
+    let budget = function_timeout.saturating_sub(safety_margin);
+    if publish_timeout <= budget && !budget.is_zero() {
+        return Ok(());
+    }
+    Err(format!(
+        "PUBLISH_TIMEOUT_MS ({} ms) does not fit in the function's time budget: its timeout of {} ms less SAFETY_MARGIN_MS ({} ms) leaves {} ms; lower PUBLISH_TIMEOUT_MS (or SAFETY_MARGIN_MS), or raise the function's timeout",
+        publish_timeout.as_millis(),
+        function_timeout.as_millis(),
+        safety_margin.as_millis(),
+        budget.as_millis()
+    ))
+}
+
 /// Kafka's longest topic name.
 pub const MAX_TOPIC_LENGTH: usize = 249;
 

@@ -41,6 +41,9 @@ pub enum ReplayError {
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// One publish does not fit in the replay's function timeout.
+    #[error("{0}")]
+    Budget(String),
     /// The state directory could not be used.
     #[error("the state directory {path} cannot be used: {message}")]
     State {
@@ -173,6 +176,12 @@ impl Replayer {
         config: &ConsumerConfig,
         options: &ReplayOptions,
     ) -> Result<Self, ReplayError> {
+        crate::processor::check_time_budget(
+            options.timeout,
+            config.safety_margin,
+            config.processor.publish_timeout,
+        )
+        .map_err(|e| ReplayError::Budget(format!("--timeout-ms: {e}")))?;
         let dir = &options.state_dir;
         let state_error = |e: &dyn std::fmt::Display| ReplayError::State {
             path: dir.clone(),

@@ -657,3 +657,20 @@ async fn a_poison_record_of_the_longest_legal_topic_is_dead_lettered_to_a_file()
         .await;
     assert!(matches!(outcomes(&inv)[0], RecordOutcome::DeadLettered(_)));
 }
+
+#[test]
+fn one_publish_must_fit_in_the_functions_time_budget() {
+    use kafka_esm::processor::check_time_budget;
+    let s = Duration::from_secs;
+    assert!(check_time_budget(s(120), s(2), s(10)).is_ok());
+    assert!(check_time_budget(s(12), s(2), s(10)).is_ok());
+    let e = check_time_budget(s(3), s(2), s(10)).unwrap_err();
+    assert!(
+        e.contains("PUBLISH_TIMEOUT_MS (10000 ms)") && e.contains("leaves 1000 ms"),
+        "{e}"
+    );
+    assert!(
+        check_time_budget(s(2), s(2), s(0)).is_err(),
+        "no time at all"
+    );
+}

@@ -1,12 +1,14 @@
 //! The consumer Lambda: wiring and configuration only; the logic lives in the library.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_esm::app::{open_store, telemetry_consumer};
 use kafka_esm::config::ConsumerConfig;
 use kafka_esm::consumer::Consumer;
 use kafka_esm::handler::InvocationInfo;
 use kafka_esm::observability;
+use kafka_esm::processor::check_time_budget;
 use kafka_esm::retry::Deadline;
 use kafka_esm::sink::KafkaSink;
 use kafka_esm::telemetry::TelemetryHandler;
@@ -23,6 +25,20 @@ async fn start() -> Result<(ConsumerConfig, Consumer<TelemetryHandler>), Box<dyn
 {
     let config = ConsumerConfig::from_env_requiring_kafka()?;
     observability::init(config.log_format);
+    // Lambda does not tell a function its timeout: the template passes it (ConsumerTimeout).
+    if let Some(seconds) = std::env::var("FUNCTION_TIMEOUT_SECONDS")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+    {
+        let seconds: u64 = seconds.trim().parse().map_err(|_| {
+            format!("FUNCTION_TIMEOUT_SECONDS={seconds:?} is not a whole number of seconds")
+        })?;
+        check_time_budget(
+            Duration::from_secs(seconds),
+            config.safety_margin,
+            config.processor.publish_timeout,
+        )?;
+    }
     let kafka = config
         .kafka
         .clone()

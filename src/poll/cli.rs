@@ -249,6 +249,14 @@ async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
     .resolve_secrets()
     .await
     .map_err(|e| e.to_string())?;
+    if args.invoke_endpoint.is_none() {
+        crate::processor::check_time_budget(
+            Duration::from_millis(args.function_timeout_ms),
+            config.safety_margin,
+            config.processor.publish_timeout,
+        )
+        .map_err(|e| format!("--function-timeout-ms: {e}"))?;
+    }
     let report_failures = args.report_batch_item_failures
         || (args.invoke_endpoint.is_none() && config.partial_batch_response);
     let needs_aws = args.on_failure_sqs.is_some()
