@@ -110,13 +110,14 @@ impl Pipeline {
                 "50",
                 "--batch-window-ms",
                 "50",
-                "--function-timeout-ms",
-                "5000",
                 "--progress-seconds",
                 "1",
                 "--json",
             ])
             .args(extra);
+        if !extra.contains(&"--function-timeout-ms") {
+            command.args(["--function-timeout-ms", "5000"]);
+        }
         self.consumer_env(&mut command, properties);
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         command
@@ -327,9 +328,15 @@ async fn a_broker_restart_mid_run_loses_and_repeats_nothing() {
     // Publishes in flight when the broker goes away wait for it (librdkafka resends them) instead
     // of timing out: a timed-out batch makes an idempotent producer bump its epoch on its own, and
     // Tansu 0.6.0's SQLite storage panics on an epoch it did not hand out.
+    // One publish must fit in the function's timeout (checked at start-up): 60 s in 65 s.
     let mut child = pipeline.spawn_logged(
         pipeline
-            .poll_command(&["--exit-when-idle-ms", "8000"])
+            .poll_command(&[
+                "--exit-when-idle-ms",
+                "8000",
+                "--function-timeout-ms",
+                "65000",
+            ])
             .env("PUBLISH_TIMEOUT_MS", "60000"),
         "poll-restart",
     );
