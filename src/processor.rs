@@ -430,19 +430,12 @@ impl<H: RecordHandler> Processor<H> {
             }
         }
         if !unused.is_empty() {
-            match invocation
-                .deadline
-                .bound("releasing claims", self.store.release_many(&unused))
-                .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    warn!(%error, "claims not released; they expire with the invocation's deadline")
-                }
-                Err(out_of_time) => {
-                    debug!(%out_of_time, "claims not released; they expire with the invocation's deadline")
-                }
-            }
+            let_claims_go(
+                invocation,
+                "releasing claims",
+                self.store.release_many(&unused),
+            )
+            .await;
         }
         if !completions.is_empty()
             && let Err(reason) = self.complete(&completions, invocation).await
@@ -835,21 +828,29 @@ impl<H: RecordHandler> Processor<H> {
     /// Ends this invocation's claim on `key` so the next claim resumes it at once.
     async fn abandon(&self, key: &str, invocation: &InvocationInfo) {
         let lock_until = invocation.deadline.lambda_deadline_ms();
-        match invocation
-            .deadline
-            .bound(
-                "abandoning a claim",
-                self.store.abandon(key, lock_until, now_ms()),
-            )
-            .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                warn!(%error, "claim not abandoned; it expires with the invocation's deadline")
-            }
-            Err(out_of_time) => {
-                debug!(%out_of_time, "claim not abandoned; it expires with the invocation's deadline")
-            }
+        let_claims_go(
+            invocation,
+            "abandoning a claim",
+            self.store.abandon(key, lock_until, now_ms()),
+        )
+        .await;
+    }
+}
+
+/// Releases or abandons claims within the deadline. Neither is needed for correctness: a claim
+/// left behind expires with the invocation's Lambda deadline, so a failure is only logged.
+async fn let_claims_go(
+    invocation: &InvocationInfo,
+    what: &'static str,
+    work: impl std::future::Future<Output = Result<(), crate::idempotency::StoreError>>,
+) {
+    match invocation.deadline.bound(what, work).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            warn!(%error, what, "claims kept; they expire with the invocation's deadline")
+        }
+        Err(out_of_time) => {
+            debug!(%out_of_time, "claims kept; they expire with the invocation's deadline")
         }
     }
 }
