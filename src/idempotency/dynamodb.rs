@@ -7,36 +7,112 @@
 //! | `status` | S | `IN_PROGRESS` or `COMPLETED` |
 //! | `outcome` | S | `processed` or `dead_lettered` (completed keys) |
 //! | `lock_until_ms` | N | when an in-progress claim expires, epoch ms |
-//! | `claimed_at_ms` | N | when the in-progress claim was made, epoch ms |
+//! | `claimed_at_ms` | N | when the in-progress claim was made, epoch ms; a claim that took over an interrupted one keeps the interrupted claim's time, so after several interruptions it is the first's |
+//! | `claim_token` | S | a random token naming the call that wrote the in-progress claim: how a claim recognises its own write when the SDK sent it twice, and what an error's roll-back is conditioned on |
 //! | `expires_at_ms` | N | when the item stops counting, epoch ms (the lock, or the completed window) |
 //! | `expiration` | N | the table's TTL attribute, epoch **seconds**: the completed window's end; for an in-progress claim a day after its lock, so an interrupted claim is still known when it is retried |
 //!
 //! DynamoDB deletes expired items lazily (often hours later), so every decision compares the exact
-//! `expires_at_ms` / `lock_until_ms` with the caller's clock and never relies on TTL having run.
+//! `expires_at_ms` / `lock_until_ms` with the caller's clock and never relies on TTL having run. An
+//! item is free at `now` when its time is `<= now`, exactly as the other stores decide
+//! ([`super::Entry::blocks`]).
 //!
-//! A claim is one conditional `PutItem`; when the condition fails, the old item comes back with the
-//! error (`ReturnValuesOnConditionCheckFailure=ALL_OLD`) and says whether the key is completed or
-//! locked without a second read. An item is free at `now` when its time is `<= now`, exactly as the
-//! other stores decide ([`super::Entry::blocks`]). A claim that succeeds returns the item it
-//! replaced (`ReturnValues=ALL_OLD`): an in-progress one is an interrupted attempt
-//! ([`super::Claim::Resumed`]).
+//! # Claims
+//!
+//! A claim is a conditional put of the in-progress item, in one of two forms:
+//!
+//! - *fresh*: `attribute_not_exists(id) OR (status = COMPLETED AND expires_at_ms <= now)`, for a key
+//!   nobody holds; it answers [`Claim::Acquired`]. A fresh claim never replaces an in-progress item,
+//!   so nothing about an interrupted attempt can be lost by it.
+//! - *take-over*: `status = IN_PROGRESS AND lock_until_ms = <seen> AND claimed_at_ms = <seen>` (or
+//!   `attribute_not_exists(claimed_at_ms)` for an item written before claim times were kept), pinned
+//!   to exactly the expired in-progress item that a failed claim saw; it writes the interrupted
+//!   claim's `claimed_at_ms` and answers [`Claim::Resumed`] with that item's times.
+//!
+//! A claim starts fresh. When its condition fails, the old item comes back with the failure
+//! (`ReturnValuesOnConditionCheckFailure=ALL_OLD`; a `GetItem` when the service sends none) and
+//! decides: completed and unexpired is a duplicate ([`Claim::Completed`]), in progress and unexpired
+//! is [`Claim::Locked`], an expired in-progress item is taken over in the next write, anything else
+//! (an expired completion, no item any more) is claimed fresh again. The number of writes is bounded.
+//!
+//! An old item that is in progress, with this call's `claim_token` and lock, is this call's own
+//! write: the SDK sent the put again after a first attempt that committed but whose answer was lost
+//! (a timeout, a dropped connection), and the second attempt found the first one's item. That claim
+//! is ours, with the answer of the write that made it. The token, not the claim time, tells it apart:
+//! two partitions of one invocation may claim the same business id in the same millisecond with the
+//! same deadline, and only one of them may hold it.
+//!
+//! # Claiming a chunk
+//!
+//! [`IdempotencyStore::try_claim_many`] claims in one of two ways ([`ClaimMode`]):
+//!
+//! - [`ClaimMode::Transaction`] (the default): `TransactWriteItems` of up to 100 fresh claims (more
+//!   keys: several transactions, sent concurrently), with a `ClientRequestToken` per transaction so
+//!   that the SDK sending a committed transaction again changes nothing. A transaction commits all
+//!   its claims or none: when one condition fails, the transaction is cancelled and its
+//!   `CancellationReasons` (one per claim, in order) say which claim failed, with the old item, and
+//!   which did not (`None`). A failed claim is decided as above; the others, and those cancelled by a
+//!   `TransactionConflict` or throttling, go into the next round's transaction with the take-overs.
+//!   After a bounded number of rounds, and for any failure that came back without its old item, the
+//!   undecided keys are claimed one at a time.
+//! - [`ClaimMode::ConcurrentPuts`]: one conditional `PutItem` per key, at most `concurrency` in
+//!   flight.
+//!
+//! The trade-off: a transactional write costs **2 WCUs per item** (DynamoDB prepares and commits
+//! each) but one request per 100 keys; a conditional put costs **1 WCU per item** but one request per
+//! key. Both cost one round trip in sequence (as long as `concurrency` covers the chunk).
+//!
+//! Either way, on an error nothing is left claimed by the call: what it may have written (its
+//! `claim_token`) is taken back, a fresh claim by a conditional delete, a take-over (or a write whose
+//! outcome is unknown) by expiring its lock, so that the next claim still resumes the interrupted
+//! attempt. A write that commits after its roll-back ran (a transaction still in progress when the SDK
+//! gave up) stays claimed until its lock expires.
+//!
+//! Completions ([`IdempotencyStore::complete_many`]) are `BatchWriteItem` puts, 25 a request, every
+//! request of a call sent at once, `UnprocessedItems` sent again with a bounded, jittered backoff.
+//! Releases ([`IdempotencyStore::release_many`]) are conditional `DeleteItem`s, several in flight.
+//!
+//! # Requests and capacity per record
+//!
+//! A chunk is up to 100 records of one partition: one batch read of completed keys, one claim of the
+//! keys not completed, the handler, one completion of what was done. Items are well under 1 KB.
+//!
+//! | chunk of 100 | claims | requests | round trips in sequence | WCUs per record | RCUs per record |
+//! |---|---|---|---|---|---|
+//! | fresh keys | `Transaction` | 6: 1 `BatchGetItem`, 1 `TransactWriteItems`, 4 `BatchWriteItem` | 3 | 3: 2 (claim) + 1 (completion) | 1 |
+//! | fresh keys | `ConcurrentPuts { concurrency: 100 }` | 105: 1 `BatchGetItem`, 100 `PutItem`, 4 `BatchWriteItem` | 3 (⌈100 / concurrency⌉ + 2 with less concurrency) | 2: 1 + 1 | 1 |
+//! | duplicates | either | 1 `BatchGetItem` | 1 | 0 | 1 |
+//!
+//! The read is strongly consistent: 1 RCU per key (up to 4 KB), found or not. What costs more, and
+//! is rare: a chunk whose claims meet an interrupted (expired in-progress) key, a key locked by
+//! another invocation or one completed since the read: with `Transaction`, the first transaction is
+//! cancelled and the remaining claims go in a second one (one more request and round trip; count the
+//! cancelled transaction's items at up to 2 WCUs each too); with `ConcurrentPuts`, that key's failed
+//! put (1 WCU) and, for an interrupted key, its take-over put (1 WCU). [`DynamoDbStore::requests`]
+//! counts every request sent, by operation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, KeysAndAttributes,
-    ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, CancellationReason, KeySchemaElement,
+    KeyType, KeysAndAttributes, Put, PutRequest, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, WriteRequest,
 };
+use futures::StreamExt;
 
-use super::{Claim, CompletedOutcome, Entry, IdempotencyStore, StoreError};
+use super::{Claim, CompletedOutcome, Entry, IdempotencyStore, Interrupted, StoreError};
 
 /// Attribute names.
 mod attr {
@@ -45,6 +121,7 @@ mod attr {
     pub const OUTCOME: &str = "outcome";
     pub const LOCK_UNTIL_MS: &str = "lock_until_ms";
     pub const CLAIMED_AT_MS: &str = "claimed_at_ms";
+    pub const CLAIM_TOKEN: &str = "claim_token";
     pub const EXPIRES_AT_MS: &str = "expires_at_ms";
     pub const EXPIRATION: &str = "expiration";
 }
@@ -56,12 +133,21 @@ const DEAD_LETTERED: &str = "dead_lettered";
 
 /// `BatchGetItem` takes at most 100 keys per request.
 const BATCH_GET_LIMIT: usize = 100;
-/// Rounds of `UnprocessedKeys` retries before the batch read gives up (the processor then claims
-/// one key at a time, which is still correct).
+/// `TransactWriteItems` takes at most 100 actions per request.
+const TRANSACT_LIMIT: usize = 100;
+/// `BatchWriteItem` takes at most 25 puts per request.
+const BATCH_WRITE_LIMIT: usize = 25;
+/// Rounds of `UnprocessedKeys` / `UnprocessedItems` retries before a batch gives up (the processor
+/// then reads or completes again, which is still correct).
 const UNPROCESSED_ROUNDS: u32 = 8;
-/// A claim whose condition fails although the old item does not block (it changed in between) is
-/// tried again this many times in all.
-const CLAIM_ATTEMPTS: u32 = 3;
+/// Writes of one claim before it gives up: a take-over needs two (the fresh write that sees the
+/// interrupted item, then the take-over), and an item may change in between.
+const CLAIM_ATTEMPTS: u32 = 4;
+/// Rounds of transactions for a chunk of claims before the keys still undecided are claimed one at a
+/// time.
+const CLAIM_ROUNDS: u32 = 4;
+/// Single-key requests in flight at once for one call (releases, claims one at a time, roll-backs).
+const WRITE_CONCURRENCY: usize = 16;
 
 /// The longest a Lambda invocation runs (15 minutes): how long before its lock's end an
 /// interrupted claim without a recorded claim time may have been made.
@@ -71,56 +157,240 @@ const LONGEST_INVOCATION_MS: u64 = 15 * 60 * 1000;
 /// window learns that the earlier attempt was interrupted.
 const INTERRUPTED_KEPT_MS: u64 = 24 * 3600 * 1000;
 
-const CLAIM_CONDITION: &str = "attribute_not_exists(#id) \
-     OR (#status = :in_progress AND #lock_until_ms <= :now) \
-     OR (#status = :completed AND #expires_at_ms <= :now)";
+const FRESH_CONDITION: &str =
+    "attribute_not_exists(#id) OR (#status = :completed AND #expires_at_ms <= :now)";
+const TAKEOVER_CONDITION: &str = "#status = :in_progress AND #lock_until_ms = :seen_lock \
+     AND #claimed_at_ms = :seen_claimed";
+const TAKEOVER_UNTIMED_CONDITION: &str = "#status = :in_progress AND #lock_until_ms = :seen_lock \
+     AND attribute_not_exists(#claimed_at_ms)";
+/// An in-progress claim written by the call whose token is `:token`.
+const OURS_CONDITION: &str = "#status = :in_progress AND #claim_token = :token";
+
+type Item = HashMap<String, AttributeValue>;
+
+/// How [`DynamoDbStore`] claims a chunk of keys ([`IdempotencyStore::try_claim_many`]); see the
+/// module documentation for what each costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClaimMode {
+    /// `TransactWriteItems`, up to 100 keys a request: 2 WCUs per key, one request per 100 keys.
+    #[default]
+    Transaction,
+    /// One conditional `PutItem` per key: 1 WCU per key, one request per key.
+    ConcurrentPuts {
+        /// How many puts are in flight at once (0 counts as 1).
+        concurrency: usize,
+    },
+}
+
+/// How many requests a [`DynamoDbStore`] has sent, by operation, since it was made. Every attempt
+/// counts, the SDK's own retries included: these are the requests DynamoDB bills.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// `BatchGetItem`: reads of completed keys.
+    pub batch_get_item: u64,
+    /// `TransactWriteItems`: claims in [`ClaimMode::Transaction`].
+    pub transact_write_items: u64,
+    /// `PutItem`: single claims and completions.
+    pub put_item: u64,
+    /// `BatchWriteItem`: completions of several keys.
+    pub batch_write_item: u64,
+    /// `DeleteItem`: releases, and roll-backs of fresh claims.
+    pub delete_item: u64,
+    /// `UpdateItem`: abandons, and roll-backs of take-overs.
+    pub update_item: u64,
+    /// `GetItem`: reads after a failed claim that came back without the old item.
+    pub get_item: u64,
+    /// Any other operation (creating the table, for tests and local stacks).
+    pub other: u64,
+}
+
+impl RequestCounts {
+    /// Every request, whatever its operation.
+    pub fn total(&self) -> u64 {
+        self.batch_get_item
+            + self.transact_write_items
+            + self.put_item
+            + self.batch_write_item
+            + self.delete_item
+            + self.update_item
+            + self.get_item
+            + self.other
+    }
+
+    /// The requests sent since `earlier`, a snapshot of the same store.
+    pub fn since(&self, earlier: &RequestCounts) -> RequestCounts {
+        RequestCounts {
+            batch_get_item: self.batch_get_item.saturating_sub(earlier.batch_get_item),
+            transact_write_items: self
+                .transact_write_items
+                .saturating_sub(earlier.transact_write_items),
+            put_item: self.put_item.saturating_sub(earlier.put_item),
+            batch_write_item: self
+                .batch_write_item
+                .saturating_sub(earlier.batch_write_item),
+            delete_item: self.delete_item.saturating_sub(earlier.delete_item),
+            update_item: self.update_item.saturating_sub(earlier.update_item),
+            get_item: self.get_item.saturating_sub(earlier.get_item),
+            other: self.other.saturating_sub(earlier.other),
+        }
+    }
+}
+
+/// The operations [`RequestCounts`] names, as the `X-Amz-Target` header spells them, in the order
+/// of [`Counters::by_operation`] (its last counter is for any other operation).
+const COUNTED: [&str; 7] = [
+    "BatchGetItem",
+    "TransactWriteItems",
+    "PutItem",
+    "BatchWriteItem",
+    "DeleteItem",
+    "UpdateItem",
+    "GetItem",
+];
+
+#[derive(Debug, Default)]
+struct Counters {
+    by_operation: [AtomicU64; COUNTED.len() + 1],
+}
+
+impl Counters {
+    fn count(&self, operation: &str) {
+        let index = COUNTED
+            .iter()
+            .position(|counted| *counted == operation)
+            .unwrap_or(COUNTED.len());
+        self.by_operation[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> RequestCounts {
+        let n = |i: usize| self.by_operation[i].load(Ordering::Relaxed);
+        RequestCounts {
+            batch_get_item: n(0),
+            transact_write_items: n(1),
+            put_item: n(2),
+            batch_write_item: n(3),
+            delete_item: n(4),
+            update_item: n(5),
+            get_item: n(6),
+            other: n(7),
+        }
+    }
+}
+
+/// Counts each request just before it is sent (once per attempt), by its `X-Amz-Target`.
+#[derive(Debug)]
+struct CountRequests(Arc<Counters>);
+
+impl Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "kafka_esm::idempotency::DynamoDbStore request counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let target = context.request().headers().get("x-amz-target");
+        self.0
+            .count(target.and_then(|t| t.rsplit('.').next()).unwrap_or(""));
+        Ok(())
+    }
+}
 
 /// Keeps keys in a DynamoDB table (see the module documentation for its schema).
 #[derive(Debug, Clone)]
 pub struct DynamoDbStore {
     client: Client,
     table: String,
+    claims: ClaimMode,
+    counters: Arc<Counters>,
+}
+
+/// What a claim write expects to find, and so what it answers when its condition holds.
+#[derive(Debug, Clone, PartialEq)]
+enum Expect {
+    /// No item, or an expired completion: [`Claim::Acquired`].
+    Fresh,
+    /// Exactly this expired in-progress item (its lock and claim time as stored):
+    /// [`Claim::Resumed`].
+    Takeover {
+        lock: AttributeValue,
+        claimed: Option<AttributeValue>,
+        interrupted: Interrupted,
+    },
+}
+
+impl Expect {
+    /// The answer when the write succeeds.
+    fn wins(&self) -> Claim {
+        match self {
+            Expect::Fresh => Claim::Acquired,
+            Expect::Takeover { interrupted, .. } => Claim::Resumed(*interrupted),
+        }
+    }
+
+    /// How to take the write back.
+    fn undo(&self) -> Undo {
+        match self {
+            Expect::Fresh => Undo::Delete,
+            Expect::Takeover { .. } => Undo::Expire,
+        }
+    }
+}
+
+/// What a failed claim write learned from the item that failed its condition.
+enum Next {
+    /// The key is decided.
+    Answer(Claim),
+    /// Write again, expecting this.
+    Retry(Expect),
+}
+
+/// How an error's roll-back takes back a claim this call may have written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Undo {
+    /// A fresh claim (it replaced no in-progress item): delete it.
+    Delete,
+    /// A take-over, or a write whose outcome is unknown: expire its lock now, so that the next claim
+    /// resumes it and looks for an effect (there may be none: a lookup, never a repeat).
+    Expire,
+}
+
+/// A transaction's outcome.
+enum Transacted {
+    Committed,
+    /// Cancelled: one reason per action, in order (possibly none when the service sent none).
+    Cancelled(Vec<CancellationReason>),
+    /// Failed otherwise: it may or may not have committed.
+    Failed(StoreError),
+}
+
+/// The parts of a conditional claim put.
+struct ClaimWrite {
+    item: Item,
+    condition: &'static str,
+    names: HashMap<String, String>,
+    values: Item,
 }
 
 impl DynamoDbStore {
-    /// Runs `update` (where `:value` is `value`) on the in-progress item of `key` locked until
-    /// `lock_until_ms`, and on no one else's.
-    async fn update_claim(
-        &self,
-        key: &str,
-        lock_until_ms: u64,
-        update: &str,
-        value: u64,
-    ) -> Result<(), SdkError<UpdateItemError, HttpResponse>> {
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(key)))
-            .update_expression(update)
-            .condition_expression("#status = :in_progress AND #lock_until_ms = :lock_until")
-            .expression_attribute_names("#status", attr::STATUS)
-            .expression_attribute_names("#lock_until_ms", attr::LOCK_UNTIL_MS)
-            .expression_attribute_values(":in_progress", AttributeValue::S(IN_PROGRESS.into()))
-            .expression_attribute_values(":lock_until", number(lock_until_ms))
-            .expression_attribute_values(":value", number(value));
-        // DynamoDB refuses names that no expression uses.
-        for (placeholder, name) in [
-            ("#claimed_at_ms", attr::CLAIMED_AT_MS),
-            ("#expires_at_ms", attr::EXPIRES_AT_MS),
-        ] {
-            if update.contains(placeholder) {
-                request = request.expression_attribute_names(placeholder, name);
-            }
-        }
-        request.send().await.map(|_| ())
-    }
-
-    /// A store over an existing client and table.
+    /// A store over an existing client and table, claiming chunks with [`ClaimMode::Transaction`].
+    /// The store sends its requests through a copy of the client that counts them
+    /// ([`DynamoDbStore::requests`]).
     pub fn new(client: Client, table: impl Into<String>) -> Self {
+        let counters = Arc::<Counters>::default();
+        let config = client
+            .config()
+            .to_builder()
+            .interceptor(CountRequests(counters.clone()))
+            .build();
         Self {
-            client,
+            client: Client::from_conf(config),
             table: table.into(),
+            claims: ClaimMode::default(),
+            counters,
         }
     }
 
@@ -129,6 +399,23 @@ impl DynamoDbStore {
     pub async fn from_env(table: impl Into<String>) -> Self {
         let config = aws_config::load_from_env().await;
         Self::new(Client::new(&config), table)
+    }
+
+    /// This store, claiming chunks of keys the way `mode` says.
+    pub fn with_claims(mut self, mode: ClaimMode) -> Self {
+        self.claims = mode;
+        self
+    }
+
+    /// How this store claims chunks of keys.
+    pub fn claims(&self) -> ClaimMode {
+        self.claims
+    }
+
+    /// The requests sent so far by this store and its clones, by operation (a cheap snapshot of
+    /// atomic counters; subtract two with [`RequestCounts::since`]).
+    pub fn requests(&self) -> RequestCounts {
+        self.counters.snapshot()
     }
 
     /// The table's name.
@@ -198,13 +485,12 @@ impl DynamoDbStore {
         ))
     }
 
-    fn key(id: &str) -> HashMap<String, AttributeValue> {
+    fn key(id: &str) -> Item {
         HashMap::from([(attr::ID.to_owned(), AttributeValue::S(id.to_owned()))])
     }
 
     /// Reads one item (strongly consistent): the fallback when a failed claim returned no old item.
-    async fn get_entry(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        let action = "reading a key";
+    async fn get_item(&self, key: &str) -> Result<Option<Item>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -213,23 +499,15 @@ impl DynamoDbStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| sdk_error(action, e))?;
-        output
-            .item
-            .as_ref()
-            .map(|item| decode(item).map_err(|e| StoreError::new(action, e)))
-            .transpose()
+            .map_err(|e| sdk_error("reading a key after a failed claim", e))?;
+        Ok(output.item.filter(|item| !item.is_empty()))
     }
 
     /// One `BatchGetItem` of at most 100 distinct keys, retrying `UnprocessedKeys`.
-    async fn batch_get(
-        &self,
-        keys: &[&str],
-    ) -> Result<HashMap<String, HashMap<String, AttributeValue>>, StoreError> {
+    async fn batch_get(&self, keys: &[&str]) -> Result<HashMap<String, Item>, StoreError> {
         let action = "reading completed keys";
         let mut found = HashMap::with_capacity(keys.len());
-        let mut pending: Vec<HashMap<String, AttributeValue>> =
-            keys.iter().map(|k| Self::key(k)).collect();
+        let mut pending: Vec<Item> = keys.iter().map(|k| Self::key(k)).collect();
         let mut round = 0;
         while !pending.is_empty() {
             round += 1;
@@ -278,6 +556,587 @@ impl DynamoDbStore {
         }
         Ok(found)
     }
+
+    /// Claims `key` with conditional `PutItem`s, for the call named by `token`.
+    async fn claim_one(
+        &self,
+        key: &str,
+        now_ms: u64,
+        lock_until_ms: u64,
+        token: &str,
+    ) -> Result<Claim, StoreError> {
+        let action = "claiming a key";
+        let mut expect = Expect::Fresh;
+        let mut last = "the condition kept failing although no entry blocks it";
+        for attempt in 1..=CLAIM_ATTEMPTS {
+            let write = claim_write(key, &expect, now_ms, lock_until_ms, token);
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(write.item))
+                .condition_expression(write.condition)
+                .set_expression_attribute_names(Some(write.names))
+                .set_expression_attribute_values(Some(write.values))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            let old = match put {
+                Ok(_) => return Ok(expect.wins()),
+                Err(SdkError::ServiceError(service)) => match service.into_err() {
+                    PutItemError::ConditionalCheckFailedException(failed) => {
+                        failed.item.filter(|item| !item.is_empty())
+                    }
+                    // A transaction holds the item: wait for it, then try the same write again.
+                    PutItemError::TransactionConflictException(_) => {
+                        last = "a concurrent transaction kept conflicting with the claim";
+                        tokio::time::sleep(unprocessed_backoff(attempt)).await;
+                        continue;
+                    }
+                    other => return Err(StoreError::new(action, DisplayErrorContext(other))),
+                },
+                Err(other) => return Err(sdk_error(action, other)),
+            };
+            let old = match old {
+                Some(item) => Some(item),
+                // The service did not return the old item: read it.
+                None => self.get_item(key).await?,
+            };
+            match after_failure(old.as_ref(), &expect, token, now_ms, lock_until_ms)
+                .map_err(|e| StoreError::new(action, e))?
+            {
+                Next::Answer(claim) => return Ok(claim),
+                // Taken over next, or changed since (released, expired by the other writer's clock).
+                Next::Retry(next) => {
+                    last = "the condition kept failing although no entry blocks it";
+                    expect = next;
+                }
+            }
+        }
+        Err(StoreError::new(
+            action,
+            format!("no decision on key {key:?} after {CLAIM_ATTEMPTS} writes: {last}"),
+        ))
+    }
+
+    /// One transaction of claim puts.
+    async fn transact(&self, writes: Vec<TransactWriteItem>) -> Transacted {
+        let action = "claiming keys in a transaction";
+        let sent = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            // The SDK sends the same token when it retries: a transaction that committed the first
+            // time is not applied again, and the retry answers as the commit did.
+            .client_request_token(random_token())
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Transacted::Committed,
+            Err(SdkError::ServiceError(service)) => match service.into_err() {
+                TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+                    Transacted::Cancelled(cancelled.cancellation_reasons.unwrap_or_default())
+                }
+                other => Transacted::Failed(StoreError::new(action, DisplayErrorContext(other))),
+            },
+            Err(other) => Transacted::Failed(sdk_error(action, other)),
+        }
+    }
+
+    /// Claims distinct `keys` in rounds of transactions (see the module documentation).
+    async fn claim_by_transactions(
+        &self,
+        keys: &[&str],
+        now_ms: u64,
+        lock_until_ms: u64,
+        token: &str,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let action = "claiming keys in a transaction";
+        let mut answers: Vec<Option<Claim>> = vec![None; keys.len()];
+        // What this call may hold, for a roll-back.
+        let mut written: Vec<(usize, Undo)> = Vec::new();
+        // Keys to claim one at a time after the rounds.
+        let mut alone: Vec<usize> = Vec::new();
+        let mut pending: Vec<(usize, Expect)> =
+            (0..keys.len()).map(|i| (i, Expect::Fresh)).collect();
+        for round in 1..=CLAIM_ROUNDS {
+            if pending.is_empty() {
+                break;
+            }
+            let chunks: Vec<&[(usize, Expect)]> = pending.chunks(TRANSACT_LIMIT).collect();
+            let outcomes = futures::future::join_all(chunks.iter().map(|chunk| async {
+                let writes: Result<Vec<TransactWriteItem>, StoreError> = chunk
+                    .iter()
+                    .map(|(i, expect)| {
+                        let write = claim_write(keys[*i], expect, now_ms, lock_until_ms, token);
+                        let put = Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(write.item))
+                            .condition_expression(write.condition)
+                            .set_expression_attribute_names(Some(write.names))
+                            .set_expression_attribute_values(Some(write.values))
+                            .return_values_on_condition_check_failure(
+                                ReturnValuesOnConditionCheckFailure::AllOld,
+                            )
+                            .build()
+                            .map_err(|e| StoreError::new(action, e))?;
+                        Ok(TransactWriteItem::builder().put(put).build())
+                    })
+                    .collect();
+                match writes {
+                    Ok(writes) => self.transact(writes).await,
+                    Err(error) => Transacted::Failed(error),
+                }
+            }))
+            .await;
+            let mut next: Vec<(usize, Expect)> = Vec::new();
+            let mut failure: Option<StoreError> = None;
+            let mut contended = false;
+            for (chunk, outcome) in chunks.iter().zip(outcomes) {
+                match outcome {
+                    Transacted::Committed => {
+                        for (i, expect) in chunk.iter() {
+                            answers[*i] = Some(expect.wins());
+                            written.push((*i, expect.undo()));
+                        }
+                    }
+                    Transacted::Failed(error) => {
+                        // It may have committed: take it back with the rest.
+                        written.extend(chunk.iter().map(|(i, expect)| (*i, expect.undo())));
+                        failure.get_or_insert(error);
+                    }
+                    // Without one reason per claim, nobody can tell which claim failed.
+                    Transacted::Cancelled(reasons) if reasons.len() != chunk.len() => {
+                        alone.extend(chunk.iter().map(|(i, _)| *i));
+                    }
+                    Transacted::Cancelled(reasons) => {
+                        for ((i, expect), reason) in chunk.iter().zip(&reasons) {
+                            let i = *i;
+                            match reason.code() {
+                                // Cancelled because of another claim: again, as it was.
+                                None | Some("None") => next.push((i, expect.clone())),
+                                Some("ConditionalCheckFailed") => {
+                                    let Some(old) = reason.item().filter(|item| !item.is_empty())
+                                    else {
+                                        // No old item: a claim alone reads it.
+                                        alone.push(i);
+                                        continue;
+                                    };
+                                    match after_failure(
+                                        Some(old),
+                                        expect,
+                                        token,
+                                        now_ms,
+                                        lock_until_ms,
+                                    ) {
+                                        Ok(Next::Answer(claim)) => {
+                                            if claim.holds() {
+                                                written.push((i, expect.undo()));
+                                            }
+                                            answers[i] = Some(claim);
+                                        }
+                                        Ok(Next::Retry(expect)) => next.push((i, expect)),
+                                        Err(problem) => {
+                                            failure.get_or_insert(StoreError::new(action, problem));
+                                        }
+                                    }
+                                }
+                                // TransactionConflict, throttling: again, after a pause.
+                                Some(_) => {
+                                    contended = true;
+                                    next.push((i, expect.clone()));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(error) = failure {
+                self.roll_back(keys, &written, now_ms, token).await;
+                return Err(error);
+            }
+            pending = next;
+            if contended && !pending.is_empty() {
+                tokio::time::sleep(unprocessed_backoff(round)).await;
+            }
+        }
+        alone.extend(pending.into_iter().map(|(i, _)| i));
+        alone.sort_unstable();
+        let claimed: Vec<Result<Claim, StoreError>> = futures::stream::iter(
+            alone
+                .iter()
+                .map(|&i| self.claim_one(keys[i], now_ms, lock_until_ms, token))
+                .collect::<Vec<_>>(),
+        )
+        .buffered(WRITE_CONCURRENCY)
+        .collect()
+        .await;
+        let mut failure = None;
+        for (&i, claim) in alone.iter().zip(claimed) {
+            match claim {
+                Ok(claim) => {
+                    if let Some(undo) = undo_of(claim) {
+                        written.push((i, undo));
+                    }
+                    answers[i] = Some(claim);
+                }
+                Err(error) => {
+                    written.push((i, Undo::Expire));
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = failure {
+            self.roll_back(keys, &written, now_ms, token).await;
+            return Err(error);
+        }
+        answers
+            .into_iter()
+            .zip(keys)
+            .map(|(claim, key)| {
+                claim.ok_or_else(|| StoreError::new(action, format!("key {key:?} was not decided")))
+            })
+            .collect()
+    }
+
+    /// Claims distinct `keys` with conditional puts, at most `concurrency` in flight.
+    async fn claim_by_puts(
+        &self,
+        keys: &[&str],
+        now_ms: u64,
+        lock_until_ms: u64,
+        token: &str,
+        concurrency: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        // Every put runs to its end (none is dropped midway), so the roll-back knows what each did.
+        let claimed: Vec<Result<Claim, StoreError>> = futures::stream::iter(
+            keys.iter()
+                .map(|key| self.claim_one(key, now_ms, lock_until_ms, token))
+                .collect::<Vec<_>>(),
+        )
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+        let mut answers = Vec::with_capacity(keys.len());
+        let mut written = Vec::new();
+        let mut failure = None;
+        for (i, claim) in claimed.into_iter().enumerate() {
+            match claim {
+                Ok(claim) => {
+                    written.extend(undo_of(claim).map(|undo| (i, undo)));
+                    answers.push(claim);
+                }
+                Err(error) => {
+                    written.push((i, Undo::Expire));
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        match failure {
+            None => Ok(answers),
+            Some(error) => {
+                self.roll_back(keys, &written, now_ms, token).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Takes back what the call named by `token` may have claimed (`written`: indexes into `keys`),
+    /// after an error. Best effort: a claim left behind expires with its lock.
+    async fn roll_back(&self, keys: &[&str], written: &[(usize, Undo)], now_ms: u64, token: &str) {
+        let undone: Vec<Result<(), StoreError>> = futures::stream::iter(
+            written
+                .iter()
+                .map(|&(i, undo)| self.undo_claim(keys[i], undo, now_ms, token))
+                .collect::<Vec<_>>(),
+        )
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect()
+        .await;
+        for error in undone.into_iter().filter_map(Result::err) {
+            tracing::warn!(%error, "a claim was not taken back after a failed batch claim; it expires with its lock");
+        }
+    }
+
+    /// Deletes or expires `key`'s claim when it is still this call's (`token`).
+    async fn undo_claim(
+        &self,
+        key: &str,
+        undo: Undo,
+        now_ms: u64,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        match undo {
+            Undo::Delete => {
+                let deleted = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(Self::key(key)))
+                    .condition_expression(OURS_CONDITION)
+                    .expression_attribute_names("#status", attr::STATUS)
+                    .expression_attribute_names("#claim_token", attr::CLAIM_TOKEN)
+                    .expression_attribute_values(
+                        ":in_progress",
+                        AttributeValue::S(IN_PROGRESS.into()),
+                    )
+                    .expression_attribute_values(":token", AttributeValue::S(token.into()))
+                    .send()
+                    .await;
+                match deleted {
+                    Err(SdkError::ServiceError(service))
+                        if matches!(
+                            service.err(),
+                            DeleteItemError::ConditionalCheckFailedException(_)
+                        ) =>
+                    {
+                        Ok(())
+                    }
+                    other => other
+                        .map(|_| ())
+                        .map_err(|e| sdk_error("taking back a claim", e)),
+                }
+            }
+            Undo::Expire => {
+                let expired = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(Self::key(key)))
+                    .update_expression("SET #lock_until_ms = :now, #expires_at_ms = :now")
+                    .condition_expression(OURS_CONDITION)
+                    .expression_attribute_names("#status", attr::STATUS)
+                    .expression_attribute_names("#claim_token", attr::CLAIM_TOKEN)
+                    .expression_attribute_names("#lock_until_ms", attr::LOCK_UNTIL_MS)
+                    .expression_attribute_names("#expires_at_ms", attr::EXPIRES_AT_MS)
+                    .expression_attribute_values(
+                        ":in_progress",
+                        AttributeValue::S(IN_PROGRESS.into()),
+                    )
+                    .expression_attribute_values(":token", AttributeValue::S(token.into()))
+                    .expression_attribute_values(":now", number(now_ms))
+                    .send()
+                    .await;
+                match expired {
+                    Err(SdkError::ServiceError(service))
+                        if matches!(
+                            service.err(),
+                            UpdateItemError::ConditionalCheckFailedException(_)
+                        ) =>
+                    {
+                        Ok(())
+                    }
+                    other => other
+                        .map(|_| ())
+                        .map_err(|e| sdk_error("taking back a claim", e)),
+                }
+            }
+        }
+    }
+
+    /// One `BatchWriteItem` of at most 25 completions of distinct keys, retrying `UnprocessedItems`.
+    async fn batch_complete(
+        &self,
+        done: &[(&str, CompletedOutcome)],
+        keep_until_ms: u64,
+    ) -> Result<(), StoreError> {
+        let action = "completing keys";
+        let mut pending = done
+            .iter()
+            .map(|(key, outcome)| {
+                PutRequest::builder()
+                    .set_item(Some(completed_item(key, *outcome, keep_until_ms)))
+                    .build()
+                    .map(|put| WriteRequest::builder().put_request(put).build())
+                    .map_err(|e| StoreError::new(action, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut round = 0;
+        while !pending.is_empty() {
+            round += 1;
+            if round > 1 {
+                if round > UNPROCESSED_ROUNDS {
+                    return Err(StoreError::new(
+                        action,
+                        format!(
+                            "{} of {} completions stayed unprocessed after {UNPROCESSED_ROUNDS} rounds (the table is throttled)",
+                            pending.len(),
+                            done.len()
+                        ),
+                    ));
+                }
+                tokio::time::sleep(unprocessed_backoff(round - 1)).await;
+            }
+            let output = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, std::mem::take(&mut pending))
+                .send()
+                .await
+                .map_err(|e| sdk_error(action, e))?;
+            if let Some(mut unprocessed) = output.unprocessed_items
+                && let Some(again) = unprocessed.remove(&self.table)
+            {
+                pending = again;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A claim this call holds, and how to take it back.
+fn undo_of(claim: Claim) -> Option<Undo> {
+    match claim {
+        Claim::Acquired => Some(Undo::Delete),
+        Claim::Resumed(_) => Some(Undo::Expire),
+        Claim::Completed(_) | Claim::Locked { .. } => None,
+    }
+}
+
+/// A random token (32 hex digits): a call's `claim_token`, a transaction's `ClientRequestToken`.
+fn random_token() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+fn names(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(placeholder, name)| (placeholder.to_string(), name.to_string()))
+        .collect()
+}
+
+/// The conditional put that claims `key` for the call named by `token`, expecting `expect`.
+fn claim_write(
+    key: &str,
+    expect: &Expect,
+    now_ms: u64,
+    lock_until_ms: u64,
+    token: &str,
+) -> ClaimWrite {
+    let claimed_at_ms = match expect {
+        Expect::Fresh => now_ms,
+        // Keep the interrupted attempt's claim time: lookups cover every attempt since the first.
+        Expect::Takeover { interrupted, .. } => interrupted.claimed_at_ms,
+    };
+    let item = HashMap::from([
+        (attr::ID.to_owned(), AttributeValue::S(key.to_owned())),
+        (
+            attr::STATUS.to_owned(),
+            AttributeValue::S(IN_PROGRESS.into()),
+        ),
+        (attr::LOCK_UNTIL_MS.to_owned(), number(lock_until_ms)),
+        (attr::CLAIMED_AT_MS.to_owned(), number(claimed_at_ms)),
+        (
+            attr::CLAIM_TOKEN.to_owned(),
+            AttributeValue::S(token.to_owned()),
+        ),
+        (attr::EXPIRES_AT_MS.to_owned(), number(lock_until_ms)),
+        (
+            attr::EXPIRATION.to_owned(),
+            ttl_seconds(lock_until_ms.saturating_add(INTERRUPTED_KEPT_MS)),
+        ),
+    ]);
+    let in_progress = || {
+        (
+            ":in_progress".to_owned(),
+            AttributeValue::S(IN_PROGRESS.into()),
+        )
+    };
+    match expect {
+        Expect::Fresh => ClaimWrite {
+            item,
+            condition: FRESH_CONDITION,
+            names: names(&[
+                ("#id", attr::ID),
+                ("#status", attr::STATUS),
+                ("#expires_at_ms", attr::EXPIRES_AT_MS),
+            ]),
+            values: HashMap::from([
+                (":completed".to_owned(), AttributeValue::S(COMPLETED.into())),
+                (":now".to_owned(), number(now_ms)),
+            ]),
+        },
+        Expect::Takeover { lock, claimed, .. } => {
+            let mut values =
+                HashMap::from([in_progress(), (":seen_lock".to_owned(), lock.clone())]);
+            let condition = match claimed {
+                Some(claimed) => {
+                    values.insert(":seen_claimed".to_owned(), claimed.clone());
+                    TAKEOVER_CONDITION
+                }
+                None => TAKEOVER_UNTIMED_CONDITION,
+            };
+            ClaimWrite {
+                item,
+                condition,
+                names: names(&[
+                    ("#status", attr::STATUS),
+                    ("#lock_until_ms", attr::LOCK_UNTIL_MS),
+                    ("#claimed_at_ms", attr::CLAIMED_AT_MS),
+                ]),
+                values,
+            }
+        }
+    }
+}
+
+/// True when `item` is the in-progress claim that the call named by `token` wrote with this lock.
+fn is_own(item: &Item, token: &str, lock_until_ms: u64) -> bool {
+    matches!(item.get(attr::CLAIM_TOKEN), Some(AttributeValue::S(t)) if t == token)
+        && matches!(item.get(attr::STATUS), Some(AttributeValue::S(s)) if s == IN_PROGRESS)
+        && matches!(item.get(attr::LOCK_UNTIL_MS), Some(AttributeValue::N(n)) if n.parse() == Ok(lock_until_ms))
+}
+
+/// What a claim write that expected `expect` learns from `old`, the item that failed its condition
+/// (`None`: there is no item any more).
+fn after_failure(
+    old: Option<&Item>,
+    expect: &Expect,
+    token: &str,
+    now_ms: u64,
+    lock_until_ms: u64,
+) -> Result<Next, String> {
+    let Some(old) = old else {
+        return Ok(Next::Retry(Expect::Fresh));
+    };
+    // The SDK sent this write again after a first attempt that committed (see the module docs).
+    if is_own(old, token, lock_until_ms) {
+        return Ok(Next::Answer(expect.wins()));
+    }
+    let entry = decode(old)?;
+    if let Some(blocking) = entry.blocks(now_ms) {
+        return Ok(Next::Answer(blocking));
+    }
+    Ok(Next::Retry(match entry {
+        Entry::InProgress { since_ms, until_ms } => Expect::Takeover {
+            lock: old
+                .get(attr::LOCK_UNTIL_MS)
+                .cloned()
+                .unwrap_or_else(|| number(until_ms)),
+            claimed: old.get(attr::CLAIMED_AT_MS).cloned(),
+            interrupted: Interrupted {
+                claimed_at_ms: since_ms,
+                lock_until_ms: until_ms,
+            },
+        },
+        Entry::Completed { .. } => Expect::Fresh,
+    }))
+}
+
+/// The item of a completed key.
+fn completed_item(key: &str, outcome: CompletedOutcome, keep_until_ms: u64) -> Item {
+    HashMap::from([
+        (attr::ID.to_owned(), AttributeValue::S(key.to_owned())),
+        (attr::STATUS.to_owned(), AttributeValue::S(COMPLETED.into())),
+        (
+            attr::OUTCOME.to_owned(),
+            AttributeValue::S(outcome_text(outcome).into()),
+        ),
+        (attr::EXPIRES_AT_MS.to_owned(), number(keep_until_ms)),
+        (attr::EXPIRATION.to_owned(), ttl_seconds(keep_until_ms)),
+    ])
 }
 
 /// The wait before round `n` (1-based) of unprocessed keys: 25 ms doubling, at most 1 s, with jitter.
@@ -304,7 +1163,7 @@ fn outcome_text(outcome: CompletedOutcome) -> &'static str {
 }
 
 /// The entry an item stands for; an error names what is wrong with an item this store did not write.
-fn decode(item: &HashMap<String, AttributeValue>) -> Result<Entry, String> {
+fn decode(item: &Item) -> Result<Entry, String> {
     let text = |name: &str| match item.get(name) {
         Some(AttributeValue::S(s)) => Ok(s.as_str()),
         Some(_) => Err(format!("attribute `{name}` is not a string")),
@@ -357,6 +1216,22 @@ where
     StoreError::new(action, DisplayErrorContext(error))
 }
 
+/// `keys` without repeats, in first-seen order, and for each key of `keys` its index in that list.
+fn distinct<'k>(keys: &[&'k str]) -> (Vec<&'k str>, Vec<usize>) {
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
+    let mut unique = Vec::with_capacity(keys.len());
+    let slots = keys
+        .iter()
+        .map(|key| {
+            *index.entry(key).or_insert_with(|| {
+                unique.push(*key);
+                unique.len() - 1
+            })
+        })
+        .collect();
+    (unique, slots)
+}
+
 #[async_trait]
 impl IdempotencyStore for DynamoDbStore {
     async fn completed(
@@ -365,21 +1240,14 @@ impl IdempotencyStore for DynamoDbStore {
         now_ms: u64,
     ) -> Result<Vec<Option<CompletedOutcome>>, StoreError> {
         // BatchGetItem refuses a request that names a key twice: read each distinct key once.
-        let mut distinct: Vec<&str> = Vec::with_capacity(keys.len());
-        let mut seen = std::collections::HashSet::with_capacity(keys.len());
-        for key in keys {
-            if seen.insert(*key) {
-                distinct.push(key);
-            }
-        }
+        let (unique, _) = distinct(keys);
         let chunks = futures::future::try_join_all(
-            distinct
+            unique
                 .chunks(BATCH_GET_LIMIT)
                 .map(|chunk| self.batch_get(chunk)),
         )
         .await?;
-        let mut items: HashMap<String, HashMap<String, AttributeValue>> =
-            HashMap::with_capacity(distinct.len());
+        let mut items: HashMap<String, Item> = HashMap::with_capacity(unique.len());
         for chunk in chunks {
             items.extend(chunk);
         }
@@ -399,85 +1267,44 @@ impl IdempotencyStore for DynamoDbStore {
         now_ms: u64,
         lock_until_ms: u64,
     ) -> Result<Claim, StoreError> {
-        let action = "claiming a key";
-        for _ in 0..CLAIM_ATTEMPTS {
-            let put = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .item(attr::ID, AttributeValue::S(key.to_owned()))
-                .item(attr::STATUS, AttributeValue::S(IN_PROGRESS.into()))
-                .item(attr::LOCK_UNTIL_MS, number(lock_until_ms))
-                .item(attr::CLAIMED_AT_MS, number(now_ms))
-                .item(attr::EXPIRES_AT_MS, number(lock_until_ms))
-                .item(
-                    attr::EXPIRATION,
-                    ttl_seconds(lock_until_ms.saturating_add(INTERRUPTED_KEPT_MS)),
-                )
-                .condition_expression(CLAIM_CONDITION)
-                .return_values(ReturnValue::AllOld)
-                .expression_attribute_names("#id", attr::ID)
-                .expression_attribute_names("#status", attr::STATUS)
-                .expression_attribute_names("#lock_until_ms", attr::LOCK_UNTIL_MS)
-                .expression_attribute_names("#expires_at_ms", attr::EXPIRES_AT_MS)
-                .expression_attribute_values(":in_progress", AttributeValue::S(IN_PROGRESS.into()))
-                .expression_attribute_values(":completed", AttributeValue::S(COMPLETED.into()))
-                .expression_attribute_values(":now", number(now_ms))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .send()
-                .await;
-            let old = match put {
-                Ok(output) => {
-                    let replaced = match output.attributes {
-                        Some(item) if !item.is_empty() => {
-                            Some(decode(&item).map_err(|e| StoreError::new(action, e))?)
-                        }
-                        _ => None,
-                    };
-                    // The condition held, so whatever was replaced did not block at `now_ms`.
-                    let claim = Entry::claim(replaced, now_ms);
-                    if let Claim::Resumed(interrupted) = claim {
-                        // Keep the first interrupted attempt's claim time: a second write, only
-                        // after an interruption (if it fails, lookups start at this claim).
-                        let kept = self
-                            .update_claim(
-                                key,
-                                lock_until_ms,
-                                "SET #claimed_at_ms = :value",
-                                interrupted.claimed_at_ms,
-                            )
-                            .await;
-                        if let Err(error) = kept {
-                            tracing::warn!(error = %DisplayErrorContext(error), "the interrupted claim's time was not kept");
-                        }
-                    }
-                    return Ok(claim);
-                }
-                Err(SdkError::ServiceError(service)) => match service.into_err() {
-                    PutItemError::ConditionalCheckFailedException(failed) => failed.item,
-                    other => return Err(StoreError::new(action, DisplayErrorContext(other))),
-                },
-                Err(other) => return Err(sdk_error(action, other)),
-            };
-            let entry = match old {
-                Some(item) => Some(decode(&item).map_err(|e| StoreError::new(action, e))?),
-                // The service did not return the old item: read it.
-                None => self.get_entry(key).await?,
-            };
-            if let Some(claim) = entry.and_then(|e| e.blocks(now_ms)) {
-                return Ok(claim);
-            }
-            // The item changed between the failed write and the read (released, or expired by the
-            // other writer's clock): try again.
+        self.claim_one(key, now_ms, lock_until_ms, &random_token())
+            .await
+    }
+
+    async fn try_claim_many(
+        &self,
+        keys: &[&str],
+        now_ms: u64,
+        lock_until_ms: u64,
+    ) -> Result<Vec<Claim>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
         }
-        Err(StoreError::new(
-            action,
-            format!(
-                "the condition kept failing on key {key:?} although no entry blocks it ({CLAIM_ATTEMPTS} attempts)"
-            ),
-        ))
+        // A transaction refuses two actions on one item, and a key claims once.
+        let (unique, slots) = distinct(keys);
+        let token = random_token();
+        let claims = match self.claims {
+            ClaimMode::Transaction => {
+                self.claim_by_transactions(&unique, now_ms, lock_until_ms, &token)
+                    .await?
+            }
+            ClaimMode::ConcurrentPuts { concurrency } => {
+                self.claim_by_puts(&unique, now_ms, lock_until_ms, &token, concurrency)
+                    .await?
+            }
+        };
+        // A key named again answers as a second claim would: locked by the first when it holds.
+        let mut answered = HashSet::with_capacity(unique.len());
+        Ok(slots
+            .into_iter()
+            .map(|slot| match claims[slot] {
+                claim if answered.insert(slot) => claim,
+                claim if claim.holds() => Claim::Locked {
+                    until_ms: lock_until_ms,
+                },
+                claim => claim,
+            })
+            .collect())
     }
 
     async fn complete(
@@ -489,28 +1316,51 @@ impl IdempotencyStore for DynamoDbStore {
         self.client
             .put_item()
             .table_name(&self.table)
-            .item(attr::ID, AttributeValue::S(key.to_owned()))
-            .item(attr::STATUS, AttributeValue::S(COMPLETED.into()))
-            .item(
-                attr::OUTCOME,
-                AttributeValue::S(outcome_text(outcome).into()),
-            )
-            .item(attr::EXPIRES_AT_MS, number(keep_until_ms))
-            .item(attr::EXPIRATION, ttl_seconds(keep_until_ms))
+            .set_item(Some(completed_item(key, outcome, keep_until_ms)))
             .send()
             .await
             .map_err(|e| sdk_error("completing a key", e))?;
         Ok(())
     }
 
+    async fn complete_many(
+        &self,
+        done: &[(&str, CompletedOutcome)],
+        keep_until_ms: u64,
+    ) -> Result<(), StoreError> {
+        // BatchWriteItem refuses two puts of one key in a request: the last outcome of a key wins,
+        // as it would one completion after another.
+        let keys: Vec<&str> = done.iter().map(|(key, _)| *key).collect();
+        let (unique, slots) = distinct(&keys);
+        let mut outcomes = vec![CompletedOutcome::Processed; unique.len()];
+        for (slot, (_, outcome)) in slots.into_iter().zip(done) {
+            outcomes[slot] = *outcome;
+        }
+        let unique: Vec<(&str, CompletedOutcome)> = unique.into_iter().zip(outcomes).collect();
+        futures::future::try_join_all(
+            unique
+                .chunks(BATCH_WRITE_LIMIT)
+                .map(|chunk| self.batch_complete(chunk, keep_until_ms)),
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn abandon(&self, key: &str, lock_until_ms: u64, now_ms: u64) -> Result<(), StoreError> {
         let updated = self
-            .update_claim(
-                key,
-                lock_until_ms,
-                "SET #lock_until_ms = :value, #expires_at_ms = :value",
-                now_ms,
-            )
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(key)))
+            .update_expression("SET #lock_until_ms = :now, #expires_at_ms = :now")
+            .condition_expression("#status = :in_progress AND #lock_until_ms = :lock_until")
+            .expression_attribute_names("#status", attr::STATUS)
+            .expression_attribute_names("#lock_until_ms", attr::LOCK_UNTIL_MS)
+            .expression_attribute_names("#expires_at_ms", attr::EXPIRES_AT_MS)
+            .expression_attribute_values(":in_progress", AttributeValue::S(IN_PROGRESS.into()))
+            .expression_attribute_values(":lock_until", number(lock_until_ms))
+            .expression_attribute_values(":now", number(now_ms))
+            .send()
             .await;
         match updated {
             Ok(_) => Ok(()),
@@ -551,6 +1401,21 @@ impl IdempotencyStore for DynamoDbStore {
             }
             Err(other) => Err(sdk_error("releasing a key", other)),
         }
+    }
+
+    async fn release_many(&self, keys: &[&str]) -> Result<(), StoreError> {
+        let (unique, _) = distinct(keys);
+        // Every release runs to its end; the first error is the answer.
+        let released: Vec<Result<(), StoreError>> = futures::stream::iter(
+            unique
+                .into_iter()
+                .map(|key| self.release(key))
+                .collect::<Vec<_>>(),
+        )
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect()
+        .await;
+        released.into_iter().collect()
     }
 }
 

@@ -397,6 +397,167 @@ pub(crate) mod contract {
                 lock_until_ms: now + 600
             })
         );
+        chunk_claims(store).await;
         store.flush().await.unwrap();
+    }
+
+    /// A chunk claim answers every key as a claim of it alone would, whatever state each is in, and
+    /// completions and releases of many keys at once.
+    async fn chunk_claims(store: &dyn IdempotencyStore) {
+        let t = 5_000_000;
+        // One key in each state a claim can meet.
+        store
+            .complete("chunk-duplicate", CompletedOutcome::Processed, t + 10_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .try_claim("chunk-locked", t - 10, t + 500)
+                .await
+                .unwrap(),
+            Claim::Acquired
+        );
+        assert_eq!(
+            store
+                .try_claim("chunk-interrupted", t - 300, t - 100)
+                .await
+                .unwrap(),
+            Claim::Acquired
+        );
+        store
+            .complete("chunk-expired", CompletedOutcome::DeadLettered, t - 1)
+            .await
+            .unwrap();
+        let keys = [
+            "chunk-fresh",
+            "chunk-duplicate",
+            "chunk-locked",
+            "chunk-interrupted",
+            "chunk-expired",
+        ];
+        assert_eq!(
+            store.try_claim_many(&keys, t, t + 700).await.unwrap(),
+            vec![
+                Claim::Acquired,
+                Claim::Completed(CompletedOutcome::Processed),
+                Claim::Locked { until_ms: t + 500 },
+                Claim::Resumed(Interrupted {
+                    claimed_at_ms: t - 300,
+                    lock_until_ms: t - 100
+                }),
+                Claim::Acquired,
+            ]
+        );
+        // The claims are held: another claim sees this call's lock, and the others are unchanged.
+        for key in ["chunk-fresh", "chunk-interrupted", "chunk-expired"] {
+            assert_eq!(
+                store.try_claim(key, t + 1, t + 800).await.unwrap(),
+                Claim::Locked { until_ms: t + 700 },
+                "{key}"
+            );
+        }
+        assert_eq!(
+            store
+                .try_claim("chunk-locked", t + 1, t + 800)
+                .await
+                .unwrap(),
+            Claim::Locked { until_ms: t + 500 }
+        );
+        assert_eq!(
+            store.completed(&keys, t + 1).await.unwrap(),
+            vec![None, Some(CompletedOutcome::Processed), None, None, None]
+        );
+
+        // Interrupted a second time (the chunk's attempt stopped too): the next chunk claim takes it
+        // over with the first interrupted attempt's claim time, and its own lock is the one that ran out.
+        store
+            .abandon("chunk-interrupted", t + 700, t + 20)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .try_claim_many(&["chunk-new", "chunk-interrupted"], t + 21, t + 900)
+                .await
+                .unwrap(),
+            vec![
+                Claim::Acquired,
+                Claim::Resumed(Interrupted {
+                    claimed_at_ms: t - 300,
+                    lock_until_ms: t + 20
+                }),
+            ]
+        );
+        // A third time, claimed alone: still the first claim time.
+        store
+            .abandon("chunk-interrupted", t + 900, t + 30)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .try_claim("chunk-interrupted", t + 31, t + 990)
+                .await
+                .unwrap(),
+            Claim::Resumed(Interrupted {
+                claimed_at_ms: t - 300,
+                lock_until_ms: t + 30
+            })
+        );
+
+        // Completions of many keys, one of them twice: the last outcome counts.
+        store
+            .complete_many(
+                &[
+                    ("chunk-fresh", CompletedOutcome::Processed),
+                    ("chunk-interrupted", CompletedOutcome::Processed),
+                    ("chunk-fresh", CompletedOutcome::DeadLettered),
+                ],
+                t + 10_000,
+            )
+            .await
+            .unwrap();
+        // Releases of many keys: the held ones are free again at once.
+        store
+            .release_many(&["chunk-new", "chunk-expired"])
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .completed(
+                    &[
+                        "chunk-fresh",
+                        "chunk-interrupted",
+                        "chunk-new",
+                        "chunk-expired"
+                    ],
+                    t + 40
+                )
+                .await
+                .unwrap(),
+            vec![
+                Some(CompletedOutcome::DeadLettered),
+                Some(CompletedOutcome::Processed),
+                None,
+                None
+            ]
+        );
+        assert_eq!(
+            store
+                .try_claim_many(
+                    &["chunk-new", "chunk-expired", "chunk-fresh"],
+                    t + 41,
+                    t + 1_000
+                )
+                .await
+                .unwrap(),
+            vec![
+                Claim::Acquired,
+                Claim::Acquired,
+                Claim::Completed(CompletedOutcome::DeadLettered)
+            ]
+        );
+        assert_eq!(
+            store.try_claim_many(&[], t + 42, t + 1_000).await.unwrap(),
+            vec![]
+        );
     }
 }
