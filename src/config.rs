@@ -143,6 +143,7 @@ impl ConsumerConfig {
                 100,
                 900_000,
             )),
+            pipeline_publishes: r.flag("PIPELINE_PUBLISHES", true),
         };
         if let Some(problem) = processor
             .dead_letter_topic

@@ -32,8 +32,8 @@ use crate::handler::{HandlerError, InvocationInfo, RecordHandler};
 use crate::idempotency::keys::{business_key, coordinates_key, raw_record_key};
 use crate::idempotency::{Claim, CompletedOutcome, IdempotencyStore, Interrupted};
 use crate::record::{DecodedRecord, TopicPartition};
-use crate::retry::{Backoff, now_ms};
-use crate::sink::{MessageSink, PublishWindow, SinkError};
+use crate::retry::{Backoff, OutOfTime, now_ms};
+use crate::sink::{self, MessageSink, PendingAck, PublishWindow, SinkError};
 
 /// Records prepared and looked up together: DynamoDB's `BatchGetItem` takes up to 100 keys.
 pub const READ_AHEAD: usize = 100;
@@ -49,6 +49,12 @@ pub struct ProcessorSettings {
     pub idempotency_ttl: Duration,
     /// The longest wait for one dead-letter publish.
     pub publish_timeout: Duration,
+    /// Wait for the acknowledgements of a chunk's messages (dead letters, and what handlers publish
+    /// with [`crate::sink::publish_pipelined`]) together, once per chunk, instead of after each
+    /// record. A record is still marked done only once its own messages are acknowledged. Off, each
+    /// record waits for its own before the next one starts: per-key order then holds even across
+    /// a failed publish, at one acknowledgement wait per record.
+    pub pipeline_publishes: bool,
 }
 
 impl Default for ProcessorSettings {
@@ -58,6 +64,7 @@ impl Default for ProcessorSettings {
             backoff: Backoff::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             publish_timeout: Duration::from_secs(10),
+            pipeline_publishes: true,
         }
     }
 }
@@ -354,12 +361,16 @@ impl<H: RecordHandler> Processor<H> {
         };
         let first = outcomes.len();
         let mut completions: Vec<(&str, CompletedOutcome)> = Vec::new();
+        // Records done whose messages are not acknowledged yet, in offset order.
+        let mut unsettled: Vec<Unsettled<'_, '_, H::Event>> = Vec::new();
+        // Keys that ran in this chunk: the same business id again is a duplicate.
+        let mut ran: HashSet<&str> = HashSet::new();
         let mut stopped = false;
         for (item, done) in prepared.iter().zip(done_before) {
             let key = item.key.as_str();
             let outcome = if stopped {
                 RecordOutcome::NotAttempted
-            } else if done.is_some() || completions.iter().any(|(k, _)| *k == key) {
+            } else if done.is_some() || ran.contains(key) {
                 // Done before, or earlier in this chunk (the same business id twice).
                 RecordOutcome::Duplicate
             } else if invocation.deadline.expired() {
@@ -390,20 +401,27 @@ impl<H: RecordHandler> Processor<H> {
                             }
                             _ => None,
                         };
-                        let (outcome, completed) = self
-                            .run(
-                                item,
-                                Attempt {
-                                    claimed_at,
-                                    interrupted,
-                                },
-                                invocation,
-                            )
-                            .await;
-                        if let Some(completed) = completed {
-                            completions.push((key, completed));
+                        let attempt = Attempt {
+                            claimed_at,
+                            interrupted,
+                        };
+                        let pipelined = self.settings.pipeline_publishes;
+                        let ran_now = self.run(item, attempt, invocation, pipelined).await;
+                        if let Some(completed) = ran_now.completed {
+                            ran.insert(key);
+                            if ran_now.acks.is_empty() {
+                                completions.push((key, completed));
+                            } else {
+                                unsettled.push(Unsettled {
+                                    item,
+                                    index: outcomes.len(),
+                                    completed,
+                                    attempt,
+                                    acks: ran_now.acks,
+                                });
+                            }
                         }
-                        outcome
+                        ran_now.outcome
                     }
                 }
             };
@@ -418,6 +436,11 @@ impl<H: RecordHandler> Processor<H> {
                 stopped = true;
             }
             outcomes.push((item.slot.offset(), outcome));
+        }
+        if !unsettled.is_empty() {
+            stopped |= self
+                .settle(unsettled, invocation, outcomes, &mut completions)
+                .await;
         }
         // Claims of records that never ran: released (nothing happened, a retry may claim them at
         // once), except those that took over an interrupted attempt, which stay interrupted.
@@ -536,44 +559,124 @@ impl<H: RecordHandler> Processor<H> {
         }
     }
 
-    /// Runs a claimed record: its outcome, and how to mark its key when it is done.
+    /// Runs a claimed record: its outcome, how to mark its key when it is done, and (`pipelined`)
+    /// the acknowledgements still to come of the messages it sent. Not pipelined, every
+    /// acknowledgement has come before it returns, and a failed one is retried as a transient failure.
     async fn run(
         &self,
         item: &Prepared<'_, H::Event>,
         attempt: Attempt,
         invocation: &InvocationInfo,
-    ) -> (RecordOutcome, Option<CompletedOutcome>) {
+        pipelined: bool,
+    ) -> Ran {
         let (failure, interrupted) = match &item.work {
             Err(failure) => (failure.clone(), attempt.interrupted),
-            Ok(event) => match self.handle(item, event, attempt, invocation).await {
-                Ok(()) => {
-                    return (RecordOutcome::Processed, Some(CompletedOutcome::Processed));
+            Ok(event) => match self
+                .handle(item, event, attempt, invocation, pipelined)
+                .await
+            {
+                Ok(acks) => {
+                    return Ran {
+                        outcome: RecordOutcome::Processed,
+                        completed: Some(CompletedOutcome::Processed),
+                        acks,
+                    };
                 }
                 Err(Failed::Permanently(failure, interrupted)) => (failure, interrupted),
                 Err(Failed::OutOfTime) => {
                     self.abandon(&item.key, invocation).await;
-                    return (
-                        RecordOutcome::Unfinished(
-                            "transient failures outlasted the retry budget".into(),
-                        ),
-                        None,
-                    );
+                    return Ran::unfinished("transient failures outlasted the retry budget".into());
                 }
             },
         };
         match self
-            .dead_letter(item, &failure, interrupted, invocation)
+            .dead_letter(item, &failure, interrupted, invocation, pipelined)
             .await
         {
-            Ok(()) => (
-                RecordOutcome::DeadLettered(failure.kind),
-                Some(CompletedOutcome::DeadLettered),
-            ),
+            Ok(ack) => Ran {
+                outcome: RecordOutcome::DeadLettered(failure.kind),
+                completed: Some(CompletedOutcome::DeadLettered),
+                acks: ack.into_iter().collect(),
+            },
             Err(reason) => {
                 self.abandon(&item.key, invocation).await;
-                (RecordOutcome::Unfinished(reason), None)
+                Ran::unfinished(reason)
             }
         }
+    }
+
+    /// Waits for the acknowledgements of the chunk's `unsettled` records together (one wait), then
+    /// marks for completion each record whose messages all landed. A record with a failed
+    /// acknowledgement runs again, alone and waiting for its own, as a resume of the attempt that
+    /// sent it (which may have landed in part). Returns true when one stays unfinished: its
+    /// outcome says why, its claim is abandoned, and its partition stops.
+    async fn settle<'p>(
+        &self,
+        unsettled: Vec<Unsettled<'p, '_, H::Event>>,
+        invocation: &InvocationInfo,
+        outcomes: &mut [(Option<i64>, RecordOutcome)],
+        completions: &mut Vec<(&'p str, CompletedOutcome)>,
+    ) -> bool {
+        let count = unsettled.len();
+        let mut records = Vec::with_capacity(count);
+        let mut acks = Vec::with_capacity(count);
+        for record in unsettled {
+            acks.push(record.acks);
+            records.push((record.item, record.index, record.completed, record.attempt));
+        }
+        let settled = invocation
+            .deadline
+            .bound(
+                "the acknowledgements of the chunk's messages",
+                sink::settle(acks),
+            )
+            .await
+            .unwrap_or_else(|out_of_time| {
+                vec![Err(SinkError::new("(every topic)", out_of_time.to_string())); count]
+            });
+        let mut stopped = false;
+        for ((item, index, completed, attempt), settled) in records.into_iter().zip(settled) {
+            let error = match settled {
+                Ok(()) => {
+                    completions.push((item.key.as_str(), completed));
+                    continue;
+                }
+                Err(error) => error,
+            };
+            let outcome = if stopped {
+                // An earlier record stays unfinished: this one is delivered again after it.
+                self.abandon(&item.key, invocation).await;
+                RecordOutcome::Unfinished(format!("its messages were not acknowledged ({error})"))
+            } else {
+                debug!(offset = item.slot.offset(), %error, "a message of a done record was not acknowledged; running it again");
+                let again = Attempt {
+                    claimed_at: attempt.claimed_at,
+                    interrupted: Some(Interrupted {
+                        claimed_at_ms: attempt
+                            .interrupted
+                            .map_or(attempt.claimed_at, |i| i.claimed_at_ms),
+                        lock_until_ms: now_ms(),
+                    }),
+                };
+                let ran = self.run(item, again, invocation, false).await;
+                if let Some(completed) = ran.completed {
+                    completions.push((item.key.as_str(), completed));
+                }
+                ran.outcome
+            };
+            if let RecordOutcome::Unfinished(reason) = &outcome {
+                warn!(
+                    topic = item.slot.topic(),
+                    partition = item.slot.partition(),
+                    offset = item.slot.offset(),
+                    reason = reason.as_str(),
+                    "record unfinished; its partition stops here and the ESM will deliver it again"
+                );
+                stopped = true;
+            }
+            outcomes[index].1 = outcome;
+        }
+        stopped
     }
 
     /// Claims the key alone, waiting out another invocation's lock while time allows: `Ok` with
@@ -610,14 +713,17 @@ impl<H: RecordHandler> Processor<H> {
 
     /// Runs the handler, retrying transient failures while time allows. After a failed attempt
     /// (or when the claim took over an interrupted one) the handler is asked to resume, since the
-    /// failed attempt may have done part of the side effect.
+    /// failed attempt may have done part of the side effect. `Ok` holds the acknowledgements still
+    /// to come of what it published with [`crate::sink::publish_pipelined`] (`pipelined`); not
+    /// pipelined they are awaited here, and a failed one is a transient failure.
     async fn handle(
         &self,
         item: &Prepared<'_, H::Event>,
         event: &H::Event,
         attempt: Attempt,
         invocation: &InvocationInfo,
-    ) -> Result<(), Failed> {
+        pipelined: bool,
+    ) -> Result<Vec<PendingAck>, Failed> {
         let DecodedRecord::Record(record) = item.slot else {
             unreachable!("only decoded records carry an event")
         };
@@ -631,7 +737,7 @@ impl<H: RecordHandler> Processor<H> {
                         .deadline
                         .bound(
                             "the handler",
-                            self.handler.handle(record, event, invocation),
+                            sink::collecting_acks(self.handler.handle(record, event, invocation)),
                         )
                         .await
                 }
@@ -640,18 +746,43 @@ impl<H: RecordHandler> Processor<H> {
                         .deadline
                         .bound(
                             "the handler's resume",
-                            self.handler.resume(record, event, interrupted, invocation),
+                            sink::collecting_acks(self.handler.resume(
+                                record,
+                                event,
+                                interrupted,
+                                invocation,
+                            )),
                         )
                         .await
                 }
             };
             // Cut short by the deadline: the try may have done part of its work, so the claim is
             // abandoned and the next attempt resumes it.
-            let Ok(result) = result else {
+            let Ok((result, acks)) = result else {
                 return Err(Failed::OutOfTime);
             };
+            let result = match result {
+                Ok(()) if pipelined || acks.is_empty() => Ok(acks),
+                Ok(()) => {
+                    let settled = invocation
+                        .deadline
+                        .bound(
+                            "the acknowledgements of the handler's messages",
+                            sink::settle(vec![acks]),
+                        )
+                        .await
+                        .map_err(|_| Failed::OutOfTime)?;
+                    match settled.into_iter().find_map(Result::err) {
+                        Some(error) => Err(HandlerError::Transient(format!(
+                            "a message was not acknowledged ({error})"
+                        ))),
+                        None => Ok(Vec::new()),
+                    }
+                }
+                Err(error) => Err(error),
+            };
             match result {
-                Ok(()) => return Ok(()),
+                Ok(acks) => return Ok(acks),
                 Err(HandlerError::Permanent(message)) => {
                     return Err(Failed::Permanently(
                         Failure {
@@ -682,14 +813,17 @@ impl<H: RecordHandler> Processor<H> {
         }
     }
 
-    /// Publishes the dead letter, unless an interrupted attempt already did.
+    /// Publishes the dead letter, unless an interrupted attempt already did. `pipelined`, it
+    /// returns once the message is queued, with its acknowledgement still to come; otherwise once
+    /// it is acknowledged.
     async fn dead_letter(
         &self,
         item: &Prepared<'_, H::Event>,
         failure: &Failure,
         interrupted: Option<Interrupted>,
         invocation: &InvocationInfo,
-    ) -> Result<(), String> {
+        pipelined: bool,
+    ) -> Result<Option<PendingAck>, String> {
         let slot = item.slot;
         let topic = self.settings.dead_letter_topic_for(slot.topic());
         let mut message = dead_letter_message(slot, failure, invocation, topic, now_ms())
@@ -732,25 +866,37 @@ impl<H: RecordHandler> Processor<H> {
                         offset = slot.offset(),
                         "dead letter found from an interrupted attempt"
                     );
-                    return Ok(());
+                    return Ok(None);
                 }
-                Ok(false) => invocation
-                    .deadline
-                    .bound(
-                        "the dead-letter publish",
-                        self.dead_letters.publish(message.clone(), timeout),
-                    )
-                    .await
-                    .unwrap_or_else(|out_of_time| {
-                        Err(SinkError::new(
-                            message.topic.clone(),
-                            out_of_time.to_string(),
-                        ))
-                    }),
+                Ok(false) => {
+                    let topic = message.topic.as_str();
+                    let out_of_time =
+                        |out_of_time: OutOfTime| SinkError::new(topic, out_of_time.to_string());
+                    let sent = invocation
+                        .deadline
+                        .bound(
+                            "the dead-letter publish",
+                            self.dead_letters.send(message.clone(), timeout),
+                        )
+                        .await
+                        .map_err(out_of_time)
+                        .and_then(|sent| sent);
+                    match sent {
+                        Ok(ack) if pipelined => Ok(Some(ack)),
+                        Ok(ack) => invocation
+                            .deadline
+                            .bound("the dead-letter publish", ack)
+                            .await
+                            .map_err(out_of_time)
+                            .and_then(|acked| acked)
+                            .map(|_| None),
+                        Err(error) => Err(error),
+                    }
+                }
                 Err(error) => Err(error),
             };
             match published {
-                Ok(_) => {
+                Ok(ack) => {
                     warn!(
                         topic = slot.topic(),
                         partition = slot.partition(),
@@ -759,7 +905,7 @@ impl<H: RecordHandler> Processor<H> {
                         dead_letter_topic = message.topic.as_str(),
                         "poison record dead-lettered"
                     );
-                    return Ok(());
+                    return Ok(ack);
                 }
                 // Larger than the broker takes: sent again at once with its value cut to fit
                 // (marked so; the original stays findable by its coordinates).
@@ -853,6 +999,35 @@ async fn let_claims_go(
             debug!(%out_of_time, "claims kept; they expire with the invocation's deadline")
         }
     }
+}
+
+/// What running a claimed record gave.
+struct Ran {
+    outcome: RecordOutcome,
+    /// How to mark its key once its messages are acknowledged; `None` when it is unfinished.
+    completed: Option<CompletedOutcome>,
+    /// The acknowledgements still to come of the messages it sent.
+    acks: Vec<PendingAck>,
+}
+
+impl Ran {
+    fn unfinished(reason: String) -> Self {
+        Self {
+            outcome: RecordOutcome::Unfinished(reason),
+            completed: None,
+            acks: Vec::new(),
+        }
+    }
+}
+
+/// A record done, whose messages' acknowledgements are still to come.
+struct Unsettled<'p, 'a, E> {
+    item: &'p Prepared<'a, E>,
+    /// Its place among the partition's outcomes.
+    index: usize,
+    completed: CompletedOutcome,
+    attempt: Attempt,
+    acks: Vec<PendingAck>,
 }
 
 /// One claimed attempt at a record.

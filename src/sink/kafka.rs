@@ -14,7 +14,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use super::published::PublishedIndex;
-use super::{Delivery, MessageSink, OutboundMessage, PublishWindow, SinkError};
+use super::{Delivery, MessageSink, OutboundMessage, PendingAck, PublishWindow, SinkError};
 use crate::kafka::{KafkaClientContext, KafkaSettings, KafkaSetupError};
 
 /// How long a message that landed after its publisher stopped waiting is remembered by its id. A
@@ -33,6 +33,14 @@ struct Refused {
 }
 
 impl Refused {
+    fn for_topic(self, topic: &str) -> SinkError {
+        SinkError {
+            topic: topic.to_owned(),
+            message: self.message,
+            too_large: self.too_large,
+        }
+    }
+
     fn of(error: &KafkaError) -> Self {
         Self {
             message: error.to_string(),
@@ -63,8 +71,9 @@ impl std::fmt::Debug for KafkaSink {
 
 impl KafkaSink {
     /// A sink with a new idempotent producer for these settings (SASL secrets already resolved).
-    /// Each publish waits for its acknowledgement, so nothing is gained by lingering: the producer
-    /// sends at once (`linger.ms=0`, unless `KAFKA_PROPERTIES` says otherwise).
+    /// Someone waits for every acknowledgement, so nothing is gained by lingering: the producer
+    /// sends at once (`linger.ms=0`, unless `KAFKA_PROPERTIES` says otherwise). Messages sent while
+    /// earlier ones are in flight (a pipelined chunk) still go out together in the next request.
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaSetupError> {
         let mut config = settings.producer_config()?;
         if !settings.properties.iter().any(|(k, _)| k == "linger.ms") {
@@ -89,7 +98,7 @@ impl KafkaSink {
 
     /// Hands `message` to librdkafka, waiting up to `timeout` for room in a full queue; the
     /// delivery report comes later (within the producer's `message.timeout.ms`).
-    async fn send(
+    async fn produce(
         &self,
         message: &OutboundMessage,
         timeout: Duration,
@@ -146,14 +155,20 @@ impl MessageSink for KafkaSink {
         message: OutboundMessage,
         timeout: Duration,
     ) -> Result<Delivery, SinkError> {
-        let error = |refused: Refused| SinkError {
-            topic: message.topic.clone(),
-            message: refused.message,
-            too_large: refused.too_large,
-        };
+        self.send(message, timeout).await?.await
+    }
+
+    /// Hands the message to librdkafka and returns its acknowledgement, which resolves within
+    /// `timeout` from now. A message with an id still in flight (an earlier attempt stopped waiting
+    /// for it) is not produced again: its acknowledgement is that delivery's.
+    async fn send(
+        &self,
+        message: OutboundMessage,
+        timeout: Duration,
+    ) -> Result<PendingAck, SinkError> {
+        let give_up_at = tokio::time::Instant::now() + timeout;
+        let topic = message.topic.clone();
         let id = message.message_id().map(<[u8]>::to_vec);
-        // A message with this id still in flight (an earlier attempt stopped waiting for it): wait
-        // for that one, never a second copy.
         let pending = {
             let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             id.as_ref().and_then(|id| in_flight.get(id)).cloned()
@@ -161,44 +176,42 @@ impl MessageSink for KafkaSink {
         let pending = match pending {
             Some(pending) => pending,
             None => {
-                let pending = self.send(&message, timeout).await.map_err(error)?;
-                if let Some(id) = &id {
+                let pending = self
+                    .produce(&message, timeout)
+                    .await
+                    .map_err(|refused| refused.for_topic(&topic))?;
+                if let Some(id) = id {
                     self.in_flight
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(id.clone(), pending.clone());
-                }
-                pending
-            }
-        };
-        match tokio::time::timeout(timeout, pending.clone()).await {
-            Ok(result) => {
-                if let Some(id) = &id {
-                    self.forget(id, &pending);
-                }
-                result.map_err(error)
-            }
-            Err(_) => {
-                // Nobody waits for it now. A failure is forgotten when its report comes (sending it
-                // again is right); a delivery is remembered a while, so that publishing the same id
-                // again returns it instead of producing a second copy.
-                if let Some(id) = id {
+                    // Forgets the id once its report came: at once after a failure (sending it again
+                    // is right), and after a while for a delivery nobody waited for in time, so that
+                    // publishing the same id again returns it instead of producing a second copy.
                     let in_flight = self.in_flight.clone();
+                    let pending = pending.clone();
                     tokio::spawn(async move {
-                        if pending.clone().await.is_ok() {
+                        let delivered = pending.clone().await.is_ok();
+                        if delivered && tokio::time::Instant::now() > give_up_at {
                             tokio::time::sleep(REMEMBER_LATE_DELIVERIES).await;
                         }
                         forget(&in_flight, &id, &pending);
                     });
                 }
-                Err(SinkError::new(
-                    message.topic.clone(),
+                pending
+            }
+        };
+        Ok(Box::pin(async move {
+            match tokio::time::timeout_at(give_up_at, pending).await {
+                Ok(result) => result.map_err(|refused| refused.for_topic(&topic)),
+                Err(_) => Err(SinkError::new(
+                    topic,
                     format!(
                         "not acknowledged within {timeout:?}; the message is still in flight and may yet land (a later attempt waits for it, or finds it by its id)"
                     ),
-                ))
+                )),
             }
-        }
+        }))
     }
 
     async fn find_published(
@@ -212,12 +225,6 @@ impl MessageSink for KafkaSink {
             .find(topic, ids, window, timeout)
             .await
             .map_err(|message| SinkError::new(topic, message))
-    }
-}
-
-impl KafkaSink {
-    fn forget(&self, id: &[u8], pending: &PendingDelivery) {
-        forget(&self.in_flight, id, pending);
     }
 }
 

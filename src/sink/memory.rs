@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Delivery, MessageSink, OutboundMessage, PublishWindow, SinkError, mark_found};
+use super::{
+    Delivery, MessageSink, OutboundMessage, PendingAck, PublishWindow, SinkError, mark_found,
+};
 
 /// Keeps every published message in order.
 #[derive(Debug, Default)]
@@ -14,6 +16,8 @@ pub struct MemorySink {
     messages: Mutex<Vec<OutboundMessage>>,
     down: AtomicBool,
     failures_left: AtomicUsize,
+    ack_failures_left: AtomicUsize,
+    ack_delay: Mutex<Duration>,
 }
 
 impl MemorySink {
@@ -61,6 +65,18 @@ impl MemorySink {
         self.failures_left.store(n, Ordering::SeqCst);
     }
 
+    /// The next `n` messages handed over with [`MessageSink::send`] are queued, but their
+    /// acknowledgement fails and they are not kept (as a Kafka message that timed out in flight).
+    pub fn fail_next_acks(&self, n: usize) {
+        self.ack_failures_left.store(n, Ordering::SeqCst);
+    }
+
+    /// Every acknowledgement of [`MessageSink::send`] comes `delay` after the message is kept (as a
+    /// broker's round trip would).
+    pub fn set_ack_delay(&self, delay: Duration) {
+        *self.ack_delay.lock().unwrap_or_else(|e| e.into_inner()) = delay;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<OutboundMessage>> {
         self.messages.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -87,6 +103,33 @@ impl MessageSink for MemorySink {
             partition: Some(0),
             offset: Some(offset),
         })
+    }
+
+    async fn send(
+        &self,
+        message: OutboundMessage,
+        timeout: Duration,
+    ) -> Result<PendingAck, SinkError> {
+        let delay = *self.ack_delay.lock().unwrap_or_else(|e| e.into_inner());
+        let ack_fails = self
+            .ack_failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let topic = message.topic.clone();
+        let delivery = if ack_fails {
+            Err(SinkError::new(
+                topic,
+                "the acknowledgement failed (injected); the message was not kept",
+            ))
+        } else {
+            Ok(self.publish(message, timeout).await?)
+        };
+        Ok(Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            delivery
+        }))
     }
 
     async fn find_published(

@@ -5,10 +5,15 @@
 //! A message may carry a stable id ([`MESSAGE_ID_HEADER`]): the same for every attempt at the same
 //! side effect. After an interrupted attempt, [`MessageSink::find_published`] says which ids are
 //! already in the topic, so the retry publishes only what is missing.
+//!
+//! A handler that publishes as its side effect can pipeline: [`publish_pipelined`] queues a
+//! message and returns at once, and the processor waits for the acknowledgements of a whole chunk
+//! of records together, marking each record done only once its own messages are acknowledged.
 
 mod directory;
 mod kafka;
 mod memory;
+mod pipeline;
 mod published;
 
 use std::time::Duration;
@@ -18,6 +23,8 @@ use async_trait::async_trait;
 pub use directory::{DirectorySink, FileMessage};
 pub use kafka::KafkaSink;
 pub use memory::MemorySink;
+pub use pipeline::publish_pipelined;
+pub(crate) use pipeline::{collecting_acks, settle};
 
 use crate::record::Header;
 
@@ -108,6 +115,11 @@ impl SinkError {
     }
 }
 
+/// The acknowledgement of a message handed to a sink: it resolves when the message is acknowledged
+/// or has failed for good, and within the timeout given to [`MessageSink::send`]. Dropping it does
+/// not withdraw the message.
+pub type PendingAck = futures::future::BoxFuture<'static, Result<Delivery, SinkError>>;
+
 /// Publishes messages, confirming each one before it returns.
 #[async_trait]
 pub trait MessageSink: Send + Sync {
@@ -120,6 +132,20 @@ pub trait MessageSink: Send + Sync {
         message: OutboundMessage,
         timeout: Duration,
     ) -> Result<Delivery, SinkError>;
+
+    /// Hands `message` over and returns once it is queued, with its acknowledgement still to come:
+    /// awaiting many of them together costs one wait instead of one per message. The order in which
+    /// messages are sent is the order in which they are written per key. The default publishes
+    /// and waits, so its acknowledgement is ready at once; [`KafkaSink`] returns as soon as
+    /// librdkafka has the message.
+    async fn send(
+        &self,
+        message: OutboundMessage,
+        timeout: Duration,
+    ) -> Result<PendingAck, SinkError> {
+        let delivery = self.publish(message, timeout).await?;
+        Ok(Box::pin(futures::future::ready(Ok(delivery))))
+    }
 
     /// For each of `ids`, whether a message with that [`MESSAGE_ID_HEADER`] was published to
     /// `topic` during `window` (sinks that keep no time look through everything they hold). Asked

@@ -22,7 +22,7 @@ use crate::handler::{DeserializeError, HandlerError, InvocationInfo, RecordHandl
 use crate::idempotency::Interrupted;
 use crate::idempotency::keys::{business_key, coordinates_key};
 use crate::record::KafkaRecord;
-use crate::sink::{MessageSink, OutboundMessage, PublishWindow};
+use crate::sink::{self, MessageSink, OutboundMessage, PublishWindow};
 
 /// The default alerts topic.
 pub const DEFAULT_ALERTS_TOPIC: &str = "telemetry.alerts";
@@ -102,7 +102,8 @@ impl TelemetryHandler {
         }
     }
 
-    /// How many alerts this handler has published.
+    /// How many alerts this handler has published (handed to the sink: one whose acknowledgement
+    /// fails is counted again when its record runs again).
     pub fn alerts_published(&self) -> u64 {
         self.published.load(Ordering::Relaxed)
     }
@@ -237,10 +238,10 @@ impl TelemetryHandler {
         alerts: Vec<(String, OutboundMessage)>,
         invocation: &InvocationInfo,
     ) -> Result<(), HandlerError> {
+        // Queued now; the processor waits for the acknowledgements of the whole chunk together.
         for (_, message) in alerts {
             let timeout = self.publish_timeout.min(invocation.deadline.remaining());
-            self.alerts
-                .publish(message, timeout)
+            sink::publish_pipelined(&*self.alerts, message, timeout)
                 .await
                 .map_err(HandlerError::transient)?;
             self.published.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,311 @@
+//! Pipelined publishes: a chunk of records waits once for the acknowledgements of its messages
+//! (what the handler sends with `sink::publish_pipelined`, and dead letters), a record is marked
+//! done only once its own messages are acknowledged, and a failed acknowledgement sends its record
+//! through `resume` again: every message lands once, nothing is lost.
+//!
+//! Time is tokio's paused clock: every acknowledgement takes `ACK` of it, so the time an
+//! invocation takes counts its acknowledgement waits.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kafka_esm::consumer::Consumer;
+use kafka_esm::encode::{Source, encode_event};
+use kafka_esm::handler::{DeserializeError, HandlerError, InvocationInfo, RecordHandler};
+use kafka_esm::idempotency::keys::coordinates_key;
+use kafka_esm::idempotency::{CompletedOutcome, IdempotencyStore, Interrupted, MemoryStore};
+use kafka_esm::processor::{Processor, ProcessorSettings, RecordOutcome};
+use kafka_esm::record::KafkaRecord;
+use kafka_esm::retry::{Backoff, Deadline};
+use kafka_esm::sink::{MemorySink, MessageSink, OutboundMessage, PublishWindow, publish_pipelined};
+use tokio::time::Instant;
+
+const TOPIC: &str = "orders";
+const OUT: &str = "orders.out";
+/// How long each acknowledgement takes.
+const ACK: Duration = Duration::from_millis(200);
+
+/// Publishes one message per record, with the record's offset as its id; a resume publishes it
+/// only when it is not in the topic yet. A value `poison` is a permanent failure.
+struct Publisher {
+    out: Arc<MemorySink>,
+    resumed: Mutex<Vec<i64>>,
+}
+
+impl Publisher {
+    fn message(record: &KafkaRecord) -> OutboundMessage {
+        OutboundMessage {
+            topic: OUT.into(),
+            key: Some(b"one-key".to_vec()),
+            value: Some(record.offset.to_string().into_bytes()),
+            headers: Vec::new(),
+        }
+        .with_message_id(record.offset.to_string())
+    }
+}
+
+#[async_trait]
+impl RecordHandler for Publisher {
+    type Event = ();
+
+    fn deserialize(&self, record: &KafkaRecord) -> Result<(), DeserializeError> {
+        match record.value.as_deref() {
+            Some(b"poison") => Err(DeserializeError::new("poison")),
+            _ => Ok(()),
+        }
+    }
+
+    async fn handle(
+        &self,
+        record: &KafkaRecord,
+        _: &(),
+        _: &InvocationInfo,
+    ) -> Result<(), HandlerError> {
+        publish_pipelined(&*self.out, Self::message(record), Duration::from_secs(5))
+            .await
+            .map_err(HandlerError::transient)
+    }
+
+    async fn resume(
+        &self,
+        record: &KafkaRecord,
+        _: &(),
+        interrupted: &Interrupted,
+        invocation: &InvocationInfo,
+    ) -> Result<(), HandlerError> {
+        self.resumed.lock().unwrap().push(record.offset);
+        let id = record.offset.to_string();
+        let found = self
+            .out
+            .find_published(
+                OUT,
+                &[id.as_str()],
+                PublishWindow {
+                    since_ms: interrupted.claimed_at_ms,
+                    until_ms: interrupted.lock_until_ms,
+                },
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(HandlerError::transient)?;
+        if found == [true] {
+            return Ok(());
+        }
+        self.handle(record, &(), invocation).await
+    }
+}
+
+struct Harness {
+    consumer: Consumer<Arc<Publisher>>,
+    publisher: Arc<Publisher>,
+    dlq: Arc<MemorySink>,
+    store: Arc<MemoryStore>,
+}
+
+fn harness(pipeline_publishes: bool) -> Harness {
+    let out = Arc::new(MemorySink::new());
+    let dlq = Arc::new(MemorySink::new());
+    out.set_ack_delay(ACK);
+    dlq.set_ack_delay(ACK);
+    let publisher = Arc::new(Publisher {
+        out,
+        resumed: Mutex::default(),
+    });
+    let store = Arc::new(MemoryStore::new());
+    let settings = ProcessorSettings {
+        backoff: Backoff {
+            base: Duration::from_millis(50),
+            max: Duration::from_millis(400),
+            max_attempts: 6,
+        },
+        pipeline_publishes,
+        ..ProcessorSettings::default()
+    };
+    let processor = Processor::new(publisher.clone(), store.clone(), dlq.clone(), settings);
+    Harness {
+        consumer: Consumer::new(processor, true),
+        publisher,
+        dlq,
+        store,
+    }
+}
+
+/// Records at offsets `0..n` of partition 0; those in `poison` are poison.
+fn event(n: i64, poison: &[i64]) -> String {
+    let records: Vec<KafkaRecord> = (0..n)
+        .map(|offset| {
+            let mut record = KafkaRecord::new(TOPIC, 0, offset);
+            record.timestamp = Some(1_700_000_000_000 + offset);
+            let value: &[u8] = if poison.contains(&offset) {
+                b"poison"
+            } else {
+                b"{}"
+            };
+            record.value = Some(value.to_vec());
+            record
+        })
+        .collect();
+    encode_event(&Source::SelfManaged, "localhost:9092", &records)
+}
+
+fn invocation(budget: Duration) -> InvocationInfo {
+    InvocationInfo::new(
+        "req-1",
+        "pipeline-test",
+        Deadline::after(budget, Duration::from_millis(100)),
+    )
+}
+
+fn published_offsets(sink: &MemorySink) -> Vec<i64> {
+    sink.messages()
+        .iter()
+        .map(|m| {
+            String::from_utf8_lossy(m.value.as_deref().unwrap())
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+async fn completed(store: &MemoryStore, offsets: std::ops::Range<i64>) -> Vec<bool> {
+    let keys: Vec<String> = offsets.map(|o| coordinates_key(TOPIC, 0, o)).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    store
+        .completed(&keys, kafka_esm::retry::now_ms())
+        .await
+        .unwrap()
+        .iter()
+        .map(Option::is_some)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chunk_of_records_waits_once_for_its_acknowledgements() {
+    let h = harness(true);
+    let started = Instant::now();
+    let inv = h
+        .consumer
+        .invoke(&event(100, &[10, 50]), &invocation(Duration::from_secs(60)))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(inv.result.unwrap().batch_item_failures, vec![]);
+    let counts = inv.report.counts();
+    assert_eq!((counts.processed, counts.dead_lettered), (98, 2));
+    assert!(
+        took < 2 * ACK,
+        "100 records (98 messages, 2 dead letters) cost one acknowledgement wait of {ACK:?}, not {took:?}"
+    );
+    let expected: Vec<i64> = (0..100).filter(|o| *o != 10 && *o != 50).collect();
+    assert_eq!(
+        published_offsets(&h.publisher.out),
+        expected,
+        "sent in offset order"
+    );
+    assert_eq!(h.dlq.len(), 2);
+    assert!(completed(&h.store, 0..100).await.iter().all(|done| *done));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_pipelining_each_record_waits_for_its_own() {
+    let h = harness(false);
+    let started = Instant::now();
+    let inv = h
+        .consumer
+        .invoke(&event(20, &[5]), &invocation(Duration::from_secs(60)))
+        .await;
+    assert_eq!(inv.result.unwrap().batch_item_failures, vec![]);
+    assert!(
+        started.elapsed() >= 20 * ACK,
+        "one wait per record: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(published_offsets(&h.publisher.out).len(), 19);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_acknowledgement_runs_its_record_again_and_every_message_lands_once() {
+    let h = harness(true);
+    // The first message's acknowledgement fails (it was not kept); every other lands.
+    h.publisher.out.fail_next_acks(1);
+    let inv = h
+        .consumer
+        .invoke(&event(30, &[]), &invocation(Duration::from_secs(60)))
+        .await;
+    assert_eq!(inv.result.unwrap().batch_item_failures, vec![]);
+    assert_eq!(inv.report.counts().processed, 30);
+    assert_eq!(
+        *h.publisher.resumed.lock().unwrap(),
+        vec![0],
+        "only the record whose message failed runs again, as a resume"
+    );
+    let mut offsets = published_offsets(&h.publisher.out);
+    assert_eq!(offsets.len(), 30, "each message once: {offsets:?}");
+    offsets.sort();
+    assert_eq!(offsets, (0..30).collect::<Vec<_>>());
+    assert!(completed(&h.store, 0..30).await.iter().all(|done| *done));
+}
+
+#[tokio::test(start_paused = true)]
+async fn acknowledgements_that_never_come_leave_the_record_for_the_esm_and_lose_nothing() {
+    let h = harness(true);
+    let budget = Duration::from_secs(5);
+    // Records 0..3 land; from record 3 on, no acknowledgement succeeds within the invocation.
+    let first = h.consumer.invoke(&event(3, &[]), &invocation(budget)).await;
+    assert!(first.result.unwrap().batch_item_failures.is_empty());
+    h.publisher.out.fail_next_acks(usize::MAX);
+    let inv = h
+        .consumer
+        .invoke(&event(10, &[]), &invocation(budget))
+        .await;
+    let failures = inv.result.unwrap().batch_item_failures;
+    assert_eq!(failures.len(), 1);
+    assert_eq!(
+        failures[0].item_identifier.offset, 3,
+        "the first record not acknowledged"
+    );
+    let outcomes: Vec<RecordOutcome> = inv.report.partitions[0]
+        .outcomes
+        .iter()
+        .map(|(_, o)| o.clone())
+        .collect();
+    assert_eq!(
+        outcomes[..3],
+        [
+            RecordOutcome::Duplicate,
+            RecordOutcome::Duplicate,
+            RecordOutcome::Duplicate
+        ]
+    );
+    assert!(
+        outcomes[3..].iter().all(RecordOutcome::needs_retry),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        completed(&h.store, 3..10).await,
+        vec![false; 7],
+        "none marked done"
+    );
+
+    // The ESM delivers them again once the topic takes messages: each lands once.
+    h.publisher.out.fail_next_acks(0);
+    let again = h
+        .consumer
+        .invoke(&event(10, &[]), &invocation(Duration::from_secs(60)))
+        .await;
+    assert!(again.result.unwrap().batch_item_failures.is_empty());
+    let mut offsets = published_offsets(&h.publisher.out);
+    offsets.sort();
+    assert_eq!(offsets, (0..10).collect::<Vec<_>>());
+    assert!(completed(&h.store, 0..10).await.iter().all(|done| *done));
+    assert_eq!(
+        h.store
+            .completed(
+                &[coordinates_key(TOPIC, 0, 3).as_str()],
+                kafka_esm::retry::now_ms()
+            )
+            .await
+            .unwrap(),
+        vec![Some(CompletedOutcome::Processed)]
+    );
+}
