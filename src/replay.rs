@@ -1,7 +1,8 @@
 //! `esm replay`: runs ESM event files through exactly the Lambda's code path ([`Consumer::invoke`] of
 //! the same handler, built from the same configuration), on embedded defaults: a persistent redb
-//! idempotency store in a state directory, and dead letters and alerts written to JSON-lines files
-//! there, unless a broker is named.
+//! idempotency store in a state directory unless `IDEMPOTENCY_STORE` names another (as it does for
+//! the Lambda: see [`replay_store`]), and dead letters and alerts written to JSON-lines files there,
+//! unless a broker is named.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -10,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::app::telemetry_consumer;
-use crate::config::{ConfigError, ConsumerConfig};
+use crate::app::{open_store, telemetry_consumer};
+use crate::config::{ConfigError, ConsumerConfig, StoreChoice};
 use crate::consumer::Consumer;
 use crate::handler::InvocationInfo;
-use crate::idempotency::LocalStore;
+use crate::idempotency::{IdempotencyStore, LocalStore};
 use crate::kafka::KafkaSettings;
 use crate::processor::RecordOutcome;
 use crate::retry::Deadline;
@@ -24,9 +25,13 @@ use crate::telemetry::TelemetryHandler;
 /// How to replay.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
-    /// Where the idempotency store and the topic files live.
+    /// Where the topic files live, and the idempotency store unless `store` names another.
     pub state_dir: PathBuf,
-    /// Delete the state (the idempotency store and the topic files) first.
+    /// The idempotency store: `None` for a redb file in the state directory (the default), else
+    /// the store `IDEMPOTENCY_STORE` names (see [`replay_store`]).
+    pub store: Option<StoreChoice>,
+    /// Delete the state first: the topic files, and the idempotency store when it is the state
+    /// directory's (a store named by `IDEMPOTENCY_STORE` is never deleted).
     pub fresh: bool,
     /// Publish dead letters and alerts to this Kafka cluster instead of files: the bootstrap
     /// servers, with every other Kafka setting from the configuration (see [`replay_config`]).
@@ -49,6 +54,16 @@ pub enum ReplayError {
     State {
         /// The directory.
         path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// The idempotency store named by `IDEMPOTENCY_STORE` could not be opened or does not answer.
+    #[error(
+        "the idempotency store {store} cannot be used: {message}; fix it, or unset IDEMPOTENCY_STORE to use a file in the state directory"
+    )]
+    Store {
+        /// Which store ([`describe_store`]).
+        store: String,
         /// What failed.
         message: String,
     },
@@ -150,6 +165,40 @@ pub fn replay_config(
     })
 }
 
+/// The idempotency store the environment names through `lookup`, as the Lambda reads it
+/// (`IDEMPOTENCY_STORE=memory|local|dynamodb`, with `IDEMPOTENCY_LOCAL_PATH` or `IDEMPOTENCY_TABLE`,
+/// parsed and checked by [`ConsumerConfig`] into `config.store`); `None` when `IDEMPOTENCY_STORE` is
+/// unset or blank: a replay then keeps its keys in a file of its state directory.
+pub fn replay_store(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    config: &ConsumerConfig,
+) -> Option<StoreChoice> {
+    lookup("IDEMPOTENCY_STORE")
+        .is_some_and(|v| !v.trim().is_empty())
+        .then(|| config.store.clone())
+}
+
+/// The store, for people: what it is, and how long its keys last.
+pub fn describe_store(choice: &StoreChoice) -> String {
+    match choice {
+        StoreChoice::Memory => {
+            "memory (IDEMPOTENCY_STORE=memory: kept for this replay only)".into()
+        }
+        StoreChoice::Local(path) => {
+            format!("local file {} (IDEMPOTENCY_STORE=local)", path.display())
+        }
+        StoreChoice::DynamoDb { table } => {
+            let at = std::env::var("AWS_ENDPOINT_URL_DYNAMODB")
+                .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+                .ok()
+                .filter(|e| !e.trim().is_empty())
+                .map(|e| format!(" at {e}"))
+                .unwrap_or_default();
+            format!("DynamoDB table {table}{at} (IDEMPOTENCY_STORE=dynamodb)")
+        }
+    }
+}
+
 /// Runs event files through the telemetry consumer.
 pub struct Replayer {
     consumer: Consumer<TelemetryHandler>,
@@ -157,6 +206,7 @@ pub struct Replayer {
     timeout: Duration,
     safety_margin: Duration,
     state_dir: PathBuf,
+    store: String,
     uses_broker: bool,
     // Locked for as long as the replayer lives: no other replay uses or deletes the state meanwhile.
     _lock: std::fs::File,
@@ -172,6 +222,11 @@ impl Replayer {
     /// [`ReplayError::Busy`] when another replay holds it; with `options.fresh` it deletes the state
     /// only once it holds the lock. An idempotency store file that is empty or unreadable is an
     /// error, not a new store.
+    ///
+    /// With `options.store`, the idempotency store is that one, opened as the Lambda opens it (a
+    /// DynamoDB client from the usual AWS settings: `AWS_ENDPOINT_URL`, region, credentials), and
+    /// asked for one key before any event runs, so that a store that does not answer fails here
+    /// ([`ReplayError::Store`], within the replay's timeout) rather than every record.
     pub async fn new(
         config: &ConsumerConfig,
         options: &ReplayOptions,
@@ -210,11 +265,14 @@ impl Replayer {
         if options.fresh {
             // Only what a replay writes there: a mistaken --state-dir loses nothing else.
             let store = dir.join(STORE_FILE);
-            match std::fs::remove_file(&store) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(state_error(&format!("{}: {e}", store.display())));
-                }
-                _ => {}
+            match options.store {
+                Some(_) => {}
+                None => match std::fs::remove_file(&store) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(state_error(&format!("{}: {e}", store.display())));
+                    }
+                    _ => {}
+                },
             }
             let topics = dir.join(TOPICS_DIR);
             match std::fs::remove_dir_all(&topics) {
@@ -224,14 +282,52 @@ impl Replayer {
                 _ => {}
             }
         }
-        let store = Arc::new(LocalStore::open(&dir.join(STORE_FILE)).map_err(|e| {
-            let hint = if options.fresh {
-                ""
-            } else {
-                " (--fresh also starts over with an empty state)"
-            };
-            state_error(&format!("{}{hint}", e.message))
-        })?);
+        let (store, described): (Arc<dyn IdempotencyStore>, String) = match &options.store {
+            None => {
+                let path = dir.join(STORE_FILE);
+                let store = LocalStore::open(&path).map_err(|e| {
+                    let hint = if options.fresh {
+                        ""
+                    } else {
+                        " (--fresh also starts over with an empty state)"
+                    };
+                    state_error(&format!("{}{hint}", e.message))
+                })?;
+                (
+                    Arc::new(store),
+                    format!("local file {} (the state directory's)", path.display()),
+                )
+            }
+            Some(choice) => {
+                let described = describe_store(choice);
+                let store_error = |message: String| ReplayError::Store {
+                    store: described.clone(),
+                    message,
+                };
+                let store = open_store(choice)
+                    .await
+                    .map_err(|e| store_error(format!("while {}: {}", e.action, e.message)))?;
+                // One read, so that a store that is missing or unreachable fails once, here.
+                match tokio::time::timeout(
+                    options.timeout,
+                    store.completed(&["esm-replay-probe"], crate::retry::now_ms()),
+                )
+                .await
+                {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        return Err(store_error(format!("while {}: {}", e.action, e.message)));
+                    }
+                    Err(_) => {
+                        return Err(store_error(format!(
+                            "it did not answer one read within the replay's timeout ({} ms)",
+                            options.timeout.as_millis()
+                        )));
+                    }
+                }
+                (store, described)
+            }
+        };
         let sink: Arc<dyn MessageSink> = match &options.brokers {
             Some(brokers) => {
                 let kafka_error = |message: String| ReplayError::Kafka {
@@ -257,9 +353,16 @@ impl Replayer {
             timeout: options.timeout,
             safety_margin: config.safety_margin,
             state_dir: dir.clone(),
+            store: described,
             uses_broker: options.brokers.is_some(),
             _lock: lock,
         })
+    }
+
+    /// The idempotency store in use, for people: `local file <path> (the state directory's)`,
+    /// or the one `IDEMPOTENCY_STORE` names ([`describe_store`]).
+    pub fn store(&self) -> &str {
+        &self.store
     }
 
     /// Where topic files are written (when no broker is named).

@@ -1,15 +1,25 @@
 //! `esm replay` over the sample events: counts per file, duplicates on a second replay, invalid
-//! events, what lands in the dead-letter and alert topics, and the command's exit codes.
+//! events, what lands in the dead-letter and alert topics, the command's exit codes, and the
+//! idempotency store IDEMPOTENCY_STORE names.
+//!
+//! One test needs moto (`bash infra/local-stack.sh start && eval "$(bash infra/local-stack.sh
+//! env)"`): it is `#[ignore = "needs moto (infra/local-stack.sh)"]`, run with `-- --include-ignored`.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kafka_esm::config::ConsumerConfig;
+use common::servers::moto;
+use kafka_esm::config::{ConsumerConfig, StoreChoice};
 use kafka_esm::dead_letter::headers;
+use kafka_esm::idempotency::DynamoDbStore;
 use kafka_esm::kafka::{KafkaAuth, SaslCredentials, SaslMechanism, Secret};
-use kafka_esm::replay::{FileReport, ReplayOptions, Replayer, event_files, replay_config};
+use kafka_esm::replay::{
+    FileReport, ReplayError, ReplayOptions, Replayer, event_files, replay_config, replay_store,
+};
 use kafka_esm::sink::{DirectorySink, OutboundMessage};
 
 fn events_dir() -> PathBuf {
@@ -23,6 +33,7 @@ fn defaults() -> ConsumerConfig {
 fn options(state_dir: &Path, fresh: bool) -> ReplayOptions {
     ReplayOptions {
         state_dir: state_dir.to_owned(),
+        store: None,
         fresh,
         brokers: None,
         timeout: Duration::from_secs(60),
@@ -227,12 +238,26 @@ async fn invalid_events_fail_the_invocation_with_a_reason() {
     }
 }
 
+/// The variables that name an idempotency store: removed, so that a test sees the default store
+/// unless it sets them.
+const STORE_VARIABLES: [&str; 4] = [
+    "IDEMPOTENCY_STORE",
+    "IDEMPOTENCY_LOCAL_PATH",
+    "IDEMPOTENCY_TABLE",
+    "AWS_ENDPOINT_URL",
+];
+
+fn esm_with(args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_esm"));
+    command.args(args).env_remove("RUST_LOG");
+    for name in STORE_VARIABLES {
+        command.env_remove(name);
+    }
+    command.envs(vars.iter().copied()).output().unwrap()
+}
+
 fn esm(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_esm"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
+    esm_with(args, &[])
 }
 
 #[test]
@@ -646,4 +671,345 @@ async fn brokers_with_credentials_from_a_secret_fetch_it_as_the_lambda_does() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(*asked.lock().unwrap(), [arn]);
+}
+
+#[test]
+fn the_store_is_the_one_idempotency_store_names_and_the_state_directory_file_when_unset() {
+    let config = |vars: &[(&str, &str)]| {
+        let lookup = lookup(vars);
+        let config = replay_config(&lookup, None).unwrap();
+        replay_store(&lookup, &config)
+    };
+    assert_eq!(config(&[]), None);
+    assert_eq!(
+        config(&[("IDEMPOTENCY_STORE", "  ")]),
+        None,
+        "blank is unset"
+    );
+    assert_eq!(
+        config(&[("IDEMPOTENCY_STORE", "memory")]),
+        Some(StoreChoice::Memory)
+    );
+    assert_eq!(
+        config(&[
+            ("IDEMPOTENCY_STORE", "local"),
+            ("IDEMPOTENCY_LOCAL_PATH", "/var/keys.redb")
+        ]),
+        Some(StoreChoice::Local("/var/keys.redb".into()))
+    );
+    assert_eq!(
+        config(&[
+            ("IDEMPOTENCY_STORE", "dynamodb"),
+            ("IDEMPOTENCY_TABLE", "kafka-esm-keys")
+        ]),
+        Some(StoreChoice::DynamoDb {
+            table: "kafka-esm-keys".into()
+        })
+    );
+    // Parsed and checked as the Lambda's configuration is.
+    let problems = replay_config(&lookup(&[("IDEMPOTENCY_STORE", "dynamodb")]), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        problems.contains("IDEMPOTENCY_TABLE is not set"),
+        "{problems}"
+    );
+}
+
+#[tokio::test]
+async fn a_memory_store_processes_again_what_the_default_finds_as_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = |store: Option<StoreChoice>, state: PathBuf| async move {
+        let mut runs = Vec::new();
+        for _ in 0..2 {
+            let options = ReplayOptions {
+                store: store.clone(),
+                ..options(&state, false)
+            };
+            let replayer = Replayer::new(&defaults(), &options).await.unwrap();
+            runs.push(replay_all(&replayer, &events_dir()).await);
+        }
+        runs
+    };
+    let default = runs(None, dir.path().join("default")).await;
+    let memory = runs(Some(StoreChoice::Memory), dir.path().join("memory")).await;
+    let total = |reports: &[FileReport], f: fn(&FileReport) -> usize| -> usize {
+        reports.iter().map(f).sum()
+    };
+    let records = total(&default[0], |r| r.records);
+    let first_processed = total(&default[0], |r| r.processed + r.dead_lettered);
+    let counts = |reports: &[FileReport]| -> Vec<_> {
+        reports
+            .iter()
+            .map(|r| {
+                (
+                    r.records,
+                    r.processed,
+                    r.duplicates,
+                    r.dead_lettered,
+                    r.alerts,
+                )
+            })
+            .collect()
+    };
+    // The first runs agree; a second default run finds every record as a duplicate.
+    assert_eq!(counts(&memory[0]), counts(&default[0]));
+    assert_eq!(total(&default[1], |r| r.duplicates), records);
+    assert_eq!(total(&default[1], |r| r.processed + r.dead_lettered), 0);
+    // The memory store starts empty each time: its second run processes them all again.
+    assert_eq!(counts(&memory[1]), counts(&memory[0]));
+    assert_eq!(
+        total(&memory[1], |r| r.processed + r.dead_lettered),
+        first_processed
+    );
+    assert_eq!(
+        total(&memory[1], |r| r.duplicates),
+        total(&memory[0], |r| r.duplicates),
+        "only the duplicates within a file"
+    );
+    assert!(first_processed > 0 && first_processed < records);
+    assert!(!dir.path().join("memory/idempotency.redb").exists());
+}
+
+#[test]
+fn the_command_uses_the_store_idempotency_store_names_and_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = events_dir().join("msk-telemetry.json");
+    let sample = sample.to_str().unwrap();
+    let replay = |state: &str, vars: &[(&str, &str)]| {
+        let state = dir.path().join(state);
+        let out = esm_with(
+            &["replay", "--state-dir", state.to_str().unwrap(), sample],
+            vars,
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let total_row = |stdout: &str| -> String {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with("total"))
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+
+    let memory = [("IDEMPOTENCY_STORE", "memory")];
+    for _ in 0..2 {
+        let stdout = replay("memory", &memory);
+        assert_eq!(total_row(&stdout), "total 7 7 0 0 0", "{stdout}");
+        assert!(
+            stdout.contains(
+                "Idempotency store: memory (IDEMPOTENCY_STORE=memory: kept for this replay only)."
+            ),
+            "{stdout}"
+        );
+    }
+    assert!(!dir.path().join("memory/idempotency.redb").exists());
+
+    let file = dir.path().join("keys/shared.redb");
+    let local = [
+        ("IDEMPOTENCY_STORE", "local"),
+        ("IDEMPOTENCY_LOCAL_PATH", file.to_str().unwrap()),
+    ];
+    assert_eq!(total_row(&replay("local-a", &local)), "total 7 7 0 0 0");
+    // Another state directory, the same store file.
+    let stdout = replay("local-b", &local);
+    assert_eq!(total_row(&stdout), "total 7 0 7 0 0", "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "Idempotency store: local file {} (IDEMPOTENCY_STORE=local).",
+            file.display()
+        )),
+        "{stdout}"
+    );
+    assert!(!dir.path().join("local-b/idempotency.redb").exists());
+
+    let stdout = replay("default", &[]);
+    assert!(
+        stdout.contains(&format!(
+            "Idempotency store: local file {} (the state directory's).",
+            dir.path().join("default/idempotency.redb").display()
+        )),
+        "{stdout}"
+    );
+    // --json: the lines stay one per file; the store is named on stderr.
+    let state = dir.path().join("json");
+    let out = esm_with(
+        &[
+            "replay",
+            "--json",
+            "--state-dir",
+            state.to_str().unwrap(),
+            sample,
+        ],
+        &memory,
+    );
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("esm replay: idempotency store: memory (IDEMPOTENCY_STORE=memory"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_named_store_that_cannot_be_used_is_refused_and_fresh_never_deletes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.redb");
+    std::fs::write(&file, b"").unwrap();
+    let options = ReplayOptions {
+        store: Some(StoreChoice::Local(file.clone())),
+        ..options(&dir.path().join("state"), true)
+    };
+    let error = Replayer::new(&defaults(), &options).await.err().unwrap();
+    assert!(matches!(error, ReplayError::Store { .. }), "{error:?}");
+    let error = error.to_string();
+    for part in [
+        format!(
+            "the idempotency store local file {} (IDEMPOTENCY_STORE=local) cannot be used: while opening its file: {} is empty (0 bytes)",
+            file.display(),
+            file.display()
+        ),
+        "unset IDEMPOTENCY_STORE to use a file in the state directory".into(),
+    ] {
+        assert!(error.contains(&part), "{part:?} in {error}");
+    }
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        b"",
+        "--fresh left it as it was"
+    );
+
+    // A DynamoDB endpoint that does not answer fails once, before any event.
+    let out = esm_with(
+        &[
+            "replay",
+            "--timeout-ms",
+            "3000",
+            "--state-dir",
+            dir.path().join("dynamodb").to_str().unwrap(),
+            events_dir().join("msk-telemetry.json").to_str().unwrap(),
+        ],
+        &[
+            ("IDEMPOTENCY_STORE", "dynamodb"),
+            ("IDEMPOTENCY_TABLE", "kafka-esm-keys"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("PUBLISH_TIMEOUT_MS", "1000"),
+            ("SAFETY_MARGIN_MS", "0"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("esm replay: the idempotency store DynamoDB table kafka-esm-keys at http://127.0.0.1:9 (IDEMPOTENCY_STORE=dynamodb) cannot be used: "),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no event ran");
+}
+
+#[test]
+#[ignore = "needs moto (infra/local-stack.sh)"]
+fn a_second_replay_against_dynamodb_finds_every_record_a_duplicate() {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Region};
+    let endpoint = moto();
+    let aws = aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new("test", "test", None, None, "static-test"),
+            ),
+        )
+        .endpoint_url(&endpoint)
+        .build();
+    let table = format!(
+        "kafka-esm-replay-{}-{:x}",
+        std::process::id(),
+        fastrand::u64(..)
+    );
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), table.clone());
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(store.create_table())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let replay = |run: &str| {
+        // A new state directory each time: the duplicates can only come from the table.
+        let state = dir.path().join(run);
+        let vars = [
+            ("IDEMPOTENCY_STORE", "dynamodb"),
+            ("IDEMPOTENCY_TABLE", table.as_str()),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ];
+        let out = esm_with(
+            &[
+                "replay",
+                "--json",
+                "--state-dir",
+                state.to_str().unwrap(),
+                events_dir().to_str().unwrap(),
+            ],
+            &vars,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "esm replay: idempotency store: DynamoDB table {table} at {endpoint}"
+            )),
+            "{stderr}"
+        );
+        assert!(!state.join("idempotency.redb").exists());
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let count = |line: &serde_json::Value, key: &str| line[key].as_u64().unwrap();
+    let first = replay("first");
+    assert_eq!(first.len(), EXPECTED.len());
+    for (line, expected) in first.iter().zip(EXPECTED) {
+        assert_eq!(
+            (
+                count(line, "records") as usize,
+                count(line, "processed") as usize,
+                count(line, "duplicates") as usize,
+                count(line, "dead_lettered") as usize,
+                count(line, "failed") as usize,
+            ),
+            (expected.1, expected.2, expected.3, expected.4, expected.5),
+            "{line}"
+        );
+    }
+    let second = replay("second");
+    for line in &second {
+        assert_eq!(
+            (
+                count(line, "duplicates"),
+                count(line, "processed"),
+                count(line, "dead_lettered"),
+                count(line, "alerts")
+            ),
+            (count(line, "records"), 0, 0, 0),
+            "every record a duplicate: {line}"
+        );
+    }
 }

@@ -13,7 +13,9 @@ use kafka_esm::encode::Source;
 use kafka_esm::generate::{GenerateOptions, generate_event, generate_metrics};
 use kafka_esm::observability;
 use kafka_esm::producer::{MetricProducer, ProducerRequest, RecordStatus};
-use kafka_esm::replay::{ReplayOptions, Replayer, event_files, render_table, replay_config};
+use kafka_esm::replay::{
+    ReplayOptions, Replayer, event_files, render_table, replay_config, replay_store,
+};
 use kafka_esm::retry::{Deadline, now_ms};
 
 #[derive(Parser)]
@@ -30,6 +32,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Replay ESM event files (or directories of them) through the consumer, as Lambda would run it.
+    ///
+    /// The configuration is the Lambda's (its environment variables). The idempotency store is the
+    /// one IDEMPOTENCY_STORE names, as for the Lambda: `memory` (this replay only), `local` (the redb
+    /// file IDEMPOTENCY_LOCAL_PATH), or `dynamodb` (the table IDEMPOTENCY_TABLE, with the usual AWS
+    /// settings: AWS_ENDPOINT_URL, AWS_REGION, credentials). When IDEMPOTENCY_STORE is unset, it is
+    /// the file idempotency.redb in --state-dir, so a second replay finds the first's records as
+    /// duplicates. The summary says which store was used.
     Replay {
         /// Event files, or directories whose *.json files are replayed in name order.
         #[arg(required = true)]
@@ -37,10 +46,11 @@ enum Command {
         /// One JSON object per event file, one per line.
         #[arg(long)]
         json: bool,
-        /// Where the idempotency store and the topic files live.
+        /// Where the topic files live, and the idempotency store unless IDEMPOTENCY_STORE names one.
         #[arg(long, default_value = ".esm-state")]
         state_dir: PathBuf,
-        /// Delete the state (idempotency store and topic files) first, once no other replay uses it.
+        /// Delete the state (topic files, and the state directory's idempotency store) first, once no
+        /// other replay uses it. A store named by IDEMPOTENCY_STORE is never deleted.
         #[arg(long)]
         fresh: bool,
         /// Publish dead letters and alerts to this Kafka cluster (host:port,...) instead of files,
@@ -139,11 +149,12 @@ async fn main() -> ExitCode {
         } => {
             let options = ReplayOptions {
                 state_dir,
+                store: None,
                 fresh,
                 brokers,
                 timeout: Duration::from_millis(timeout_ms),
             };
-            replay(&paths, json, &options).await
+            replay(&paths, json, options).await
         }
         Command::Produce {
             brokers,
@@ -365,14 +376,17 @@ fn read_metrics(path: &std::path::Path) -> Result<Vec<serde_json::Value>, String
         .collect()
 }
 
-async fn replay(paths: &[PathBuf], json: bool, options: &ReplayOptions) -> ExitCode {
-    let config = match replay_config(&|name| std::env::var(name).ok(), options.brokers.as_deref()) {
+async fn replay(paths: &[PathBuf], json: bool, mut options: ReplayOptions) -> ExitCode {
+    let env = |name: &str| std::env::var(name).ok();
+    let config = match replay_config(&env, options.brokers.as_deref()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("esm replay: {e}");
             return ExitCode::from(2);
         }
     };
+    options.store = replay_store(&env, &config);
+    let options = &options;
     // Human output goes to stdout; logs stay on stderr and quiet unless RUST_LOG says otherwise.
     observability::init_with_default(config.log_format, "error");
     // The inputs are checked before --fresh deletes anything.
@@ -411,9 +425,12 @@ async fn replay(paths: &[PathBuf], json: bool, options: &ReplayOptions) -> ExitC
             println!("{}", render_table(&report));
         }
     }
-    if !json {
+    if json {
+        // The JSON lines stay one per file; the store is named beside the logs.
+        eprintln!("esm replay: idempotency store: {}", replayer.store());
+    } else {
         println!(
-            "{} event file(s) replayed, {} invocation(s) failed.{}{}",
+            "{} event file(s) replayed, {} invocation(s) failed.{}{} Idempotency store: {}.",
             files.len() - unreadable,
             failed_invocations,
             if unreadable > 0 {
@@ -423,8 +440,9 @@ async fn replay(paths: &[PathBuf], json: bool, options: &ReplayOptions) -> ExitC
             },
             replayer
                 .topics_dir()
-                .map(|d| format!(" Dead letters and alerts: {}/<topic>.jsonl", d.display()))
-                .unwrap_or_default()
+                .map(|d| format!(" Dead letters and alerts: {}/<topic>.jsonl.", d.display()))
+                .unwrap_or_default(),
+            replayer.store()
         );
     }
     if failed_invocations > 0 || unreadable > 0 {
