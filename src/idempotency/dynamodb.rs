@@ -1459,6 +1459,20 @@ mod tests {
         Client::from_conf(config)
     }
 
+    /// A client whose SDK retries a failed attempt (3 attempts, 1 ms backoff).
+    fn retrying_client(endpoint: &str) -> Client {
+        let config = client(endpoint)
+            .config()
+            .to_builder()
+            .retry_config(
+                aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+                    .with_max_attempts(3)
+                    .with_initial_backoff(Duration::from_millis(1)),
+            )
+            .build();
+        Client::from_conf(config)
+    }
+
     /// A store over a new table with a name no other test uses.
     async fn fresh_store(endpoint: &str, test: &str) -> DynamoDbStore {
         let table = format!(
@@ -1540,6 +1554,9 @@ mod tests {
         use axum::response::IntoResponse;
 
         type Script = Arc<Mutex<HashMap<String, VecDeque<(u16, serde_json::Value)>>>>;
+
+        /// An answer that fails the request's condition with the item it writes as the old item.
+        pub const ECHO: serde_json::Value = serde_json::Value::Null;
         type Requests = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
 
         pub struct Endpoint {
@@ -1563,17 +1580,27 @@ mod tests {
                             .and_then(|v| v.rsplit('.').next())
                             .unwrap_or("")
                             .to_owned();
-                        let body = serde_json::from_slice(&body).unwrap_or_default();
-                        requests.lock().unwrap().push((target.clone(), body));
+                        let body: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or_default();
+                        requests.lock().unwrap().push((target.clone(), body.clone()));
                         let answer = script
                             .lock()
                             .unwrap()
                             .get_mut(&target)
                             .and_then(VecDeque::pop_front);
-                        let (status, json) = answer.unwrap_or((
+                        let (status, mut json) = answer.unwrap_or((
                             400,
                             serde_json::json!({"__type": "ValidationException", "message": format!("unscripted {target}")}),
                         ));
+                        // ECHO: the condition failed on the very item this request writes (as when
+                        // an earlier attempt of it committed).
+                        if json == ECHO {
+                            json = serde_json::json!({
+                                "__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException",
+                                "message": "The conditional request failed",
+                                "Item": body["Item"],
+                            });
+                        }
                         (
                             StatusCode::from_u16(status).unwrap(),
                             [("content-type", "application/x-amz-json-1.0")],
@@ -1603,6 +1630,17 @@ mod tests {
                     .push_back((status, json));
             }
 
+            /// The bodies of the requests for `operation`, in the order they came.
+            pub fn bodies(&self, operation: &str) -> Vec<serde_json::Value> {
+                self.requests
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(op, _)| op == operation)
+                    .map(|(_, body)| body.clone())
+                    .collect()
+            }
+
             pub fn operations(&self) -> Vec<String> {
                 self.requests
                     .lock()
@@ -1611,6 +1649,51 @@ mod tests {
                     .map(|(op, _)| op.clone())
                     .collect()
             }
+        }
+    }
+
+    /// A proxy in front of moto that forwards one request at a time. moto serves each request in a
+    /// thread of its own, and its `TransactWriteItems` deep-copies the whole table to roll back:
+    /// concurrent transactions on one table crash it (HTTP 500, "dictionary changed size during
+    /// iteration") or erase each other's writes (a cancelled transaction restores its copy, taken
+    /// before the other committed). DynamoDB applies each request atomically; behind this proxy
+    /// moto does too, while the store's tasks still send their requests concurrently.
+    mod one_at_a_time {
+        use std::sync::Arc;
+
+        use axum::Router;
+        use axum::body::{Body, Bytes};
+        use axum::extract::Request;
+        use http_body_util::{BodyExt, Full};
+        use hyper_util::client::legacy::Client;
+        use hyper_util::rt::TokioExecutor;
+
+        /// Starts the proxy to `upstream` (moto's endpoint) and returns its own endpoint.
+        pub async fn start(upstream: &str) -> String {
+            let upstream = upstream.trim_end_matches('/').to_owned();
+            let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+            let turn = Arc::new(tokio::sync::Mutex::new(()));
+            let app = Router::new().fallback(move |request: Request| {
+                let (client, turn, upstream) = (client.clone(), turn.clone(), upstream.clone());
+                async move {
+                    let (mut parts, body) = request.into_parts();
+                    let body = body.collect().await.unwrap().to_bytes();
+                    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                    parts.uri = format!("{upstream}{path}").parse().unwrap();
+                    let _turn = turn.lock().await;
+                    let response = client
+                        .request(hyper::Request::from_parts(parts, Full::new(body)))
+                        .await
+                        .unwrap();
+                    let (parts, body) = response.into_parts();
+                    let body = body.collect().await.unwrap().to_bytes();
+                    axum::http::Response::from_parts(parts, Body::from(body))
+                }
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            url
         }
     }
 
@@ -1712,6 +1795,597 @@ mod tests {
         }
         let error = store.completed(&["x"], 1_000).await.unwrap_err();
         assert!(error.to_string().contains("unprocessed"), "{error}");
+    }
+
+    fn condition_failed(item: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException",
+            "message": "The conditional request failed",
+            "Item": item
+        })
+    }
+
+    /// An in-progress item as another call wrote it.
+    fn in_progress(
+        id: &str,
+        claimed_at_ms: u64,
+        lock_until_ms: u64,
+        token: &str,
+    ) -> serde_json::Value {
+        serde_json::json!({"id": {"S": id}, "status": {"S": "IN_PROGRESS"},
+            "claimed_at_ms": {"N": claimed_at_ms.to_string()},
+            "lock_until_ms": {"N": lock_until_ms.to_string()},
+            "expires_at_ms": {"N": lock_until_ms.to_string()},
+            "claim_token": {"S": token}})
+    }
+
+    fn completed_json(id: &str, until_ms: u64) -> serde_json::Value {
+        serde_json::json!({"id": {"S": id}, "status": {"S": "COMPLETED"},
+            "outcome": {"S": "processed"}, "expires_at_ms": {"N": until_ms.to_string()}})
+    }
+
+    #[tokio::test]
+    async fn a_claim_sent_twice_by_the_sdk_knows_its_own_write() {
+        let endpoint = scripted::Endpoint::start().await;
+        let store = DynamoDbStore::new(retrying_client(&endpoint.url), "t");
+        let lost = serde_json::json!({"__type": "InternalServerError", "message": "answer lost"});
+        // The first attempt committed but its answer was lost; the SDK's second attempt fails the
+        // condition on the claim the first one wrote: that claim is ours.
+        endpoint.answer("PutItem", 500, lost.clone());
+        endpoint.answer("PutItem", 400, scripted::ECHO);
+        assert_eq!(
+            store.try_claim("k", 1_000, 2_000).await.unwrap(),
+            Claim::Acquired
+        );
+        let puts = endpoint.bodies("PutItem");
+        assert_eq!(puts.len(), 2);
+        assert_eq!(puts[0], puts[1], "the SDK sent the same request again");
+        assert_eq!(puts[0]["ConditionExpression"], FRESH_CONDITION);
+        assert_eq!(puts[0]["Item"]["claimed_at_ms"]["N"], "1000");
+        assert_eq!(store.requests().put_item, 2, "every attempt counts");
+
+        // A take-over sent twice answers as the take-over: resumed, with the interrupted times.
+        endpoint.answer(
+            "PutItem",
+            400,
+            condition_failed(in_progress("k", 500, 900, "a crashed call")),
+        );
+        endpoint.answer("PutItem", 500, lost.clone());
+        endpoint.answer("PutItem", 400, scripted::ECHO);
+        assert_eq!(
+            store.try_claim("k", 1_000, 2_000).await.unwrap(),
+            Claim::Resumed(Interrupted {
+                claimed_at_ms: 500,
+                lock_until_ms: 900
+            })
+        );
+        let puts = endpoint.bodies("PutItem");
+        let takeover = &puts[3];
+        assert_eq!(takeover["ConditionExpression"], TAKEOVER_CONDITION);
+        assert_eq!(
+            takeover["ExpressionAttributeValues"][":seen_lock"]["N"],
+            "900"
+        );
+        assert_eq!(
+            takeover["ExpressionAttributeValues"][":seen_claimed"]["N"],
+            "500"
+        );
+        assert_eq!(
+            takeover["Item"]["claimed_at_ms"]["N"], "500",
+            "the interrupted claim's time is kept in the same write"
+        );
+        assert_ne!(
+            puts[0]["Item"]["claim_token"], takeover["Item"]["claim_token"],
+            "a token per call"
+        );
+
+        // Another call's claim with the same lock and the same claim time (two partitions of one
+        // invocation, one business id, one millisecond) is not ours.
+        endpoint.answer(
+            "PutItem",
+            400,
+            condition_failed(in_progress("k", 1_000, 2_000, "the other partition")),
+        );
+        assert_eq!(
+            store.try_claim("k", 1_000, 2_000).await.unwrap(),
+            Claim::Locked { until_ms: 2_000 }
+        );
+        // An item written before claim times were kept is taken over only while it still has none.
+        endpoint.answer(
+            "PutItem",
+            400,
+            condition_failed(
+                serde_json::json!({"id": {"S": "k"}, "status": {"S": "IN_PROGRESS"},
+                "lock_until_ms": {"N": "900000"}}),
+            ),
+        );
+        endpoint.answer("PutItem", 200, serde_json::json!({}));
+        assert_eq!(
+            store.try_claim("k", 1_000_000, 1_100_000).await.unwrap(),
+            Claim::Resumed(Interrupted {
+                claimed_at_ms: 0,
+                lock_until_ms: 900_000
+            })
+        );
+        let untimed = endpoint.bodies("PutItem").pop().unwrap();
+        assert_eq!(untimed["ConditionExpression"], TAKEOVER_UNTIMED_CONDITION);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_transaction_decides_each_claim_from_its_reason() {
+        let endpoint = scripted::Endpoint::start().await;
+        let store = DynamoDbStore::new(client(&endpoint.url), "t");
+        let now = 10_000;
+        endpoint.answer(
+            "TransactWriteItems",
+            400,
+            serde_json::json!({
+                "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+                "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons",
+                "CancellationReasons": [
+                    {"Code": "None"},
+                    {"Code": "ConditionalCheckFailed", "Message": "The conditional request failed",
+                     "Item": completed_json("done", now + 1)},
+                    {"Code": "ConditionalCheckFailed", "Message": "The conditional request failed",
+                     "Item": in_progress("interrupted", 500, now, "a crashed call")},
+                    {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item."},
+                    {"Code": "ConditionalCheckFailed", "Message": "The conditional request failed"},
+                    {"Code": "ConditionalCheckFailed", "Message": "The conditional request failed",
+                     "Item": in_progress("locked", now - 5, now + 5_000, "another invocation")},
+                    {"Code": "ConditionalCheckFailed", "Message": "The conditional request failed",
+                     "Item": completed_json("expired", now)},
+                ]
+            }),
+        );
+        endpoint.answer("TransactWriteItems", 200, serde_json::json!({}));
+        // The claim whose reason came without the old item is made alone.
+        endpoint.answer("PutItem", 200, serde_json::json!({}));
+        let keys = [
+            "fresh",
+            "done",
+            "interrupted",
+            "conflict",
+            "no-item",
+            "locked",
+            "expired",
+        ];
+        assert_eq!(
+            store.try_claim_many(&keys, now, now + 9_000).await.unwrap(),
+            vec![
+                Claim::Acquired,
+                Claim::Completed(CompletedOutcome::Processed),
+                Claim::Resumed(Interrupted {
+                    claimed_at_ms: 500,
+                    lock_until_ms: now
+                }),
+                Claim::Acquired,
+                Claim::Acquired,
+                Claim::Locked {
+                    until_ms: now + 5_000
+                },
+                Claim::Acquired,
+            ]
+        );
+        assert_eq!(
+            endpoint.operations(),
+            ["TransactWriteItems", "TransactWriteItems", "PutItem"]
+        );
+        let transactions = endpoint.bodies("TransactWriteItems");
+        let puts = |t: &serde_json::Value| -> Vec<serde_json::Value> {
+            t["TransactItems"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|action| action["Put"].clone())
+                .collect()
+        };
+        let first = puts(&transactions[0]);
+        assert_eq!(first.len(), 7);
+        let token = first[0]["Item"]["claim_token"].clone();
+        for put in &first {
+            assert_eq!(put["ConditionExpression"], FRESH_CONDITION);
+            assert_eq!(put["ReturnValuesOnConditionCheckFailure"], "ALL_OLD");
+            assert_eq!(put["Item"]["claim_token"], token, "one token per call");
+        }
+        let second = puts(&transactions[1]);
+        let ids: Vec<&str> = second
+            .iter()
+            .map(|put| put["Item"]["id"]["S"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["fresh", "interrupted", "conflict", "expired"]);
+        assert_eq!(second[0]["ConditionExpression"], FRESH_CONDITION);
+        assert_eq!(second[1]["ConditionExpression"], TAKEOVER_CONDITION);
+        assert_eq!(
+            second[1]["ExpressionAttributeValues"][":seen_lock"]["N"],
+            now.to_string()
+        );
+        assert_eq!(
+            second[1]["ExpressionAttributeValues"][":seen_claimed"]["N"],
+            "500"
+        );
+        assert_eq!(second[1]["Item"]["claimed_at_ms"]["N"], "500");
+        let tokens: Vec<&str> = transactions
+            .iter()
+            .map(|t| t["ClientRequestToken"].as_str().unwrap())
+            .collect();
+        assert!(
+            tokens[0].len() == 32 && tokens[0] != tokens[1],
+            "a request token per transaction: {tokens:?}"
+        );
+        let alone = &endpoint.bodies("PutItem")[0];
+        assert_eq!(alone["Item"]["id"]["S"], "no-item");
+        assert_eq!(alone["Item"]["claim_token"], token);
+        assert_eq!(
+            store.requests(),
+            RequestCounts {
+                transact_write_items: 2,
+                put_item: 1,
+                ..RequestCounts::default()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transaction_sent_twice_by_the_sdk_keeps_its_request_token() {
+        let endpoint = scripted::Endpoint::start().await;
+        let store = DynamoDbStore::new(retrying_client(&endpoint.url), "t");
+        endpoint.answer(
+            "TransactWriteItems",
+            500,
+            serde_json::json!({"__type": "InternalServerError", "message": "answer lost"}),
+        );
+        endpoint.answer("TransactWriteItems", 200, serde_json::json!({}));
+        assert_eq!(
+            store
+                .try_claim_many(&["a", "b"], 1_000, 2_000)
+                .await
+                .unwrap(),
+            vec![Claim::Acquired, Claim::Acquired]
+        );
+        let sent = endpoint.bodies("TransactWriteItems");
+        assert_eq!(sent.len(), 2);
+        assert_eq!(
+            sent[0], sent[1],
+            "same ClientRequestToken: DynamoDB applies a committed transaction once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_claim_takes_back_what_the_call_wrote() {
+        let endpoint = scripted::Endpoint::start().await;
+        let store = DynamoDbStore::new(client(&endpoint.url), "t");
+        // 101 keys: two transactions, sent together; one commits, the other fails.
+        endpoint.answer("TransactWriteItems", 200, serde_json::json!({}));
+        endpoint.answer(
+            "TransactWriteItems",
+            400,
+            serde_json::json!({"__type": "com.amazon.coral.validate#ValidationException", "message": "boom"}),
+        );
+        for _ in 0..101 {
+            endpoint.answer("DeleteItem", 200, serde_json::json!({}));
+        }
+        let keys: Vec<String> = (0..101).map(|i| format!("k{i}")).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let error = store.try_claim_many(&refs, 1_000, 2_000).await.unwrap_err();
+        assert_eq!(error.action, "claiming keys in a transaction");
+        assert!(error.message.contains("boom"), "{error}");
+        let token = endpoint.bodies("TransactWriteItems")[0]["TransactItems"][0]["Put"]["Item"]
+            ["claim_token"]
+            .clone();
+        // Both transactions' keys: the failed one may have committed. Fresh claims are deleted, and
+        // only while they are still this call's.
+        let deletes = endpoint.bodies("DeleteItem");
+        let mut deleted: Vec<String> = deletes
+            .iter()
+            .map(|d| d["Key"]["id"]["S"].as_str().unwrap().to_owned())
+            .collect();
+        deleted.sort();
+        let mut expected = keys.clone();
+        expected.sort();
+        assert_eq!(deleted, expected);
+        for delete in &deletes {
+            assert_eq!(delete["ConditionExpression"], OURS_CONDITION);
+            assert_eq!(delete["ExpressionAttributeValues"][":token"], token);
+        }
+
+        // Concurrent puts, one at a time: a fresh claim, a take-over, then an error.
+        let store = store.with_claims(ClaimMode::ConcurrentPuts { concurrency: 1 });
+        endpoint.answer("PutItem", 200, serde_json::json!({}));
+        endpoint.answer(
+            "PutItem",
+            400,
+            condition_failed(in_progress("b", 100, 500, "a crashed call")),
+        );
+        endpoint.answer("PutItem", 200, serde_json::json!({}));
+        endpoint.answer(
+            "PutItem",
+            400,
+            serde_json::json!({"__type": "com.amazon.coral.validate#ValidationException", "message": "bad c"}),
+        );
+        endpoint.answer("DeleteItem", 200, serde_json::json!({}));
+        endpoint.answer("UpdateItem", 200, serde_json::json!({}));
+        endpoint.answer("UpdateItem", 200, serde_json::json!({}));
+        let error = store
+            .try_claim_many(&["a", "b", "c"], 1_000, 2_000)
+            .await
+            .unwrap_err();
+        assert!(error.message.contains("bad c"), "{error}");
+        let deletes = endpoint.bodies("DeleteItem");
+        assert_eq!(
+            deletes[101]["Key"]["id"]["S"], "a",
+            "the fresh claim is deleted"
+        );
+        let mut expired: Vec<String> = endpoint
+            .bodies("UpdateItem")
+            .iter()
+            .map(|u| {
+                assert_eq!(u["ConditionExpression"], OURS_CONDITION);
+                assert_eq!(u["ExpressionAttributeValues"][":now"]["N"], "1000");
+                u["Key"]["id"]["S"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        expired.sort();
+        // The take-over keeps the interrupted attempt known; the failed put may have committed.
+        assert_eq!(expired, ["b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn completions_go_25_a_request_and_unprocessed_ones_again() {
+        let endpoint = scripted::Endpoint::start().await;
+        let store = DynamoDbStore::new(client(&endpoint.url), "t");
+        let left = serde_json::json!({"PutRequest": {"Item": {"id": {"S": "again"}}}});
+        endpoint.answer(
+            "BatchWriteItem",
+            200,
+            serde_json::json!({"UnprocessedItems": {"t": [left.clone()]}}),
+        );
+        for _ in 0..3 {
+            endpoint.answer(
+                "BatchWriteItem",
+                200,
+                serde_json::json!({"UnprocessedItems": {}}),
+            );
+        }
+        // 52 keys, the first one twice: its last outcome counts.
+        let keys: Vec<String> = (0..52).map(|i| format!("k{i}")).collect();
+        let mut done: Vec<(&str, CompletedOutcome)> = keys
+            .iter()
+            .map(|k| (k.as_str(), CompletedOutcome::Processed))
+            .collect();
+        done.push(("k0", CompletedOutcome::DeadLettered));
+        store.complete_many(&done, 86_400_000).await.unwrap();
+        let requests = endpoint.bodies("BatchWriteItem");
+        assert_eq!(requests.len(), 4);
+        let puts: Vec<serde_json::Value> = requests[..3]
+            .iter()
+            .flat_map(|r| r["RequestItems"]["t"].as_array().unwrap().clone())
+            .map(|w| w["PutRequest"]["Item"].clone())
+            .collect();
+        let mut sizes: Vec<usize> = requests[..3]
+            .iter()
+            .map(|r| r["RequestItems"]["t"].as_array().unwrap().len())
+            .collect();
+        sizes.sort();
+        assert_eq!(sizes, [2, 25, 25]);
+        let k0: Vec<&serde_json::Value> = puts.iter().filter(|p| p["id"]["S"] == "k0").collect();
+        assert_eq!(k0.len(), 1, "one put per key");
+        assert_eq!(
+            *k0[0],
+            serde_json::json!({"id": {"S": "k0"}, "status": {"S": "COMPLETED"},
+                "outcome": {"S": "dead_lettered"}, "expires_at_ms": {"N": "86400000"},
+                "expiration": {"N": "86400"}})
+        );
+        assert_eq!(requests[3]["RequestItems"]["t"], serde_json::json!([left]));
+        assert_eq!(store.requests().batch_write_item, 4);
+
+        // Throttled for good: a bounded number of rounds, then an error naming the cause.
+        for _ in 0..UNPROCESSED_ROUNDS {
+            endpoint.answer(
+                "BatchWriteItem",
+                200,
+                serde_json::json!({"UnprocessedItems": {"t": [left.clone()]}}),
+            );
+        }
+        let error = store
+            .complete_many(&[("again", CompletedOutcome::Processed)], 86_400_000)
+            .await
+            .unwrap_err();
+        assert_eq!(error.action, "completing keys");
+        assert!(
+            error
+                .message
+                .contains("1 of 1 completions stayed unprocessed"),
+            "{error}"
+        );
+        assert_eq!(store.complete_many(&[], 1).await.unwrap(), ());
+    }
+
+    #[tokio::test]
+    #[ignore = "needs moto (infra/local-stack.sh)"]
+    async fn keeps_the_store_contract_with_concurrent_puts() {
+        let endpoint = moto_endpoint();
+        let store = fresh_store(&endpoint, "contract-puts")
+            .await
+            .with_claims(ClaimMode::ConcurrentPuts { concurrency: 4 });
+        super::super::contract::holds_for(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs moto (infra/local-stack.sh)"]
+    async fn chunks_cost_the_documented_requests() {
+        let endpoint = one_at_a_time::start(&moto_endpoint()).await;
+        let store = fresh_store(&endpoint, "requests").await;
+        let now = crate::retry::now_ms();
+        let lock = now + 60_000;
+        // 250 keys in one call: three transactions, nothing else.
+        let keys: Vec<String> = (0..250).map(|i| format!("many-{i}")).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let before = store.requests();
+        let claims = store.try_claim_many(&refs, now, lock).await.unwrap();
+        assert!(claims.iter().all(|c| *c == Claim::Acquired), "{claims:?}");
+        assert_eq!(
+            store.requests().since(&before),
+            RequestCounts {
+                transact_write_items: 3,
+                ..RequestCounts::default()
+            }
+        );
+        for key in ["many-0", "many-99", "many-100", "many-249"] {
+            assert_eq!(
+                store.try_claim(key, now, lock + 1).await.unwrap(),
+                Claim::Locked { until_ms: lock },
+                "{key} is held"
+            );
+        }
+        // 60 completions in one call: three BatchWriteItem requests.
+        let done: Vec<(&str, CompletedOutcome)> = refs[..60]
+            .iter()
+            .map(|k| (*k, CompletedOutcome::Processed))
+            .collect();
+        let before = store.requests();
+        store.complete_many(&done, now + 3_600_000).await.unwrap();
+        assert_eq!(
+            store.requests().since(&before),
+            RequestCounts {
+                batch_write_item: 3,
+                ..RequestCounts::default()
+            }
+        );
+        let found = store.completed(&refs[..61], now).await.unwrap();
+        assert!(
+            found[..60]
+                .iter()
+                .all(|f| *f == Some(CompletedOutcome::Processed))
+        );
+        assert_eq!(found[60], None);
+
+        // A chunk of 100 fresh records, as the processor runs it: six requests.
+        let chunk: Vec<String> = (0..100).map(|i| format!("fresh-{i}")).collect();
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let before = store.requests();
+        assert!(
+            store
+                .completed(&chunk, now)
+                .await
+                .unwrap()
+                .iter()
+                .all(Option::is_none)
+        );
+        let claims = store.try_claim_many(&chunk, now, lock).await.unwrap();
+        assert!(claims.iter().all(|c| *c == Claim::Acquired));
+        let done: Vec<(&str, CompletedOutcome)> = chunk
+            .iter()
+            .map(|k| (*k, CompletedOutcome::Processed))
+            .collect();
+        store.complete_many(&done, now + 3_600_000).await.unwrap();
+        let spent = store.requests().since(&before);
+        assert_eq!(
+            spent,
+            RequestCounts {
+                batch_get_item: 1,
+                transact_write_items: 1,
+                batch_write_item: 4,
+                ..RequestCounts::default()
+            }
+        );
+        assert_eq!(spent.total(), 6);
+        // The same chunk again: 100 duplicates, one request.
+        let before = store.requests();
+        assert!(
+            store
+                .completed(&chunk, now + 1)
+                .await
+                .unwrap()
+                .iter()
+                .all(Option::is_some)
+        );
+        assert_eq!(store.requests().since(&before).total(), 1);
+
+        // Concurrent puts: a request per key.
+        let puts = store
+            .clone()
+            .with_claims(ClaimMode::ConcurrentPuts { concurrency: 100 });
+        let chunk: Vec<String> = (0..100).map(|i| format!("put-{i}")).collect();
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let before = puts.requests();
+        let claims = puts.try_claim_many(&chunk, now, lock).await.unwrap();
+        assert!(claims.iter().all(|c| *c == Claim::Acquired));
+        assert_eq!(
+            puts.requests().since(&before),
+            RequestCounts {
+                put_item: 100,
+                ..RequestCounts::default()
+            }
+        );
+        // Releases: a delete per key.
+        let before = puts.requests();
+        puts.release_many(&chunk).await.unwrap();
+        assert_eq!(puts.requests().since(&before).delete_item, 100);
+        assert!(
+            store.requests().other >= 2,
+            "creating the table counts as other"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs moto (infra/local-stack.sh)"]
+    async fn concurrent_chunk_claims_of_the_same_keys_acquire_each_once() {
+        let endpoint = one_at_a_time::start(&moto_endpoint()).await;
+        let base = fresh_store(&endpoint, "chunk-race").await;
+        let now = crate::retry::now_ms();
+        let keys: Arc<Vec<String>> = Arc::new((0..150).map(|i| format!("race-{i}")).collect());
+        for (round, modes) in [
+            [ClaimMode::Transaction, ClaimMode::Transaction],
+            [
+                ClaimMode::Transaction,
+                ClaimMode::ConcurrentPuts { concurrency: 16 },
+            ],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let tasks: Vec<_> = modes
+                .into_iter()
+                .enumerate()
+                .map(|(task, mode)| {
+                    let store = base.clone().with_claims(mode);
+                    let keys = keys.clone();
+                    let lock = now + 60_000 * (round as u64 + 1) + task as u64;
+                    tokio::spawn(async move {
+                        let refs: Vec<String> =
+                            keys.iter().map(|k| format!("{k}-{round}")).collect();
+                        let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+                        (lock, store.try_claim_many(&refs, now, lock).await.unwrap())
+                    })
+                })
+                .collect();
+            let mut results = Vec::new();
+            for task in tasks {
+                results.push(task.await.unwrap());
+            }
+            for i in 0..keys.len() {
+                let answers: Vec<(u64, Claim)> = results
+                    .iter()
+                    .map(|(lock, claims)| (*lock, claims[i]))
+                    .collect();
+                let winners: Vec<u64> = answers
+                    .iter()
+                    .filter(|(_, c)| *c == Claim::Acquired)
+                    .map(|(lock, _)| *lock)
+                    .collect();
+                assert_eq!(winners.len(), 1, "round {round}, key {i}: {answers:?}");
+                for (_, claim) in &answers {
+                    assert!(
+                        *claim == Claim::Acquired
+                            || *claim
+                                == Claim::Locked {
+                                    until_ms: winners[0]
+                                },
+                        "round {round}, key {i}: {answers:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[tokio::test]
@@ -1874,8 +2548,18 @@ mod tests {
             store.try_claim("k", now + 400, now + 500).await.unwrap(),
             Claim::Completed(CompletedOutcome::Processed)
         );
+        store.release_many(&["k", "k"]).await.unwrap();
+        assert_eq!(
+            store.completed(&["k"], now + 400).await.unwrap(),
+            vec![Some(CompletedOutcome::Processed)],
+            "nor does a release of many"
+        );
         // Releasing a key nobody holds is fine.
         store.release("never-claimed").await.unwrap();
+        store
+            .release_many(&["never-claimed", "nor-this"])
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
