@@ -19,7 +19,10 @@
 //! looks for its own message id the same way. So a crash never repeats a side effect that the
 //! handler (or the sink) can find.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+/// A set of a chunk's keys, hashed with foldhash (the keys are this process's own).
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -314,17 +317,24 @@ impl<H: RecordHandler> Processor<H> {
         invocation: &InvocationInfo,
         outcomes: &mut Vec<(Option<i64>, RecordOutcome)>,
     ) -> bool {
-        // Claim every key not done before, each once, in one call.
+        // Claim every key not done before, each once, in one call. `claim_slot` is a record's place
+        // among the claims (the first record of its key); `repeated` marks a key seen earlier in
+        // the chunk (the same business id twice).
         let mut wanted: Vec<&str> = Vec::with_capacity(prepared.len());
-        let mut distinct = HashSet::with_capacity(prepared.len());
+        let mut claim_slot: Vec<Option<usize>> = Vec::with_capacity(prepared.len());
+        let mut repeated: Vec<bool> = Vec::with_capacity(prepared.len());
+        let mut distinct = FastSet::with_capacity_and_hasher(prepared.len(), Default::default());
         for (item, done) in prepared.iter().zip(done_before) {
-            if done.is_none() && distinct.insert(item.key.as_str()) {
+            let first_of_key = distinct.insert(item.key.as_str());
+            repeated.push(!first_of_key);
+            claim_slot.push((first_of_key && done.is_none()).then(|| {
                 wanted.push(&item.key);
-            }
+                wanted.len() - 1
+            }));
         }
         let claimed_at = now_ms();
-        let mut claims: HashMap<&str, Claim> = if wanted.is_empty() {
-            HashMap::new()
+        let mut claims: Vec<Option<Claim>> = if wanted.is_empty() {
+            Vec::new()
         } else {
             let claimed = invocation
                 .deadline
@@ -342,20 +352,20 @@ impl<H: RecordHandler> Processor<H> {
                 // and every record below stops as unfinished.
                 Err(out_of_time) => {
                     warn!(%out_of_time, "batch claim cut short by the deadline");
-                    HashMap::new()
+                    vec![None; wanted.len()]
                 }
                 Ok(Ok(claims)) if claims.len() == wanted.len() => {
-                    wanted.into_iter().zip(claims).collect()
+                    claims.into_iter().map(Some).collect()
                 }
                 Ok(Ok(_)) => {
                     warn!(
                         "the store answered a batch claim with the wrong count; claiming one by one"
                     );
-                    HashMap::new()
+                    vec![None; wanted.len()]
                 }
                 Ok(Err(error)) => {
                     warn!(%error, "batch claim failed; claiming one by one");
-                    HashMap::new()
+                    vec![None; wanted.len()]
                 }
             }
         };
@@ -363,20 +373,19 @@ impl<H: RecordHandler> Processor<H> {
         let mut completions: Vec<(&str, CompletedOutcome)> = Vec::new();
         // Records done whose messages are not acknowledged yet, in offset order.
         let mut unsettled: Vec<Unsettled<'_, '_, H::Event>> = Vec::new();
-        // Keys that ran in this chunk: the same business id again is a duplicate.
-        let mut ran: HashSet<&str> = HashSet::new();
         let mut stopped = false;
-        for (item, done) in prepared.iter().zip(done_before) {
+        for (index, (item, done)) in prepared.iter().zip(done_before).enumerate() {
             let key = item.key.as_str();
             let outcome = if stopped {
                 RecordOutcome::NotAttempted
-            } else if done.is_some() || ran.contains(key) {
-                // Done before, or earlier in this chunk (the same business id twice).
+            } else if done.is_some() || repeated[index] {
+                // Done before, or earlier in this chunk (the same business id twice: the first
+                // finished, or the partition would have stopped there).
                 RecordOutcome::Duplicate
             } else if invocation.deadline.expired() {
                 RecordOutcome::Unfinished("the invocation's time budget ran out".into())
             } else {
-                let claim = match claims.remove(key) {
+                let claim = match claim_slot[index].and_then(|slot| claims[slot].take()) {
                     Some(claim @ (Claim::Acquired | Claim::Resumed(_) | Claim::Completed(_))) => {
                         Ok((claim, claimed_at))
                     }
@@ -408,7 +417,6 @@ impl<H: RecordHandler> Processor<H> {
                         let pipelined = self.settings.pipeline_publishes;
                         let ran_now = self.run(item, attempt, invocation, pipelined).await;
                         if let Some(completed) = ran_now.completed {
-                            ran.insert(key);
                             if ran_now.acks.is_empty() {
                                 completions.push((key, completed));
                             } else {
@@ -445,7 +453,8 @@ impl<H: RecordHandler> Processor<H> {
         // Claims of records that never ran: released (nothing happened, a retry may claim them at
         // once), except those that took over an interrupted attempt, which stay interrupted.
         let mut unused: Vec<&str> = Vec::new();
-        for (key, claim) in claims {
+        for (key, claim) in wanted.into_iter().zip(claims) {
+            let Some(claim) = claim else { continue };
             match claim {
                 Claim::Acquired => unused.push(key),
                 Claim::Resumed(_) => self.abandon(key, invocation).await,
@@ -589,10 +598,8 @@ impl<H: RecordHandler> Processor<H> {
                 }
             },
         };
-        match self
-            .dead_letter(item, &failure, interrupted, invocation, pipelined)
-            .await
-        {
+        // Boxed: poison is rare, and the dead-letter future would make every record's future larger.
+        match Box::pin(self.dead_letter(item, &failure, interrupted, invocation, pipelined)).await {
             Ok(ack) => Ran {
                 outcome: RecordOutcome::DeadLettered(failure.kind),
                 completed: Some(CompletedOutcome::DeadLettered),

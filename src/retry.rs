@@ -71,7 +71,8 @@ impl Deadline {
         what: &'static str,
         work: impl std::future::Future<Output = T>,
     ) -> Result<T, OutOfTime> {
-        tokio::time::timeout(self.remaining(), work)
+        // At the fixed stop point: no clock is read unless `work` has to wait.
+        tokio::time::timeout_at(self.stop_at, work)
             .await
             .map_err(|_| OutOfTime { what })
     }

@@ -10,7 +10,7 @@ use super::{Claim, CompletedOutcome, Entry, IdempotencyStore, StoreError};
 /// Keeps keys in a map in memory. Lost with the process: a new Lambda container starts empty.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    entries: Mutex<HashMap<String, Entry, foldhash::fast::RandomState>>,
+    entries: Mutex<Entries>,
 }
 
 impl MemoryStore {
@@ -29,9 +29,7 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, Entry, foldhash::fast::RandomState>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A panic elsewhere while holding the lock leaves the map consistent: every write is one insert.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -57,18 +55,21 @@ impl IdempotencyStore for MemoryStore {
         now_ms: u64,
         lock_until_ms: u64,
     ) -> Result<Claim, StoreError> {
+        Ok(claim(&mut self.lock(), key, now_ms, lock_until_ms))
+    }
+
+    /// All the keys under one lock.
+    async fn try_claim_many(
+        &self,
+        keys: &[&str],
+        now_ms: u64,
+        lock_until_ms: u64,
+    ) -> Result<Vec<Claim>, StoreError> {
         let mut entries = self.lock();
-        let claim = Entry::claim(entries.get(key).copied(), now_ms);
-        if claim.holds() {
-            entries.insert(
-                key.to_owned(),
-                Entry::InProgress {
-                    since_ms: claim.since_ms(now_ms),
-                    until_ms: lock_until_ms,
-                },
-            );
-        }
-        Ok(claim)
+        Ok(keys
+            .iter()
+            .map(|key| claim(&mut entries, key, now_ms, lock_until_ms))
+            .collect())
     }
 
     async fn complete(
@@ -77,16 +78,19 @@ impl IdempotencyStore for MemoryStore {
         outcome: CompletedOutcome,
         keep_until_ms: u64,
     ) -> Result<(), StoreError> {
-        let entry = Entry::Completed {
-            outcome,
-            until_ms: keep_until_ms,
-        };
+        complete(&mut self.lock(), key, outcome, keep_until_ms);
+        Ok(())
+    }
+
+    /// All the keys under one lock.
+    async fn complete_many(
+        &self,
+        done: &[(&str, CompletedOutcome)],
+        keep_until_ms: u64,
+    ) -> Result<(), StoreError> {
         let mut entries = self.lock();
-        match entries.get_mut(key) {
-            Some(existing) => *existing = entry,
-            None => {
-                entries.insert(key.to_owned(), entry);
-            }
+        for (key, outcome) in done {
+            complete(&mut entries, key, *outcome, keep_until_ms);
         }
         Ok(())
     }
@@ -103,6 +107,38 @@ impl IdempotencyStore for MemoryStore {
     async fn release(&self, key: &str) -> Result<(), StoreError> {
         self.lock().remove(key);
         Ok(())
+    }
+}
+
+type Entries = HashMap<String, Entry, foldhash::fast::RandomState>;
+
+fn claim(entries: &mut Entries, key: &str, now_ms: u64, lock_until_ms: u64) -> Claim {
+    let claim = Entry::claim(entries.get(key).copied(), now_ms);
+    if claim.holds() {
+        let entry = Entry::InProgress {
+            since_ms: claim.since_ms(now_ms),
+            until_ms: lock_until_ms,
+        };
+        match entries.get_mut(key) {
+            Some(existing) => *existing = entry,
+            None => {
+                entries.insert(key.to_owned(), entry);
+            }
+        }
+    }
+    claim
+}
+
+fn complete(entries: &mut Entries, key: &str, outcome: CompletedOutcome, keep_until_ms: u64) {
+    let entry = Entry::Completed {
+        outcome,
+        until_ms: keep_until_ms,
+    };
+    match entries.get_mut(key) {
+        Some(existing) => *existing = entry,
+        None => {
+            entries.insert(key.to_owned(), entry);
+        }
     }
 }
 

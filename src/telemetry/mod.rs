@@ -195,16 +195,18 @@ impl TelemetryHandler {
         let TelemetryEvent::Metric(metric) = event else {
             return Ok(Vec::new());
         };
-        // The record's idempotency key (namespaced: a business id never names another record).
-        let identity = self.idempotency_key(event).map_or_else(
-            || coordinates_key(&record.topic, record.partition, record.offset),
-            |id| business_key(&id),
-        );
         let mut alerts = Vec::new();
+        // The record's idempotency key (namespaced: a business id never names another record),
+        // made only for a record that raises an alert.
+        let mut identity: Option<String> = None;
         for (index, rule) in self.rules.iter().enumerate() {
             if !rule.matches(metric) {
                 continue;
             }
+            let identity = identity.get_or_insert_with(|| match &metric.event_id {
+                Some(id) => business_key(id),
+                None => coordinates_key(&record.topic, record.partition, record.offset),
+            });
             let alert = Alert {
                 alert_id: format!("{identity}#{index}"),
                 rule: rule.to_string(),
