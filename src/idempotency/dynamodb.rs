@@ -182,8 +182,9 @@ pub enum ClaimMode {
     },
 }
 
-/// How many requests a [`DynamoDbStore`] has sent, by operation, since it was made. Every attempt
-/// counts, the SDK's own retries included: these are the requests DynamoDB bills.
+/// How many requests a [`DynamoDbStore`] (and its clones) has sent, by operation, since it was made.
+/// Every attempt the SDK sends counts, its own retries included (of a throttled request, of an
+/// answer lost to a timeout).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RequestCounts {
     /// `BatchGetItem`: reads of completed keys.
@@ -2022,6 +2023,37 @@ mod tests {
                 put_item: 1,
                 ..RequestCounts::default()
             }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_named_twice_in_a_chunk_is_claimed_once() {
+        let endpoint = scripted::Endpoint::start().await;
+        let store = DynamoDbStore::new(client(&endpoint.url), "t");
+        endpoint.answer("TransactWriteItems", 200, serde_json::json!({}));
+        assert_eq!(
+            store
+                .try_claim_many(&["a", "b", "a"], 1_000, 2_000)
+                .await
+                .unwrap(),
+            vec![
+                Claim::Acquired,
+                Claim::Acquired,
+                Claim::Locked { until_ms: 2_000 }
+            ]
+        );
+        let sent = endpoint.bodies("TransactWriteItems");
+        assert_eq!(sent[0]["TransactItems"].as_array().unwrap().len(), 2);
+        // Nothing to claim, complete or release: no request.
+        assert_eq!(store.try_claim_many(&[], 1, 2).await.unwrap(), vec![]);
+        store.complete_many(&[], 1).await.unwrap();
+        store.release_many(&[]).await.unwrap();
+        let counts = store.requests();
+        assert_eq!(counts.total(), 1);
+        assert_eq!(counts.since(&counts), RequestCounts::default());
+        assert_eq!(
+            counts.since(&RequestCounts::default()).transact_write_items,
+            1
         );
     }
 
