@@ -32,7 +32,11 @@ pub async fn open_store(choice: &StoreChoice) -> Result<Arc<dyn IdempotencyStore
     Ok(match choice {
         StoreChoice::Memory => Arc::new(MemoryStore::new()),
         StoreChoice::Local(path) => Arc::new(LocalStore::open(path)?),
-        StoreChoice::DynamoDb { table } => Arc::new(DynamoDbStore::from_env(table.clone()).await),
+        StoreChoice::DynamoDb { table, claims } => Arc::new(
+            DynamoDbStore::from_env(table.clone())
+                .await
+                .with_claims(*claims),
+        ),
     })
 }
 
@@ -44,9 +48,9 @@ pub fn open_store_with(
     Ok(match choice {
         StoreChoice::Memory => Arc::new(MemoryStore::new()),
         StoreChoice::Local(path) => Arc::new(LocalStore::open(path)?),
-        StoreChoice::DynamoDb { table } => Arc::new(DynamoDbStore::new(
-            aws_sdk_dynamodb::Client::new(aws),
-            table.clone(),
-        )),
+        StoreChoice::DynamoDb { table, claims } => Arc::new(
+            DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), table.clone())
+                .with_claims(*claims),
+        ),
     })
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::env::EnvReader;
+use crate::idempotency::ClaimMode;
 use crate::kafka::KafkaSettings;
 use crate::processor::ProcessorSettings;
 use crate::producer::ProducerSettings;
@@ -51,6 +52,8 @@ pub enum StoreChoice {
     DynamoDb {
         /// The table's name.
         table: String,
+        /// How a chunk's keys are claimed (`IDEMPOTENCY_CLAIMS`).
+        claims: ClaimMode,
     },
 }
 
@@ -168,7 +171,10 @@ impl ConsumerConfig {
                     .unwrap_or_else(|| PathBuf::from("/tmp/kafka-esm/idempotency.redb")),
             ),
             Some("dynamodb") => match r.text("IDEMPOTENCY_TABLE") {
-                Some(table) if valid_table(&table) => StoreChoice::DynamoDb { table },
+                Some(table) if valid_table(&table) => StoreChoice::DynamoDb {
+                    table,
+                    claims: read_claim_mode(&mut r),
+                },
                 Some(table) => {
                     r.problems.push(format!(
                         "IDEMPOTENCY_TABLE={table:?} is not a DynamoDB table name: use 3 to 255 letters, digits, `_`, `-` and `.`"
@@ -334,6 +340,23 @@ fn read_alert_rules(r: &mut EnvReader<'_>) -> Vec<AlertRule> {
     }
 }
 
+/// `IDEMPOTENCY_CLAIMS`: `transaction` (default: one `TransactWriteItems` per chunk of 100 keys,
+/// 2 WCUs a key) or `puts` (concurrent conditional `PutItem`s, 1 WCU a key, one request each).
+fn read_claim_mode(r: &mut EnvReader<'_>) -> ClaimMode {
+    match r.text("IDEMPOTENCY_CLAIMS").as_deref() {
+        None | Some("transaction") => ClaimMode::Transaction,
+        Some("puts") => ClaimMode::ConcurrentPuts {
+            concurrency: crate::processor::READ_AHEAD,
+        },
+        Some(other) => {
+            r.problems.push(format!(
+                "IDEMPOTENCY_CLAIMS={other:?} is not valid: expected transaction or puts"
+            ));
+            ClaimMode::Transaction
+        }
+    }
+}
+
 /// DynamoDB's rule for table names.
 pub fn valid_table(name: &str) -> bool {
     (3..=255).contains(&name.len())
@@ -431,8 +454,34 @@ mod tests {
         assert_eq!(
             c.store,
             StoreChoice::DynamoDb {
-                table: "kafka-esm.idempotency_keys".into()
+                table: "kafka-esm.idempotency_keys".into(),
+                claims: ClaimMode::Transaction,
             }
+        );
+        let puts = config(&[
+            ("IDEMPOTENCY_STORE", "dynamodb"),
+            ("IDEMPOTENCY_TABLE", "keys"),
+            ("IDEMPOTENCY_CLAIMS", "puts"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            puts.store,
+            StoreChoice::DynamoDb {
+                claims: ClaimMode::ConcurrentPuts { concurrency: 100 },
+                ..
+            }
+        ));
+        let e = config(&[
+            ("IDEMPOTENCY_STORE", "dynamodb"),
+            ("IDEMPOTENCY_TABLE", "keys"),
+            ("IDEMPOTENCY_CLAIMS", "batch"),
+        ])
+        .unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "IDEMPOTENCY_CLAIMS=\"batch\" is not valid: expected transaction or puts"
+            ),
+            "{e}"
         );
         let e = config(&[("IDEMPOTENCY_STORE", "dynamodb"), ("LOG_FORMAT", "xml")]).unwrap_err();
         assert_eq!(e.problems.len(), 2, "{e}");

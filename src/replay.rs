@@ -187,7 +187,7 @@ pub fn describe_store(choice: &StoreChoice) -> String {
         StoreChoice::Local(path) => {
             format!("local file {} (IDEMPOTENCY_STORE=local)", path.display())
         }
-        StoreChoice::DynamoDb { table } => {
+        StoreChoice::DynamoDb { table, .. } => {
             let at = std::env::var("AWS_ENDPOINT_URL_DYNAMODB")
                 .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
                 .ok()

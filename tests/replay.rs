@@ -703,7 +703,8 @@ fn the_store_is_the_one_idempotency_store_names_and_the_state_directory_file_whe
             ("IDEMPOTENCY_TABLE", "kafka-esm-keys")
         ]),
         Some(StoreChoice::DynamoDb {
-            table: "kafka-esm-keys".into()
+            table: "kafka-esm-keys".into(),
+            claims: kafka_esm::idempotency::ClaimMode::Transaction,
         })
     );
     // Parsed and checked as the Lambda's configuration is.

@@ -104,8 +104,12 @@ impl IdempotencyStore for MemoryStore {
         Ok(())
     }
 
+    /// Drops the key only while it is in progress: a completed key stays (as in every store).
     async fn release(&self, key: &str) -> Result<(), StoreError> {
-        self.lock().remove(key);
+        let mut entries = self.lock();
+        if matches!(entries.get(key), Some(Entry::InProgress { .. })) {
+            entries.remove(key);
+        }
         Ok(())
     }
 }

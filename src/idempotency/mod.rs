@@ -24,7 +24,7 @@ mod memory;
 
 use async_trait::async_trait;
 
-pub use dynamodb::DynamoDbStore;
+pub use dynamodb::{ClaimMode, DynamoDbStore, RequestCounts};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 
