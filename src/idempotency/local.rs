@@ -538,8 +538,14 @@ impl IdempotencyStore for LocalStore {
         }
         let keys = owned(keys);
         self.write("releasing keys", move |table| {
+            // Only claims: a completed key is never released.
             for key in &keys {
-                table.remove(key.as_str())?;
+                let in_progress = table
+                    .get(key.as_str())?
+                    .is_some_and(|entry| matches!(decode(entry.value()), Entry::InProgress { .. }));
+                if in_progress {
+                    table.remove(key.as_str())?;
+                }
             }
             Ok(())
         })

@@ -301,6 +301,9 @@ pub(crate) mod contract {
             .complete("b", CompletedOutcome::DeadLettered, now + 10_000)
             .await
             .unwrap();
+        // A release never drops a completed key.
+        store.release("b").await.unwrap();
+        store.release_many(&["b"]).await.unwrap();
         // The batch read sees completed keys only.
         let found = store.completed(&["b", "a", "zzz"], now + 3).await.unwrap();
         assert_eq!(
