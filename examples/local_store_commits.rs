@@ -1,6 +1,6 @@
 //! Measures the local (redb) idempotency store under the processor's load: TASKS concurrent
-//! partitions, each claiming then completing CHUNKS chunks of 100 keys, as `Processor::process`
-//! does for a batch. Prints the wall time, the store calls, the commits they cost, and the calls and
+//! partitions, each claiming then completing CHUNKS chunks of 100 random keys, as
+//! `Processor::process` does for a batch. Prints the wall time, the store calls, the commits they cost, and the calls and
 //! keys per commit.
 //!
 //! Two shapes: the partitions joined in one task (`join_all`, as the processor runs them), and as
@@ -21,8 +21,11 @@ const CHUNK: usize = 100;
 /// One partition's work: `chunks` chunks of 100 claims then 100 completions.
 async fn partition(store: &LocalStore, task: usize, chunks: usize) {
     for chunk in 0..chunks {
+        // Keys as the telemetry app's (`id:<event id>`): random, so each chunk's keys land on
+        // pages all over the tree, as in a real run.
+        let mut random = fastrand::Rng::with_seed((task * 1_000_003 + chunk) as u64);
         let keys: Vec<String> = (0..CHUNK)
-            .map(|n| format!("at:load/{task}/{}", chunk * CHUNK + n))
+            .map(|_| format!("id:{:032x}", random.u128(..)))
             .collect();
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let claims = store

@@ -5,6 +5,13 @@
 #   bash infra/load.sh [N] [RATE]
 #   POLL_ARGS="--concurrency 1" bash infra/load.sh 200000     # extra `esm poll` options
 #   PARTITIONS=6 bash infra/load.sh                             # source partitions (default 3)
+#   FRESH_BROKER=1 bash infra/load.sh                           # restart a memory broker first
+#   TANSU_PORT=19092 bash infra/load.sh                         # a broker of its own on that port
+#
+# Tansu's memory storage keeps every earlier run's topics, and it slows as it fills (measured: four
+# 1M runs in a row on one broker, 36,736 then 29,764, 29,549 and 23,845 records/s, its CPU per run
+# 10.7 s to 18.2 s): compare runs with FRESH_BROKER=1, which restarts a running memory broker (never
+# a SQLite one, the end-to-end suite's: use another TANSU_PORT then).
 #
 # Starts Tansu (memory storage) if it is not running, creates fresh topics, starts `esm poll` (the
 # consumer in process, idempotency in a local redb file, alerts and dead letters to the broker), then
@@ -24,8 +31,15 @@ state=$(mktemp -d)
 trap 'rm -rf "$state"' EXIT
 
 cargo build --release --locked --bin esm >&2
-esm=target/release/esm
+esm="${CARGO_TARGET_DIR:-target}/release/esm"
 
+if [ -n "${FRESH_BROKER:-}" ] && bash infra/broker.sh status >/dev/null 2>&1; then
+  if [ "$(bash infra/broker.sh storage)" != memory ]; then
+    echo "load: FRESH_BROKER=1, but the running broker keeps SQLite storage (the end-to-end suite's?): it is not restarted; run with TANSU_PORT=<another port> for a broker of its own" >&2
+    exit 1
+  fi
+  bash infra/broker.sh stop >&2
+fi
 bash infra/broker.sh status >/dev/null 2>&1 || bash infra/broker.sh start memory
 eval "$(bash infra/broker.sh env)"
 partitions="${PARTITIONS:-3}"
