@@ -8,7 +8,8 @@
 //!   client-to-server chunk for the latency before forwarding it (answers go back at once), so each
 //!   request costs one latency more. It follows the HTTP/1.1 framing of each connection, names each
 //!   request by its `X-Amz-Target` operation (`BatchGetItem`, `PutItem`, `TransactWriteItems`, ...)
-//!   and keeps its body. Connections are kept alive and reused; opening one costs no added latency.
+//!   and keeps its body. Opening a connection costs no added latency (moto answers `Connection:
+//!   close`, so the SDK opens one per request; DynamoDB keeps them open).
 //!   The proxy's count is checked against the store's own (`DynamoDbStore::requests`).
 //! - Kafka: the mock broker's round-trip time (`MockCluster::broker_round_trip_time`), the same
 //!   latency unless told otherwise. Produce requests are counted with librdkafka's mock request
@@ -24,8 +25,11 @@
 //!   The store is wrapped in a newtype that implements only the single-key methods, so the trait's
 //!   default per-key `try_claim_many` / `complete_many` / `release_many` run, and
 //!   `ProcessorSettings::pipeline_publishes` is off.
-//! - `batched`: the store as it is (its batch claims and completions) and pipelined publishes (one
-//!   acknowledgement wait per chunk).
+//! - `batched`: the store as the Lambda configures it by default (`IDEMPOTENCY_CLAIMS=transaction`:
+//!   one `TransactWriteItems` per chunk of claims, `BatchWriteItem` completions) and pipelined
+//!   publishes (one acknowledgement wait per chunk).
+//! - `puts` (asked for with `IO_BENCH_PATHS`): as `batched`, with `IDEMPOTENCY_CLAIMS=puts` (one
+//!   conditional `PutItem` per claim, up to 100 in flight).
 //!
 //! Per case: the median wall time of the runs (min–max), records/s, DynamoDB requests per 100
 //! records and per chunk (by operation), store round trips in sequence per chunk, Kafka produce
@@ -63,7 +67,7 @@
 //! `IO_BENCH_KAFKA_RTT_MS` (default: the same) for the broker, `IO_BENCH_RUNS` (default 3) runs per
 //! case, `IO_BENCH_TODAY_RUNS` (default 1: today's path on the 6 MB event costs more than a minute
 //! against moto), `IO_BENCH_EVENTS` (default `1k,6MB`), `IO_BENCH_PATHS` (default
-//! `today,batched`), `IO_BENCH_INVOCATION_TIMEOUT_S` (default 300: the Lambda deadline of each
+//! `today,batched`; also `puts`), `IO_BENCH_INVOCATION_TIMEOUT_S` (default 300: the Lambda deadline of each
 //! invocation), `IO_BENCH_FORCE_SLOW_MOTO=1` (run every case even when moto's transactions are
 //! slow). About 3 minutes with the defaults at 5 ms.
 
@@ -85,7 +89,7 @@ use kafka_esm::generate::{GenerateOptions, generate_event};
 use kafka_esm::handler::{InvocationInfo, RecordHandler};
 use kafka_esm::idempotency::keys::{business_key, coordinates_key};
 use kafka_esm::idempotency::{
-    Claim, CompletedOutcome, DynamoDbStore, IdempotencyStore, StoreError,
+    Claim, ClaimMode, CompletedOutcome, DynamoDbStore, IdempotencyStore, StoreError,
 };
 use kafka_esm::kafka::KafkaSettings;
 use kafka_esm::processor::{Counts, READ_AHEAD};
@@ -171,10 +175,14 @@ fn env_list(name: &str, default: &str, known: &[&str]) -> Result<Vec<String>, St
 impl Settings {
     fn from_env() -> Result<Self, String> {
         let latency_ms = env_number("IO_BENCH_LATENCY_MS", 5)?;
-        let paths = env_list("IO_BENCH_PATHS", "today,batched", &["today", "batched"])?
-            .iter()
-            .map(|p| Path::named(p))
-            .collect();
+        let paths = env_list(
+            "IO_BENCH_PATHS",
+            "today,batched",
+            &["today", "batched", "puts"],
+        )?
+        .iter()
+        .map(|p| Path::named(p))
+        .collect();
         Ok(Self {
             latency: Duration::from_millis(latency_ms),
             kafka_rtt: Duration::from_millis(env_number("IO_BENCH_KAFKA_RTT_MS", latency_ms)?),
@@ -215,6 +223,8 @@ struct Path {
     name: &'static str,
     /// The store behind [`OneAtATime`]: one request per key.
     one_at_a_time: bool,
+    /// How the store claims a chunk (the batched paths).
+    claims: ClaimMode,
     /// `ProcessorSettings::pipeline_publishes`.
     pipeline_publishes: bool,
 }
@@ -225,11 +235,21 @@ impl Path {
             "today" => Self {
                 name: "today",
                 one_at_a_time: true,
+                claims: ClaimMode::Transaction,
                 pipeline_publishes: false,
+            },
+            "puts" => Self {
+                name: "puts",
+                one_at_a_time: false,
+                claims: ClaimMode::ConcurrentPuts {
+                    concurrency: READ_AHEAD,
+                },
+                pipeline_publishes: true,
             },
             _ => Self {
                 name: "batched",
                 one_at_a_time: false,
+                claims: ClaimMode::Transaction,
                 pipeline_publishes: true,
             },
         }
@@ -375,9 +395,10 @@ async fn relay(
         let (log, waiting) = (log.clone(), waiting.clone());
         async move {
             let mut framer = RequestFramer::default();
-            let mut buffer = vec![0u8; 64 * 1024];
+            let mut buffer = Vec::with_capacity(64 * 1024);
             loop {
-                let n = match client_read.read(&mut buffer).await {
+                buffer.clear();
+                let n = match client_read.read_buf(&mut buffer).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
@@ -415,9 +436,10 @@ async fn relay(
         let _ = server_write.shutdown().await;
     };
     let answers = async move {
-        let mut buffer = vec![0u8; 64 * 1024];
+        let mut buffer = Vec::with_capacity(64 * 1024);
         loop {
-            let n = match server_read.read(&mut buffer).await {
+            buffer.clear();
+            let n = match server_read.read_buf(&mut buffer).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
@@ -1004,7 +1026,11 @@ fn run() -> Result<(), String> {
     println!("reproduce: {reproduce}");
     // moto 5.2's transactions cost a copy of the whole table per claim: measured, and avoided.
     let mut slow_transactions = None;
-    if settings.paths.iter().any(|p| !p.one_at_a_time) {
+    if settings
+        .paths
+        .iter()
+        .any(|p| !p.one_at_a_time && p.claims == ClaimMode::Transaction)
+    {
         let took = runtime.block_on(probe_transactions(&direct))?;
         println!(
             "moto: one TransactWriteItems of 100 claims on a 300-item table takes {:.0} ms",
@@ -1048,10 +1074,11 @@ fn run() -> Result<(), String> {
         let mut replayed: BTreeMap<&str, Vec<Run>> = BTreeMap::new();
         for round in 0..bench.settings.runs {
             for path in &bench.settings.paths {
+                let transactions = !path.one_at_a_time && path.claims == ClaimMode::Transaction;
                 let runs = match (path.one_at_a_time, event.name, slow_transactions) {
                     (true, _, _) => bench.settings.today_runs,
-                    (false, "6MB", Some(_)) => 0,
-                    (false, _, Some(_)) => 1,
+                    (false, "6MB", Some(_)) if transactions => 0,
+                    (false, _, Some(_)) if transactions => 1,
                     _ => bench.settings.runs,
                 };
                 if round >= runs {
@@ -1114,7 +1141,8 @@ impl Bench {
         })?;
         // The store counts its own requests (`DynamoDbStore::requests`, shared by its clones): a
         // check on the proxy's count.
-        let counted = DynamoDbStore::new(self.proxied.clone(), table.clone());
+        let counted =
+            DynamoDbStore::new(self.proxied.clone(), table.clone()).with_claims(path.claims);
         let store: Arc<dyn IdempotencyStore> = if path.one_at_a_time {
             Arc::new(OneAtATime(counted.clone()))
         } else {
