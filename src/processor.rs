@@ -280,6 +280,10 @@ impl<H: RecordHandler> Processor<H> {
     ) -> PartitionReport {
         let mut outcomes = Vec::with_capacity(partition.records.len());
         let mut stopped = false;
+        // The previous chunk, while its acknowledgements are still to come: they are awaited after
+        // the next chunk's records ran, so a partition waits for them once, at its end, unless
+        // they are slower than a chunk.
+        let mut carried: Option<Carried<'_, H::Event>> = None;
         // Records are prepared, looked up, claimed and completed READ_AHEAD at a time: one batch
         // read and (with stores that write many keys at once) one write each way per chunk, and
         // each chunk's events are still in cache when their records run.
@@ -297,8 +301,25 @@ impl<H: RecordHandler> Processor<H> {
             let done_before = self
                 .completed_before(&prepared, partition, invocation)
                 .await;
-            stopped = self
-                .run_chunk(&prepared, &done_before, invocation, &mut outcomes)
+            let (stop, unsettled) = self
+                .run_chunk(
+                    &prepared,
+                    &done_before,
+                    carried.take(),
+                    invocation,
+                    &mut outcomes,
+                )
+                .await;
+            stopped = stop;
+            carried = Some(Carried {
+                prepared,
+                unsettled,
+            });
+        }
+        if let Some(last) = carried
+            && !last.unsettled.is_empty()
+        {
+            self.settle_and_complete(Some(last), Vec::new(), invocation, &mut outcomes)
                 .await;
         }
         PartitionReport {
@@ -308,15 +329,18 @@ impl<H: RecordHandler> Processor<H> {
         }
     }
 
-    /// Runs one chunk of a partition in offset order, appending one outcome per record; true when
-    /// a record is left unfinished (the partition stops there).
+    /// Runs one chunk of a partition in offset order, appending one outcome per record, then
+    /// settles the `previous` chunk's acknowledgements and completes what is done. Returns true
+    /// when a record is left unfinished (the partition stops there), and the chunk's records whose
+    /// acknowledgements are still to come.
     async fn run_chunk(
         &self,
         prepared: &[Prepared<'_, H::Event>],
         done_before: &[Option<CompletedOutcome>],
+        previous: Option<Carried<'_, H::Event>>,
         invocation: &InvocationInfo,
         outcomes: &mut Vec<(Option<i64>, RecordOutcome)>,
-    ) -> bool {
+    ) -> (bool, Vec<Unsettled>) {
         // Claim every key not done before, each once, in one call. `claim_slot` is a record's place
         // among the claims (the first record of its key); `repeated` marks a key seen earlier in
         // the chunk (the same business id twice).
@@ -331,6 +355,27 @@ impl<H: RecordHandler> Processor<H> {
                 wanted.push(&item.key);
                 wanted.len() - 1
             }));
+        }
+        // A key of this chunk that the previous chunk ran is still claimed by it until its
+        // acknowledgements come and it is completed: settle that chunk first, so the key is a
+        // duplicate here rather than a lock this chunk would wait on.
+        let mut previous = previous;
+        if let Some(carried) = &previous
+            && carried
+                .unsettled
+                .iter()
+                .any(|u| distinct.contains(carried.prepared[u.position].key.as_str()))
+            && self
+                .settle_and_complete(previous.take(), Vec::new(), invocation, outcomes)
+                .await
+        {
+            // A record of the previous chunk stays unfinished: this chunk is not attempted.
+            outcomes.extend(
+                prepared
+                    .iter()
+                    .map(|p| (p.slot.offset(), RecordOutcome::NotAttempted)),
+            );
+            return (true, Vec::new());
         }
         let claimed_at = now_ms();
         let mut claims: Vec<Option<Claim>> = if wanted.is_empty() {
@@ -369,10 +414,10 @@ impl<H: RecordHandler> Processor<H> {
                 }
             }
         };
-        let first = outcomes.len();
-        let mut completions: Vec<(&str, CompletedOutcome)> = Vec::new();
-        // Records done whose messages are not acknowledged yet, in offset order.
-        let mut unsettled: Vec<Unsettled<'_, '_, H::Event>> = Vec::new();
+        // Records done: with nothing to wait for (marked at once), and with acknowledgements still
+        // to come, in offset order.
+        let mut completions: Vec<(usize, &str, CompletedOutcome)> = Vec::new();
+        let mut unsettled: Vec<Unsettled> = Vec::new();
         let mut stopped = false;
         for (index, (item, done)) in prepared.iter().zip(done_before).enumerate() {
             let key = item.key.as_str();
@@ -418,10 +463,10 @@ impl<H: RecordHandler> Processor<H> {
                         let ran_now = self.run(item, attempt, invocation, pipelined).await;
                         if let Some(completed) = ran_now.completed {
                             if ran_now.acks.is_empty() {
-                                completions.push((key, completed));
+                                completions.push((outcomes.len(), key, completed));
                             } else {
                                 unsettled.push(Unsettled {
-                                    item,
+                                    position: index,
                                     index: outcomes.len(),
                                     completed,
                                     attempt,
@@ -445,11 +490,6 @@ impl<H: RecordHandler> Processor<H> {
             }
             outcomes.push((item.slot.offset(), outcome));
         }
-        if !unsettled.is_empty() {
-            stopped |= self
-                .settle(unsettled, invocation, outcomes, &mut completions)
-                .await;
-        }
         // Claims of records that never ran: released (nothing happened, a retry may claim them at
         // once), except those that took over an interrupted attempt, which stay interrupted.
         let mut unused: Vec<&str> = Vec::new();
@@ -469,18 +509,44 @@ impl<H: RecordHandler> Processor<H> {
             )
             .await;
         }
-        if !completions.is_empty()
-            && let Err(reason) = self.complete(&completions, invocation).await
-        {
+        stopped |= self
+            .settle_and_complete(previous, completions, invocation, outcomes)
+            .await;
+        (stopped, unsettled)
+    }
+
+    /// Settles the `previous` chunk's acknowledgements, then marks completed its records whose
+    /// messages all landed together with `completions` (`(outcome index, key, outcome)`), in one
+    /// call. Returns true when a record is left unfinished.
+    async fn settle_and_complete<'p>(
+        &self,
+        previous: Option<Carried<'p, H::Event>>,
+        mut completions: Vec<(usize, &'p str, CompletedOutcome)>,
+        invocation: &InvocationInfo,
+        outcomes: &mut [(Option<i64>, RecordOutcome)],
+    ) -> bool {
+        let (prepared, unsettled) = match previous {
+            Some(carried) => (carried.prepared, carried.unsettled),
+            None => (Vec::new(), Vec::new()),
+        };
+        let mut stopped = false;
+        if !unsettled.is_empty() {
+            stopped = self
+                .settle(&prepared, unsettled, invocation, outcomes, &mut completions)
+                .await;
+        }
+        if completions.is_empty() {
+            return stopped;
+        }
+        let done: Vec<(&str, CompletedOutcome)> = completions
+            .iter()
+            .map(|(_, key, outcome)| (*key, *outcome))
+            .collect();
+        if let Err(reason) = self.complete(&done, invocation).await {
             // The side effects happened but are not recorded: their claims stay, so the retry
             // resumes them and looks for the effects instead of repeating them.
-            for (_, outcome) in &mut outcomes[first..] {
-                if matches!(
-                    outcome,
-                    RecordOutcome::Processed | RecordOutcome::DeadLettered(_)
-                ) {
-                    *outcome = RecordOutcome::Unfinished(reason.clone());
-                }
+            for (index, _, _) in &completions {
+                outcomes[*index].1 = RecordOutcome::Unfinished(reason.clone());
             }
             warn!(
                 reason = reason.as_str(),
@@ -619,17 +685,23 @@ impl<H: RecordHandler> Processor<H> {
     /// outcome says why, its claim is abandoned, and its partition stops.
     async fn settle<'p>(
         &self,
-        unsettled: Vec<Unsettled<'p, '_, H::Event>>,
+        prepared: &'p [Prepared<'_, H::Event>],
+        unsettled: Vec<Unsettled>,
         invocation: &InvocationInfo,
         outcomes: &mut [(Option<i64>, RecordOutcome)],
-        completions: &mut Vec<(&'p str, CompletedOutcome)>,
+        completions: &mut Vec<(usize, &'p str, CompletedOutcome)>,
     ) -> bool {
         let count = unsettled.len();
         let mut records = Vec::with_capacity(count);
         let mut acks = Vec::with_capacity(count);
         for record in unsettled {
             acks.push(record.acks);
-            records.push((record.item, record.index, record.completed, record.attempt));
+            records.push((
+                &prepared[record.position],
+                record.index,
+                record.completed,
+                record.attempt,
+            ));
         }
         let settled = invocation
             .deadline
@@ -645,7 +717,7 @@ impl<H: RecordHandler> Processor<H> {
         for ((item, index, completed, attempt), settled) in records.into_iter().zip(settled) {
             let error = match settled {
                 Ok(()) => {
-                    completions.push((item.key.as_str(), completed));
+                    completions.push((index, item.key.as_str(), completed));
                     continue;
                 }
                 Err(error) => error,
@@ -667,7 +739,7 @@ impl<H: RecordHandler> Processor<H> {
                 };
                 let ran = self.run(item, again, invocation, false).await;
                 if let Some(completed) = ran.completed {
-                    completions.push((item.key.as_str(), completed));
+                    completions.push((index, item.key.as_str(), completed));
                 }
                 ran.outcome
             };
@@ -1028,13 +1100,20 @@ impl Ran {
 }
 
 /// A record done, whose messages' acknowledgements are still to come.
-struct Unsettled<'p, 'a, E> {
-    item: &'p Prepared<'a, E>,
+struct Unsettled {
+    /// Its place in its chunk.
+    position: usize,
     /// Its place among the partition's outcomes.
     index: usize,
     completed: CompletedOutcome,
     attempt: Attempt,
     acks: Vec<PendingAck>,
+}
+
+/// A chunk whose records' acknowledgements are still to come.
+struct Carried<'a, E> {
+    prepared: Vec<Prepared<'a, E>>,
+    unsettled: Vec<Unsettled>,
 }
 
 /// One claimed attempt at a record.

@@ -31,6 +31,8 @@ const ACK: Duration = Duration::from_millis(200);
 struct Publisher {
     out: Arc<MemorySink>,
     resumed: Mutex<Vec<i64>>,
+    /// How long handling one record takes before it publishes.
+    work: Duration,
 }
 
 impl Publisher {
@@ -47,21 +49,32 @@ impl Publisher {
 
 #[async_trait]
 impl RecordHandler for Publisher {
-    type Event = ();
+    type Event = Option<String>;
 
-    fn deserialize(&self, record: &KafkaRecord) -> Result<(), DeserializeError> {
+    fn deserialize(&self, record: &KafkaRecord) -> Result<Option<String>, DeserializeError> {
         match record.value.as_deref() {
             Some(b"poison") => Err(DeserializeError::new("poison")),
-            _ => Ok(()),
+            // A value `order-...` is the record's business id.
+            Some(value) if value.starts_with(b"order-") => {
+                Ok(Some(String::from_utf8_lossy(value).into_owned()))
+            }
+            _ => Ok(None),
         }
+    }
+
+    fn idempotency_key(&self, event: &Option<String>) -> Option<String> {
+        event.clone()
     }
 
     async fn handle(
         &self,
         record: &KafkaRecord,
-        _: &(),
+        _: &Option<String>,
         _: &InvocationInfo,
     ) -> Result<(), HandlerError> {
+        if !self.work.is_zero() {
+            tokio::time::sleep(self.work).await;
+        }
         publish_pipelined(&*self.out, Self::message(record), Duration::from_secs(5))
             .await
             .map_err(HandlerError::transient)
@@ -70,7 +83,7 @@ impl RecordHandler for Publisher {
     async fn resume(
         &self,
         record: &KafkaRecord,
-        _: &(),
+        event: &Option<String>,
         interrupted: &Interrupted,
         invocation: &InvocationInfo,
     ) -> Result<(), HandlerError> {
@@ -92,7 +105,7 @@ impl RecordHandler for Publisher {
         if found == [true] {
             return Ok(());
         }
-        self.handle(record, &(), invocation).await
+        self.handle(record, event, invocation).await
     }
 }
 
@@ -104,6 +117,10 @@ struct Harness {
 }
 
 fn harness(pipeline_publishes: bool) -> Harness {
+    harness_with(pipeline_publishes, Duration::ZERO)
+}
+
+fn harness_with(pipeline_publishes: bool, work: Duration) -> Harness {
     let out = Arc::new(MemorySink::new());
     let dlq = Arc::new(MemorySink::new());
     out.set_ack_delay(ACK);
@@ -111,6 +128,7 @@ fn harness(pipeline_publishes: bool) -> Harness {
     let publisher = Arc::new(Publisher {
         out,
         resumed: Mutex::default(),
+        work,
     });
     let store = Arc::new(MemoryStore::new());
     let settings = ProcessorSettings {
@@ -133,16 +151,22 @@ fn harness(pipeline_publishes: bool) -> Harness {
 
 /// Records at offsets `0..n` of partition 0; those in `poison` are poison.
 fn event(n: i64, poison: &[i64]) -> String {
+    event_with(n, |offset| {
+        if poison.contains(&offset) {
+            "poison".into()
+        } else {
+            "{}".into()
+        }
+    })
+}
+
+/// Records at offsets `0..n` of partition 0, with these values.
+fn event_with(n: i64, value: impl Fn(i64) -> String) -> String {
     let records: Vec<KafkaRecord> = (0..n)
         .map(|offset| {
             let mut record = KafkaRecord::new(TOPIC, 0, offset);
             record.timestamp = Some(1_700_000_000_000 + offset);
-            let value: &[u8] = if poison.contains(&offset) {
-                b"poison"
-            } else {
-                b"{}"
-            };
-            record.value = Some(value.to_vec());
+            record.value = Some(value(offset).into_bytes());
             record
         })
         .collect();
@@ -204,6 +228,58 @@ async fn a_chunk_of_records_waits_once_for_its_acknowledgements() {
     );
     assert_eq!(h.dlq.len(), 2);
     assert!(completed(&h.store, 0..100).await.iter().all(|done| *done));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chunks_acknowledgements_come_while_the_next_chunk_runs() {
+    // Each record takes 2 ms of work, so a chunk of 100 takes longer than an acknowledgement.
+    let work = Duration::from_millis(2);
+    let h = harness_with(true, work);
+    let started = Instant::now();
+    let inv = h
+        .consumer
+        .invoke(&event(450, &[]), &invocation(Duration::from_secs(60)))
+        .await;
+    assert_eq!(inv.result.unwrap().batch_item_failures, vec![]);
+    assert_eq!(inv.report.counts().processed, 450);
+    let took = started.elapsed();
+    assert!(
+        took < 450 * work + 2 * ACK,
+        "5 chunks wait for their acknowledgements while the next one runs, and only the last one waits at the end: {took:?}"
+    );
+    assert!(completed(&h.store, 0..450).await.iter().all(|done| *done));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_business_id_repeated_in_the_next_chunk_is_a_duplicate_not_a_wait() {
+    let h = harness(true);
+    // Offsets 5 and 150 (the second chunk) carry the same business id.
+    let value = |offset: i64| match offset {
+        5 | 150 => "order-7".to_string(),
+        _ => "{}".to_string(),
+    };
+    let started = Instant::now();
+    let inv = h
+        .consumer
+        .invoke(
+            &event_with(200, value),
+            &invocation(Duration::from_secs(60)),
+        )
+        .await;
+    assert_eq!(inv.result.unwrap().batch_item_failures, vec![]);
+    let outcomes = &inv.report.partitions[0].outcomes;
+    assert_eq!(outcomes[5].1, RecordOutcome::Processed);
+    assert_eq!(outcomes[150].1, RecordOutcome::Duplicate);
+    assert!(
+        started.elapsed() < 4 * ACK,
+        "no lock waited out: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        published_offsets(&h.publisher.out).len(),
+        199,
+        "the duplicate published nothing"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -124,10 +124,10 @@ impl MessageSink for MemorySink {
         } else {
             Ok(self.publish(message, timeout).await?)
         };
+        // The acknowledgement comes `delay` after the send, whenever it is awaited.
+        let acknowledged_at = tokio::time::Instant::now() + delay;
         Ok(Box::pin(async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
+            tokio::time::sleep_until(acknowledged_at).await;
             delivery
         }))
     }
