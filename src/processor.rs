@@ -479,13 +479,7 @@ impl<H: RecordHandler> Processor<H> {
                 }
             };
             if let RecordOutcome::Unfinished(reason) = &outcome {
-                warn!(
-                    topic = item.slot.topic(),
-                    partition = item.slot.partition(),
-                    offset = item.slot.offset(),
-                    reason = reason.as_str(),
-                    "record unfinished; its partition stops here and the ESM will deliver it again"
-                );
+                warn_unfinished(item.slot, reason);
                 stopped = true;
             }
             outcomes.push((item.slot.offset(), outcome));
@@ -744,13 +738,7 @@ impl<H: RecordHandler> Processor<H> {
                 ran.outcome
             };
             if let RecordOutcome::Unfinished(reason) = &outcome {
-                warn!(
-                    topic = item.slot.topic(),
-                    partition = item.slot.partition(),
-                    offset = item.slot.offset(),
-                    reason = reason.as_str(),
-                    "record unfinished; its partition stops here and the ESM will deliver it again"
-                );
+                warn_unfinished(item.slot, reason);
                 stopped = true;
             }
             outcomes[index].1 = outcome;
@@ -1060,6 +1048,17 @@ impl<H: RecordHandler> Processor<H> {
         )
         .await;
     }
+}
+
+/// Says that `slot` stays unfinished and why: its partition stops there.
+fn warn_unfinished(slot: &DecodedRecord, reason: &str) {
+    warn!(
+        topic = slot.topic(),
+        partition = slot.partition(),
+        offset = slot.offset(),
+        reason,
+        "record unfinished; its partition stops here and the ESM will deliver it again"
+    );
 }
 
 /// Releases or abandons claims within the deadline. Neither is needed for correctness: a claim

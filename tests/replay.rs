@@ -840,8 +840,11 @@ fn the_command_uses_the_store_idempotency_store_names_and_says_which() {
         )),
         "{stdout}"
     );
-    // --json: the lines stay one per file; the store is named on stderr.
+    // --json: the lines stay one per file, stderr holds log lines only; the store is named in a
+    // log event.
     let state = dir.path().join("json");
+    let mut logged = memory.to_vec();
+    logged.push(("RUST_LOG", "info"));
     let out = esm_with(
         &[
             "replay",
@@ -850,13 +853,13 @@ fn the_command_uses_the_store_idempotency_store_names_and_says_which() {
             state.to_str().unwrap(),
             sample,
         ],
-        &memory,
+        &logged,
     );
     assert!(out.status.success());
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("esm replay: idempotency store: memory (IDEMPOTENCY_STORE=memory"),
+            .contains("esm replay: the idempotency store store=memory (IDEMPOTENCY_STORE=memory"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -958,6 +961,7 @@ fn a_second_replay_against_dynamodb_finds_every_record_a_duplicate() {
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),
             ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("RUST_LOG", "info"),
         ];
         let out = esm_with(
             &[
@@ -973,7 +977,7 @@ fn a_second_replay_against_dynamodb_finds_every_record_a_duplicate() {
         assert!(out.status.success(), "{stderr}");
         assert!(
             stderr.contains(&format!(
-                "esm replay: idempotency store: DynamoDB table {table} at {endpoint}"
+                "esm replay: the idempotency store store=DynamoDB table {table} at {endpoint}"
             )),
             "{stderr}"
         );

@@ -426,8 +426,9 @@ async fn replay(paths: &[PathBuf], json: bool, mut options: ReplayOptions) -> Ex
         }
     }
     if json {
-        // The JSON lines stay one per file; the store is named beside the logs.
-        eprintln!("esm replay: idempotency store: {}", replayer.store());
+        // The JSON lines stay one per file, and stderr holds only log lines (JSON ones with
+        // LOG_FORMAT=json): the store is named in a log event (seen with RUST_LOG=info).
+        tracing::info!(store = %replayer.store(), "esm replay: the idempotency store");
     } else {
         println!(
             "{} event file(s) replayed, {} invocation(s) failed.{}{} Idempotency store: {}.",
