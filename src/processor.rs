@@ -53,8 +53,9 @@ pub struct ProcessorSettings {
     /// The longest wait for one dead-letter publish.
     pub publish_timeout: Duration,
     /// Wait for the acknowledgements of a chunk's messages (dead letters, and what handlers publish
-    /// with [`crate::sink::publish_pipelined`]) together, once per chunk, instead of after each
-    /// record. A record is still marked done only once its own messages are acknowledged. Off, each
+    /// with [`crate::sink::publish_pipelined`]) together, after the next chunk's records ran,
+    /// instead of after each record. A record is still marked done only once its own messages are
+    /// acknowledged. Off, each
     /// record waits for its own before the next one starts: per-key order then holds even across
     /// a failed publish, at one acknowledgement wait per record.
     pub pipeline_publishes: bool,
