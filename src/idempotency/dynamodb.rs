@@ -98,6 +98,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
@@ -886,19 +887,11 @@ impl DynamoDbStore {
                     .expression_attribute_values(":token", AttributeValue::S(token.into()))
                     .send()
                     .await;
-                match deleted {
-                    Err(SdkError::ServiceError(service))
-                        if matches!(
-                            service.err(),
-                            DeleteItemError::ConditionalCheckFailedException(_)
-                        ) =>
-                    {
-                        Ok(())
-                    }
-                    other => other
-                        .map(|_| ())
-                        .map_err(|e| sdk_error("taking back a claim", e)),
-                }
+                unless_condition_failed(
+                    deleted,
+                    |e| matches!(e, DeleteItemError::ConditionalCheckFailedException(_)),
+                    "taking back a claim",
+                )
             }
             Undo::Expire => {
                 let expired = self
@@ -920,19 +913,11 @@ impl DynamoDbStore {
                     .expression_attribute_values(":now", number(now_ms))
                     .send()
                     .await;
-                match expired {
-                    Err(SdkError::ServiceError(service))
-                        if matches!(
-                            service.err(),
-                            UpdateItemError::ConditionalCheckFailedException(_)
-                        ) =>
-                    {
-                        Ok(())
-                    }
-                    other => other
-                        .map(|_| ())
-                        .map_err(|e| sdk_error("taking back a claim", e)),
-                }
+                unless_condition_failed(
+                    expired,
+                    |e| matches!(e, UpdateItemError::ConditionalCheckFailedException(_)),
+                    "taking back a claim",
+                )
             }
         }
     }
@@ -1209,6 +1194,23 @@ fn decode(item: &Item) -> Result<Entry, String> {
     Ok(entry)
 }
 
+/// The end of a conditional write that changes nothing when its condition fails (the item is not,
+/// or no longer, ours to change): `Ok` then, as on success; otherwise its error for `action`.
+fn unless_condition_failed<O, E>(
+    written: Result<O, SdkError<E, HttpResponse>>,
+    condition_failed: fn(&E) -> bool,
+    action: &'static str,
+) -> Result<(), StoreError>
+where
+    E: std::error::Error + 'static,
+{
+    match written {
+        Ok(_) => Ok(()),
+        Err(SdkError::ServiceError(service)) if condition_failed(service.err()) => Ok(()),
+        Err(other) => Err(sdk_error(action, other)),
+    }
+}
+
 fn sdk_error<E, R>(action: &'static str, error: SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + 'static,
@@ -1363,19 +1365,12 @@ impl IdempotencyStore for DynamoDbStore {
             .expression_attribute_values(":now", number(now_ms))
             .send()
             .await;
-        match updated {
-            Ok(_) => Ok(()),
-            // Completed, claimed again by someone else, or gone: not ours to abandon.
-            Err(SdkError::ServiceError(service))
-                if matches!(
-                    service.err(),
-                    UpdateItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(other) => Err(sdk_error("abandoning a claim", other)),
-        }
+        // Completed, claimed again by someone else, or gone: not ours to abandon.
+        unless_condition_failed(
+            updated,
+            |e| matches!(e, UpdateItemError::ConditionalCheckFailedException(_)),
+            "abandoning a claim",
+        )
     }
 
     async fn release(&self, key: &str) -> Result<(), StoreError> {
@@ -1389,19 +1384,12 @@ impl IdempotencyStore for DynamoDbStore {
             .expression_attribute_values(":in_progress", AttributeValue::S(IN_PROGRESS.into()))
             .send()
             .await;
-        match deleted {
-            Ok(_) => Ok(()),
-            // Completed (by us or another invocation) or already gone: nothing to release.
-            Err(SdkError::ServiceError(service))
-                if matches!(
-                    service.err(),
-                    DeleteItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(other) => Err(sdk_error("releasing a key", other)),
-        }
+        // Completed (by us or another invocation) or already gone: nothing to release.
+        unless_condition_failed(
+            deleted,
+            |e| matches!(e, DeleteItemError::ConditionalCheckFailedException(_)),
+            "releasing a key",
+        )
     }
 
     async fn release_many(&self, keys: &[&str]) -> Result<(), StoreError> {
