@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The I/O benchmark (benches/io.rs) against a moto of its own, whose transactions cost what they write.
+# The I/O benchmark (telemetry/benches/io.rs) against a moto of its own, whose transactions cost what they write.
 #
 #   bash infra/bench-io.sh            # a patched moto on 127.0.0.1:${IO_BENCH_MOTO_PORT:-5002}, the bench, moto stopped
 #   bash infra/bench-io.sh --stock    # the shared moto of infra/local-stack.sh (started if needed), as it is
 #
-# IO_BENCH_* settings (see benches/io.rs) pass through to the bench.
+# IO_BENCH_* settings (see telemetry/benches/io.rs) pass through to the bench.
 #
 # Why a patched moto: before a TransactWriteItems, moto 5.2 deep-copies each table the transaction
 # touches once per item of the transaction (for its roll-back), so one transaction of 100 claims on a

@@ -232,7 +232,7 @@ def check(template_path, docs_path):
                 problem(f"{name}: Sid {sid} is used twice")
 
     # 4. The idempotency table's IAM is exactly the DynamoDB calls the store makes.
-    store = (REPO / "src/idempotency/dynamodb.rs").read_text().split("#[cfg(test)]")[0]
+    store = (REPO / "kafka-esm/src/idempotency/dynamodb.rs").read_text().split("#[cfg(test)]")[0]
     calls = set(re.findall(r"^\s*\.(\w+)\(\)\s*$", store, re.M)) - STORE_SETUP_CALLS
     # A transaction has no IAM action of its own: each action in it needs its plain one (PutItem for
     # a Put), and the store's transactions hold only Puts, which PutItem below covers.
