@@ -8,6 +8,7 @@
 //! invocation through all of them; [`telemetry`] is the reference app and [`app`] wires it from
 //! [`config`].
 
+pub mod config;
 pub mod consumer;
 pub mod dead_letter;
 pub mod encode;

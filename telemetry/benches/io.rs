@@ -98,7 +98,7 @@ use kafka_esm::sink::{
 };
 use kafka_esm_telemetry::TelemetryHandler;
 use kafka_esm_telemetry::app::telemetry_consumer;
-use kafka_esm_telemetry::config::ConsumerConfig;
+use kafka_esm_telemetry::config::TelemetryConfig;
 use kafka_esm_telemetry::generate::{GenerateOptions, generate_event};
 use rdkafka::ClientConfig;
 use rdkafka::bindings as rdsys;
@@ -781,7 +781,7 @@ struct Event {
 }
 
 impl Event {
-    fn generate(name: &'static str, config: &ConsumerConfig) -> Result<Self, String> {
+    fn generate(name: &'static str, config: &TelemetryConfig) -> Result<Self, String> {
         let options = match name {
             "1k" => GenerateOptions {
                 records: Some(1_000),
@@ -802,10 +802,10 @@ impl Event {
         let chunks_of = |p: &kafka_esm::event::PartitionBatch| p.records.len().div_ceil(READ_AHEAD);
         // The keys as the processor derives them: the handler's id, else the coordinates.
         let handler = TelemetryHandler::new(
-            config.alert_rules.clone(),
-            config.alerts_topic.clone(),
+            config.alerts.rules.clone(),
+            config.alerts.topic.clone(),
             Arc::new(kafka_esm::sink::MemorySink::new()),
-            config.processor.publish_timeout,
+            config.consumer.processor.publish_timeout,
         );
         let mut partition_of = HashMap::new();
         for (index, partition) in batch.partitions.iter().enumerate() {
@@ -865,7 +865,7 @@ struct Bench {
     proxy: LatencyProxy,
     broker: MockBroker,
     sink: Arc<TimedSink>,
-    config: ConsumerConfig,
+    config: TelemetryConfig,
 }
 
 fn dynamodb_client(endpoint: &str) -> Client {
@@ -980,12 +980,15 @@ fn run() -> Result<(), String> {
     let proxy = LatencyProxy::start(upstream, settings.latency)?;
     let proxied = dynamodb_client(&format!("http://{}", proxy.addr));
 
-    let config = ConsumerConfig::from_lookup(&|_| None).map_err(|e| e.to_string())?;
+    let config = TelemetryConfig::from_lookup(&|_| None).map_err(|e| e.to_string())?;
     let source_topic = GenerateOptions::default().topic;
-    let dead_letter_topic = config.processor.dead_letter_topic_for(&source_topic);
+    let dead_letter_topic = config
+        .consumer
+        .processor
+        .dead_letter_topic_for(&source_topic);
     let broker = MockBroker::start(
         &[
-            (config.alerts_topic.as_str(), ALERTS_PARTITIONS),
+            (config.alerts.topic.as_str(), ALERTS_PARTITIONS),
             (dead_letter_topic.as_str(), 1),
         ],
         settings.kafka_rtt,
@@ -994,7 +997,7 @@ fn run() -> Result<(), String> {
         let sink = KafkaSink::new(&KafkaSettings::new(broker.bootstrap.clone()))
             .map_err(|e| format!("cannot create the Kafka sink: {e}"))?;
         // A warm producer, as in a Lambda container past its first invocation.
-        for topic in [&config.alerts_topic, &dead_letter_topic] {
+        for topic in [&config.alerts.topic, &dead_letter_topic] {
             let message = OutboundMessage {
                 topic: topic.clone(),
                 key: None,
@@ -1182,7 +1185,7 @@ impl Bench {
         path: Path,
     ) -> Result<Run, String> {
         let mut config = self.config.clone();
-        config.processor.pipeline_publishes = path.pipeline_publishes;
+        config.consumer.processor.pipeline_publishes = path.pipeline_publishes;
         let consumer = telemetry_consumer(&config, store, self.sink.clone(), self.sink.clone());
         let invocation = InvocationInfo::new(
             "io-bench",

@@ -14,7 +14,7 @@ use kafka_esm::idempotency::MemoryStore;
 use kafka_esm::retry::Deadline;
 use kafka_esm::sink::MemorySink;
 use kafka_esm_telemetry::app::telemetry_consumer;
-use kafka_esm_telemetry::config::ConsumerConfig;
+use kafka_esm_telemetry::config::TelemetryConfig;
 use kafka_esm_telemetry::generate::{GenerateOptions, generate_event};
 use serde_json::value::RawValue;
 
@@ -57,7 +57,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let config = ConsumerConfig::from_lookup(&|_| None).unwrap();
+    let config = TelemetryConfig::from_lookup(&|_| None).unwrap();
     let sink = Arc::new(MemorySink::new());
     let consumer = telemetry_consumer(&config, Arc::new(MemoryStore::new()), sink.clone(), sink);
 

@@ -24,7 +24,7 @@ use kafka_esm::idempotency::MemoryStore;
 use kafka_esm::retry::Deadline;
 use kafka_esm::sink::MemorySink;
 use kafka_esm_telemetry::app::telemetry_consumer;
-use kafka_esm_telemetry::config::ConsumerConfig;
+use kafka_esm_telemetry::config::TelemetryConfig;
 use kafka_esm_telemetry::generate::{GenerateOptions, generate_event};
 use kafka_esm_telemetry::{MetricEvent, TelemetryHandler};
 use serde::Deserialize;
@@ -83,7 +83,7 @@ fn batch() -> String {
 }
 
 /// A consumer with an empty in-memory store and sink (so nothing is a duplicate), and a long deadline.
-fn fresh_consumer(config: &ConsumerConfig) -> (Consumer<TelemetryHandler>, InvocationInfo) {
+fn fresh_consumer(config: &TelemetryConfig) -> (Consumer<TelemetryHandler>, InvocationInfo) {
     let sink = Arc::new(MemorySink::new());
     let consumer = telemetry_consumer(config, Arc::new(MemoryStore::new()), sink.clone(), sink);
     let invocation = InvocationInfo::new(
@@ -102,7 +102,7 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let config = ConsumerConfig::from_lookup(&|_| None).unwrap();
+    let config = TelemetryConfig::from_lookup(&|_| None).unwrap();
 
     let mut group = c.benchmark_group("6MB_batch");
     group.sample_size(30);
@@ -155,7 +155,7 @@ fn paired(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let config = ConsumerConfig::from_lookup(&|_| None).unwrap();
+    let config = TelemetryConfig::from_lookup(&|_| None).unwrap();
     let records = decode_event(&json).unwrap().record_count();
     let (mut floors, mut fulls, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..120 {

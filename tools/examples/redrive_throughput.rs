@@ -16,7 +16,7 @@ use aws_sdk_sqs::config::{BehaviorVersion, Region};
 use kafka_esm::idempotency::{DynamoDbStore, IdempotencyStore, MemoryStore};
 use kafka_esm::kafka::KafkaSettings;
 use kafka_esm::sink::MemorySink;
-use kafka_esm_telemetry::config::ConsumerConfig;
+use kafka_esm_telemetry::config::TelemetryConfig;
 use kafka_esm_tools::redrive::{
     MessageReport, Mode, OffsetRange, RangeReader, RedriveOptions, Redriver, RunSummary,
 };
@@ -126,7 +126,7 @@ async fn main() -> ExitCode {
             "recordsInfo": {format!("{TOPIC}-0"): {"firstRecordOffset": "0", "lastRecordOffset": (records - 1).to_string()}}}
     })
     .to_string();
-    let config = ConsumerConfig::from_lookup(&|name| match name {
+    let config = TelemetryConfig::from_lookup(&|name| match name {
         "KAFKA_BOOTSTRAP_SERVERS" => Some(bootstrap.clone()),
         _ => None,
     })

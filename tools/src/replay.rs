@@ -19,8 +19,8 @@ use kafka_esm::processor::RecordOutcome;
 use kafka_esm::retry::Deadline;
 use kafka_esm::sink::{DirectorySink, KafkaSink, MessageSink};
 use kafka_esm_telemetry::TelemetryHandler;
-use kafka_esm_telemetry::app::{open_store, telemetry_consumer};
-use kafka_esm_telemetry::config::{ConfigError, ConsumerConfig, StoreChoice};
+use kafka_esm_telemetry::app::telemetry_consumer;
+use kafka_esm_telemetry::config::{ConfigError, StoreChoice, TelemetryConfig};
 
 /// How to replay.
 #[derive(Debug, Clone)]
@@ -158,8 +158,8 @@ const TOPICS_DIR: &str = "topics";
 pub fn replay_config(
     lookup: &dyn Fn(&str) -> Option<String>,
     brokers: Option<&str>,
-) -> Result<ConsumerConfig, ConfigError> {
-    ConsumerConfig::from_lookup(&|name| match brokers {
+) -> Result<TelemetryConfig, ConfigError> {
+    TelemetryConfig::from_lookup(&|name| match brokers {
         Some(brokers) if name == "KAFKA_BOOTSTRAP_SERVERS" => Some(brokers.to_owned()),
         _ => lookup(name),
     })
@@ -167,15 +167,15 @@ pub fn replay_config(
 
 /// The idempotency store the environment names through `lookup`, as the Lambda reads it
 /// (`IDEMPOTENCY_STORE=memory|local|dynamodb`, with `IDEMPOTENCY_LOCAL_PATH` or `IDEMPOTENCY_TABLE`,
-/// parsed and checked by [`ConsumerConfig`] into `config.store`); `None` when `IDEMPOTENCY_STORE` is
+/// parsed and checked by [`TelemetryConfig`] into `config.store`); `None` when `IDEMPOTENCY_STORE` is
 /// unset or blank: a replay then keeps its keys in a file of its state directory.
 pub fn replay_store(
     lookup: &dyn Fn(&str) -> Option<String>,
-    config: &ConsumerConfig,
+    config: &TelemetryConfig,
 ) -> Option<StoreChoice> {
     lookup("IDEMPOTENCY_STORE")
         .is_some_and(|v| !v.trim().is_empty())
-        .then(|| config.store.clone())
+        .then(|| config.consumer.store.clone())
 }
 
 /// The store, for people: what it is, and how long its keys last.
@@ -228,13 +228,13 @@ impl Replayer {
     /// asked for one key before any event runs, so that a store that does not answer fails here
     /// ([`ReplayError::Store`], within the replay's timeout) rather than every record.
     pub async fn new(
-        config: &ConsumerConfig,
+        config: &TelemetryConfig,
         options: &ReplayOptions,
     ) -> Result<Self, ReplayError> {
         kafka_esm::processor::check_time_budget(
             options.timeout,
-            config.safety_margin,
-            config.processor.publish_timeout,
+            config.consumer.safety_margin,
+            config.consumer.processor.publish_timeout,
         )
         .map_err(|e| ReplayError::Budget(format!("--timeout-ms: {e}")))?;
         let dir = &options.state_dir;
@@ -304,7 +304,8 @@ impl Replayer {
                     store: described.clone(),
                     message,
                 };
-                let store = open_store(choice)
+                let store = choice
+                    .open()
                     .await
                     .map_err(|e| store_error(format!("while {}: {}", e.action, e.message)))?;
                 // One read, so that a store that is missing or unreachable fails once, here.
@@ -335,6 +336,7 @@ impl Replayer {
                     message,
                 };
                 let mut settings = config
+                    .consumer
                     .kafka
                     .clone()
                     .unwrap_or_else(|| KafkaSettings::new(brokers.clone()));
@@ -349,9 +351,9 @@ impl Replayer {
         };
         Ok(Self {
             consumer: telemetry_consumer(config, store, sink.clone(), sink),
-            function_name: config.function_name.clone(),
+            function_name: config.consumer.function_name.clone(),
             timeout: options.timeout,
-            safety_margin: config.safety_margin,
+            safety_margin: config.consumer.safety_margin,
             state_dir: dir.clone(),
             store: described,
             uses_broker: options.brokers.is_some(),

@@ -392,11 +392,12 @@ pub async fn run_verify(args: VerifyArgs) -> std::process::ExitCode {
         eprintln!("esm verify: {e}");
         ExitCode::from(2)
     };
-    let mut config = match kafka_esm_telemetry::config::ConsumerConfig::from_env() {
+    let mut config = match kafka_esm_telemetry::config::TelemetryConfig::from_env() {
         Ok(config) => config,
         Err(e) => return fail(&e),
     };
     let mut settings = config
+        .consumer
         .kafka
         .take()
         .unwrap_or_else(|| KafkaSettings::new(String::new()));
@@ -410,15 +411,15 @@ pub async fn run_verify(args: VerifyArgs) -> std::process::ExitCode {
         Ok(settings) => settings,
         Err(e) => return fail(&e),
     };
-    let store = match kafka_esm_telemetry::app::open_store(&config.store).await {
+    let store = match config.consumer.store.open().await {
         Ok(store) => store,
         Err(e) => return fail(&e),
     };
     let timeout = Duration::from_secs(args.timeout_seconds);
     let topics = [
         args.topic.clone(),
-        config.alerts_topic.clone(),
-        config.processor.dead_letter_topic_for(&args.topic),
+        config.alerts.topic.clone(),
+        config.consumer.processor.dead_letter_topic_for(&args.topic),
     ];
     let [inputs, alerts, dead_letters] = match read_topics(settings, topics, timeout).await {
         [Ok(inputs), Ok(alerts), Ok(dead_letters)] => [inputs, alerts, dead_letters],
@@ -429,7 +430,7 @@ pub async fn run_verify(args: VerifyArgs) -> std::process::ExitCode {
         &inputs,
         &alerts,
         &dead_letters,
-        &config.alert_rules,
+        &config.alerts.rules,
         store.as_ref(),
     )
     .await;

@@ -18,7 +18,7 @@ use kafka_esm::record::{Header, KafkaRecord, TimestampType};
 use kafka_esm::retry::Deadline;
 use kafka_esm::sink::KafkaSink;
 use kafka_esm_telemetry::app::telemetry_consumer;
-use kafka_esm_telemetry::config::ConsumerConfig;
+use kafka_esm_telemetry::config::TelemetryConfig;
 use rdkafka::mocking::MockCluster;
 
 const SOURCE: &str = "telemetry.metrics-eu";
@@ -43,8 +43,8 @@ fn sink(bootstrap: &str) -> Arc<KafkaSink> {
     Arc::new(KafkaSink::new(&settings).unwrap())
 }
 
-fn config() -> ConsumerConfig {
-    ConsumerConfig::from_lookup(&|name| match name {
+fn config() -> TelemetryConfig {
+    TelemetryConfig::from_lookup(&|name| match name {
         "PUBLISH_TIMEOUT_MS" => Some("1000".into()),
         "RETRY_BASE_MS" => Some("50".into()),
         "RETRY_MAX_MS" => Some("200".into()),

@@ -13,7 +13,7 @@ use kafka_esm::idempotency::MemoryStore;
 use kafka_esm::kafka::KafkaSettings;
 use kafka_esm::sink::{KafkaSink, MessageSink};
 use kafka_esm_telemetry::app::telemetry_consumer;
-use kafka_esm_telemetry::config::ConsumerConfig;
+use kafka_esm_telemetry::config::TelemetryConfig;
 use kafka_esm_tools::poll::{
     Answer, BatchLimits, DEFAULT_PARTITION_BUFFER_RECORDS, Deliverer, EventOrigin, InProcess,
     Invoke, OnFailureDestination, PollOptions, RetryPolicy, StartingPosition, group_lag, run,
@@ -122,7 +122,7 @@ async fn the_telemetry_consumer_in_process_accounts_for_every_record_once() {
         "REPORT_BATCH_ITEM_FAILURES" => Some("true".to_owned()),
         _ => None,
     };
-    let config = ConsumerConfig::from_lookup(&lookup).unwrap();
+    let config = TelemetryConfig::from_lookup(&lookup).unwrap();
     let settings = KafkaSettings::new(brokers.clone());
     let sink: Arc<dyn MessageSink> = Arc::new(KafkaSink::new(&settings).unwrap());
     let store = Arc::new(MemoryStore::new());
@@ -163,7 +163,7 @@ async fn the_telemetry_consumer_in_process_accounts_for_every_record_once() {
         &read(SOURCE),
         &read("alerts"),
         &read("metrics.dlq"),
-        &config.alert_rules,
+        &config.alerts.rules,
         store.as_ref(),
     )
     .await;

@@ -17,7 +17,7 @@ use kafka_esm::retry::Deadline;
 use kafka_esm::sink::MemorySink;
 use kafka_esm_telemetry::MetricEvent;
 use kafka_esm_telemetry::app::telemetry_consumer;
-use kafka_esm_telemetry::config::ConsumerConfig;
+use kafka_esm_telemetry::config::TelemetryConfig;
 use kafka_esm_telemetry::producer::{MetricProducer, ProducerSettings, RecordStatus, headers};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
@@ -328,7 +328,7 @@ async fn what_the_producer_writes_the_consumer_turns_into_alerts() {
         .collect();
     let event = encode_event(&Source::SelfManaged, &bootstrap, &records);
     let alerts = Arc::new(MemorySink::new());
-    let config = ConsumerConfig::from_lookup(&|_| None).unwrap();
+    let config = TelemetryConfig::from_lookup(&|_| None).unwrap();
     let consumer = telemetry_consumer(
         &config,
         Arc::new(MemoryStore::new()),

@@ -18,7 +18,7 @@ use common::servers::moto;
 use kafka_esm::dead_letter::headers;
 use kafka_esm::idempotency::{CompletedOutcome, DynamoDbStore, IdempotencyStore, MemoryStore};
 use kafka_esm::sink::MemorySink;
-use kafka_esm_telemetry::config::ConsumerConfig;
+use kafka_esm_telemetry::config::TelemetryConfig;
 use kafka_esm_tools::redrive::{
     MessageReport, MessageStatus, Mode, RedriveOptions, Redriver, RunSummary,
 };
@@ -199,7 +199,7 @@ fn on_failure(bootstrap: &str, request_id: &str, ranges: &[(i32, i64, i64)]) -> 
     .to_string()
 }
 
-fn config(extra: &[(&str, &str)]) -> ConsumerConfig {
+fn config(extra: &[(&str, &str)]) -> TelemetryConfig {
     let mut vars: Vec<(String, String)> = [
         ("PUBLISH_TIMEOUT_MS", "2000"),
         ("RETRY_BASE_MS", "20"),
@@ -211,7 +211,7 @@ fn config(extra: &[(&str, &str)]) -> ConsumerConfig {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    ConsumerConfig::from_lookup(&move |name| {
+    TelemetryConfig::from_lookup(&move |name| {
         vars.iter()
             .rev()
             .find(|(k, _)| k == name)

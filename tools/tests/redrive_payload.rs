@@ -14,7 +14,7 @@ use kafka_esm::idempotency::MemoryStore;
 use kafka_esm::kafka::KafkaSettings;
 use kafka_esm::record::KafkaRecord;
 use kafka_esm::sink::MemorySink;
-use kafka_esm_telemetry::config::ConsumerConfig;
+use kafka_esm_telemetry::config::TelemetryConfig;
 use kafka_esm_tools::poll::on_failure::{
     GiveUp, LastResponse, kafka_destination_messages, s3_destination_record,
 };
@@ -74,7 +74,7 @@ fn give_up<'a>(records: &'a [KafkaRecord], request_id: &'a str) -> GiveUp<'a> {
     }
 }
 
-fn config() -> ConsumerConfig {
+fn config() -> TelemetryConfig {
     let vars = [
         ("PUBLISH_TIMEOUT_MS", "2000"),
         ("RETRY_BASE_MS", "20"),
@@ -82,7 +82,7 @@ fn config() -> ConsumerConfig {
         ("RETRY_MAX_ATTEMPTS", "3"),
         ("SAFETY_MARGIN_MS", "0"),
     ];
-    ConsumerConfig::from_lookup(&move |name| {
+    TelemetryConfig::from_lookup(&move |name| {
         vars.iter()
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.to_string())

@@ -17,7 +17,7 @@ use kafka_esm::dead_letter::headers;
 use kafka_esm::idempotency::DynamoDbStore;
 use kafka_esm::kafka::{KafkaAuth, SaslCredentials, SaslMechanism, Secret};
 use kafka_esm::sink::{DirectorySink, OutboundMessage};
-use kafka_esm_telemetry::config::{ConsumerConfig, StoreChoice};
+use kafka_esm_telemetry::config::{StoreChoice, TelemetryConfig};
 use kafka_esm_tools::replay::{
     FileReport, ReplayError, ReplayOptions, Replayer, event_files, replay_config, replay_store,
 };
@@ -26,8 +26,8 @@ fn events_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../events")
 }
 
-fn defaults() -> ConsumerConfig {
-    ConsumerConfig::from_lookup(&|_| None).unwrap()
+fn defaults() -> TelemetryConfig {
+    TelemetryConfig::from_lookup(&|_| None).unwrap()
 }
 
 fn options(state_dir: &Path, fresh: bool) -> ReplayOptions {
@@ -594,7 +594,7 @@ fn brokers_replace_only_the_bootstrap_servers_of_the_kafka_settings() {
     ] {
         let vars: Vec<_> = sasl.iter().chain(extra).copied().collect();
         let config = replay_config(&lookup(&vars), Some("b-1:9096,b-2:9096")).unwrap();
-        let kafka = config.kafka.expect("Kafka settings for --brokers");
+        let kafka = config.consumer.kafka.expect("Kafka settings for --brokers");
         assert_eq!(kafka.bootstrap_servers, "b-1:9096,b-2:9096");
         assert_eq!(kafka.auth, expected_auth);
         assert_eq!(
@@ -608,7 +608,10 @@ fn brokers_replace_only_the_bootstrap_servers_of_the_kafka_settings() {
         assert_eq!(client.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
     }
     // Without --brokers, the configuration is the Lambda's.
-    assert_eq!(replay_config(&lookup(&sasl), None).unwrap().kafka, None);
+    assert_eq!(
+        replay_config(&lookup(&sasl), None).unwrap().consumer.kafka,
+        None
+    );
 }
 
 /// A Secrets Manager that answers `GetSecretValue` with SASL credentials, and records the secret ids

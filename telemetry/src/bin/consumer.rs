@@ -10,8 +10,8 @@ use kafka_esm::processor::check_time_budget;
 use kafka_esm::retry::Deadline;
 use kafka_esm::sink::KafkaSink;
 use kafka_esm_telemetry::TelemetryHandler;
-use kafka_esm_telemetry::app::{open_store, telemetry_consumer};
-use kafka_esm_telemetry::config::ConsumerConfig;
+use kafka_esm_telemetry::app::telemetry_consumer;
+use kafka_esm_telemetry::config::TelemetryConfig;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::value::RawValue;
 
@@ -21,10 +21,10 @@ use serde_json::value::RawValue;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Everything built once per container (the SASL secret, if any, is fetched here, once).
-async fn start() -> Result<(ConsumerConfig, Consumer<TelemetryHandler>), Box<dyn std::error::Error>>
+async fn start() -> Result<(TelemetryConfig, Consumer<TelemetryHandler>), Box<dyn std::error::Error>>
 {
-    let config = ConsumerConfig::from_env_requiring_kafka()?;
-    observability::init(config.log_format);
+    let config = TelemetryConfig::from_env_requiring_kafka()?;
+    observability::init(config.consumer.log_format);
     // Lambda does not tell a function its timeout: the template passes it (ConsumerTimeout).
     if let Some(seconds) = std::env::var("FUNCTION_TIMEOUT_SECONDS")
         .ok()
@@ -35,11 +35,12 @@ async fn start() -> Result<(ConsumerConfig, Consumer<TelemetryHandler>), Box<dyn
         })?;
         check_time_budget(
             Duration::from_secs(seconds),
-            config.safety_margin,
-            config.processor.publish_timeout,
+            config.consumer.safety_margin,
+            config.consumer.processor.publish_timeout,
         )?;
     }
     let kafka = config
+        .consumer
         .kafka
         .clone()
         .expect("required above")
@@ -47,7 +48,7 @@ async fn start() -> Result<(ConsumerConfig, Consumer<TelemetryHandler>), Box<dyn
         .await?;
     // One producer per container, shared by dead letters and alerts, reused across invocations.
     let sink = Arc::new(KafkaSink::new(&kafka)?);
-    let store = open_store(&config.store).await?;
+    let store = config.consumer.store.open().await?;
     let consumer = telemetry_consumer(&config, store, sink.clone(), sink);
     Ok((config, consumer))
 }
@@ -63,7 +64,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         }
     };
     let consumer = &consumer;
-    let (function_name, margin) = (config.function_name.as_str(), config.safety_margin);
+    let (function_name, margin) = (
+        config.consumer.function_name.as_str(),
+        config.consumer.safety_margin,
+    );
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<Box<RawValue>>| async move {
             let invocation = InvocationInfo::new(

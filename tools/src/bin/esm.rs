@@ -388,7 +388,7 @@ async fn replay(paths: &[PathBuf], json: bool, mut options: ReplayOptions) -> Ex
     options.store = replay_store(&env, &config);
     let options = &options;
     // Human output goes to stdout; logs stay on stderr and quiet unless RUST_LOG says otherwise.
-    observability::init_with_default(config.log_format, "error");
+    observability::init_with_default(config.consumer.log_format, "error");
     // The inputs are checked before --fresh deletes anything.
     let started = async {
         let files = event_files(paths)?;

@@ -18,8 +18,8 @@ use kafka_esm::env::EnvReader;
 use kafka_esm::kafka::KafkaSettings;
 use kafka_esm::observability;
 use kafka_esm::sink::{KafkaSink, MessageSink};
-use kafka_esm_telemetry::app::{open_store_with, telemetry_consumer};
-use kafka_esm_telemetry::config::ConsumerConfig;
+use kafka_esm_telemetry::app::telemetry_consumer;
+use kafka_esm_telemetry::config::TelemetryConfig;
 
 /// Where a new consumer group starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -240,11 +240,11 @@ pub async fn run_poll(args: PollArgs) -> ExitCode {
 }
 
 async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
-    let mut config = ConsumerConfig::from_env().map_err(|e| e.to_string())?;
-    observability::init_with_default(config.log_format, "info");
+    let mut config = TelemetryConfig::from_env().map_err(|e| e.to_string())?;
+    observability::init_with_default(config.consumer.log_format, "info");
     let settings = kafka_settings(
         args.source.brokers.as_deref(),
-        config.processor.publish_timeout,
+        config.consumer.processor.publish_timeout,
     )?
     .resolve_secrets()
     .await
@@ -252,18 +252,18 @@ async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
     if args.invoke_endpoint.is_none() {
         kafka_esm::processor::check_time_budget(
             Duration::from_millis(args.function_timeout_ms),
-            config.safety_margin,
-            config.processor.publish_timeout,
+            config.consumer.safety_margin,
+            config.consumer.processor.publish_timeout,
         )
         .map_err(|e| format!("--function-timeout-ms: {e}"))?;
     }
     let report_failures = args.report_batch_item_failures
-        || (args.invoke_endpoint.is_none() && config.partial_batch_response);
+        || (args.invoke_endpoint.is_none() && config.consumer.partial_batch_response);
     let needs_aws = args.on_failure_sqs.is_some()
         || args.on_failure_s3.is_some()
         || (args.invoke_endpoint.is_none()
             && matches!(
-                config.store,
+                config.consumer.store,
                 kafka_esm_telemetry::config::StoreChoice::DynamoDb { .. }
             ));
     let aws = if needs_aws {
@@ -309,7 +309,7 @@ async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
         OnFailureDestination::Kafka {
             sink: Arc::new(KafkaSink::new(&settings).map_err(|e| e.to_string())?),
             topic: topic.clone(),
-            timeout: config.processor.publish_timeout,
+            timeout: config.consumer.processor.publish_timeout,
         }
     } else {
         OnFailureDestination::Discard
@@ -373,24 +373,24 @@ async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
             timeout,
         )),
         None => {
-            config.partial_batch_response = report_failures;
-            if config.kafka.is_none() {
-                config.kafka = Some(settings.clone());
+            config.consumer.partial_batch_response = report_failures;
+            if config.consumer.kafka.is_none() {
+                config.consumer.kafka = Some(settings.clone());
             }
-            let sink_settings = config.kafka.clone().expect("set above");
+            let sink_settings = config.consumer.kafka.clone().expect("set above");
             let sink: Arc<dyn MessageSink> =
                 Arc::new(KafkaSink::new(&sink_settings).map_err(|e| e.to_string())?);
             let store = match &aws {
-                Some(aws) => open_store_with(&config.store, aws),
-                None => kafka_esm_telemetry::app::open_store(&config.store).await,
+                Some(aws) => config.consumer.store.open_with(aws),
+                None => config.consumer.store.open().await,
             }
             .map_err(|e| e.to_string())?;
             let consumer = telemetry_consumer(&config, store, sink.clone(), sink);
             Box::new(InProcess::new(
                 consumer,
-                config.function_name.clone(),
+                config.consumer.function_name.clone(),
                 timeout,
-                config.safety_margin,
+                config.consumer.safety_margin,
             ))
         }
     };

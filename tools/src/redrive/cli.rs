@@ -9,8 +9,7 @@ use super::report::{render_message, render_summary};
 use super::{Mode, RedriveOptions, Redriver, parse_s3_uri};
 use kafka_esm::kafka::KafkaSettings;
 use kafka_esm::observability;
-use kafka_esm_telemetry::app::open_store_with;
-use kafka_esm_telemetry::config::{ConsumerConfig, StoreChoice};
+use kafka_esm_telemetry::config::{StoreChoice, TelemetryConfig};
 
 /// `esm redrive`: read the batches the ESM gave up on from its on-failure destination and re-run
 /// them through the consumer (or copy them to the dead-letter topic with `--to-dlq`).
@@ -123,14 +122,14 @@ pub fn region_of_queue_url(url: &str) -> Option<String> {
 
 /// Runs `esm redrive`.
 pub async fn run(args: RedriveArgs) -> ExitCode {
-    let mut config = match ConsumerConfig::from_env() {
+    let mut config = match TelemetryConfig::from_env() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("esm redrive: {e}");
             return ExitCode::from(2);
         }
     };
-    observability::init_with_default(config.log_format, "error");
+    observability::init_with_default(config.consumer.log_format, "error");
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(region) = &args.region {
         loader = loader.region(Region::new(region.clone()));
@@ -142,7 +141,7 @@ pub async fn run(args: RedriveArgs) -> ExitCode {
     if aws.region().is_none() {
         let needs_region = args.queue_url.is_some()
             || args.s3.is_some()
-            || matches!(config.store, StoreChoice::DynamoDb { .. });
+            || matches!(config.consumer.store, StoreChoice::DynamoDb { .. });
         match args.queue_url.as_deref().and_then(region_of_queue_url) {
             Some(region) => aws = aws.into_builder().region(Region::new(region)).build(),
             None if needs_region => {
@@ -154,35 +153,39 @@ pub async fn run(args: RedriveArgs) -> ExitCode {
             None => {}
         }
     }
-    if let Some(kafka) = config.kafka.take() {
+    if let Some(kafka) = config.consumer.kafka.take() {
         match kafka.resolve_secrets().await {
-            Ok(kafka) => config.kafka = Some(kafka),
+            Ok(kafka) => config.consumer.kafka = Some(kafka),
             Err(e) => {
                 eprintln!("esm redrive: {e}");
                 return ExitCode::from(2);
             }
         }
     }
-    let store = match open_store_with(&config.store, &aws) {
+    let store = match config.consumer.store.open_with(&aws) {
         Ok(store) => store,
         Err(e) => {
             eprintln!("esm redrive: {e}");
             return ExitCode::from(2);
         }
     };
-    if config.store == StoreChoice::Memory && !args.to_dlq && !args.dry_run {
+    if config.consumer.store == StoreChoice::Memory && !args.to_dlq && !args.dry_run {
         eprintln!(
             "esm redrive: note: IDEMPOTENCY_STORE is memory, so records the Lambda already handled are handled again; set IDEMPOTENCY_STORE=dynamodb and IDEMPOTENCY_TABLE to the Lambda's table"
         );
     }
     // The on-failure topic is read with the consumer's Kafka settings, at --brokers if given.
     let topic_settings = args.topic.as_ref().map(|_| {
-        let brokers = args
-            .brokers
-            .clone()
-            .or_else(|| config.kafka.as_ref().map(|k| k.bootstrap_servers.clone()));
+        let brokers = args.brokers.clone().or_else(|| {
+            config
+                .consumer
+                .kafka
+                .as_ref()
+                .map(|k| k.bootstrap_servers.clone())
+        });
         brokers.map(|brokers| {
             let mut settings = config
+                .consumer
                 .kafka
                 .clone()
                 .unwrap_or_else(|| KafkaSettings::new(brokers.as_str()));

@@ -58,7 +58,7 @@ use kafka_esm::retry::{Deadline, now_ms};
 use kafka_esm::sink::{KafkaSink, MessageSink};
 use kafka_esm_telemetry::TelemetryHandler;
 use kafka_esm_telemetry::app::telemetry_consumer;
-use kafka_esm_telemetry::config::ConsumerConfig;
+use kafka_esm_telemetry::config::TelemetryConfig;
 
 /// What to do with the records read back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +146,7 @@ pub enum RedriveError {
 
 /// Redrives on-failure messages (see the module documentation).
 pub struct Redriver {
-    config: ConsumerConfig,
+    config: TelemetryConfig,
     options: RedriveOptions,
     store: Arc<dyn IdempotencyStore>,
     /// Explicit (dead letters, alerts) sinks; otherwise Kafka sinks to the cluster.
@@ -168,7 +168,7 @@ impl Redriver {
     /// A redriver with the consumer's configuration (its SASL secret already resolved), options,
     /// and the idempotency store re-runs use (the Lambda's own, to skip what it did).
     pub fn new(
-        config: ConsumerConfig,
+        config: TelemetryConfig,
         options: RedriveOptions,
         store: Arc<dyn IdempotencyStore>,
     ) -> Result<Self, RedriveError> {
@@ -218,6 +218,7 @@ impl Redriver {
     fn kafka_settings(&self, brokers: &str) -> KafkaSettings {
         let mut settings = self
             .config
+            .consumer
             .kafka
             .clone()
             .unwrap_or_else(|| KafkaSettings::new(brokers));
@@ -228,6 +229,7 @@ impl Redriver {
     /// Where dead letters and alerts go: `KAFKA_BOOTSTRAP_SERVERS`, else the cluster read from.
     fn output_brokers<'a>(&'a self, read_from: &'a str) -> &'a str {
         self.config
+            .consumer
             .kafka
             .as_ref()
             .map_or(read_from, |k| k.bootstrap_servers.as_str())
@@ -522,9 +524,11 @@ impl Redriver {
     fn plan_carried(&self, range: &OffsetRange, records: &[DecodedRecord]) -> RangeReport {
         let mut out = Self::empty_range_report(range);
         out.fetched = records.len() as u64;
-        out.records = records
-            .iter()
-            .map(|r| PlannedRecord {
+        out.records =
+            records
+                .iter()
+                .map(|r| {
+                    PlannedRecord {
                 topic: r.topic().to_owned(),
                 partition: r.partition(),
                 offset: r.offset(),
@@ -535,16 +539,17 @@ impl Redriver {
                     }
                     (Mode::Reprocess, DecodedRecord::Undecodable(u)) => format!(
                         "dead-letter to {} (undecodable: {})",
-                        self.config.processor.dead_letter_topic_for(&u.topic),
+                        self.config.consumer.processor.dead_letter_topic_for(&u.topic),
                         u.reason
                     ),
                     (Mode::ToDeadLetterTopic, r) => format!(
                         "copy to {}",
-                        self.config.processor.dead_letter_topic_for(r.topic())
+                        self.config.consumer.processor.dead_letter_topic_for(r.topic())
                     ),
                 },
-            })
-            .collect();
+            }
+                })
+                .collect();
         out.gaps = carried_gaps(range, records);
         out
     }
@@ -581,8 +586,11 @@ impl Redriver {
             let event = encode_decoded_event(&source, brokers, chunk);
             let invocation = InvocationInfo::new(
                 format!("redrive-{message_id}-{}-{}-{n}", out.topic, out.partition),
-                self.config.function_name.clone(),
-                Deadline::after(self.options.invocation_timeout, self.config.safety_margin),
+                self.config.consumer.function_name.clone(),
+                Deadline::after(
+                    self.options.invocation_timeout,
+                    self.config.consumer.safety_margin,
+                ),
             );
             let result = consumer.invoke(&event, &invocation).await;
             let counts = result.report.counts();
@@ -651,7 +659,7 @@ impl Redriver {
             record.function_name().to_owned(),
             Deadline::after(self.options.invocation_timeout, Duration::ZERO),
         );
-        let timeout = self.config.processor.publish_timeout;
+        let timeout = self.config.consumer.processor.publish_timeout;
         // Sent in order, up to 256 awaiting their acknowledgement at once.
         let results: Vec<Result<(), String>> = futures::stream::iter(records)
             .map(|r| {
@@ -659,7 +667,10 @@ impl Redriver {
                     r,
                     &failure,
                     &invocation,
-                    self.config.processor.dead_letter_topic_for(r.topic()),
+                    self.config
+                        .consumer
+                        .processor
+                        .dead_letter_topic_for(r.topic()),
                     now_ms(),
                 );
                 let sink = sink.clone();
