@@ -24,3 +24,5 @@ pub mod record;
 pub mod response;
 pub mod retry;
 pub mod sink;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

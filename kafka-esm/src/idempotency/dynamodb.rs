@@ -2227,7 +2227,7 @@ mod tests {
         let store = fresh_store(&endpoint, "contract-puts")
             .await
             .with_claims(ClaimMode::ConcurrentPuts { concurrency: 4 });
-        super::super::contract::holds_for(&store).await;
+        crate::testing::store_contract(&store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2413,7 +2413,7 @@ mod tests {
     async fn keeps_the_store_contract() {
         let endpoint = moto_endpoint();
         let store = fresh_store(&endpoint, "contract").await;
-        super::super::contract::holds_for(&store).await;
+        crate::testing::store_contract(&store).await;
     }
 
     #[tokio::test]

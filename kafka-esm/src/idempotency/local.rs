@@ -566,7 +566,7 @@ mod tests {
     async fn keeps_the_store_contract() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(&dir.path().join("state/keys.redb")).unwrap();
-        super::super::contract::holds_for(&store).await;
+        crate::testing::store_contract(&store).await;
     }
 
     #[tokio::test]

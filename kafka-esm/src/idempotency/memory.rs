@@ -152,6 +152,6 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_the_store_contract() {
-        super::super::contract::holds_for(&MemoryStore::new()).await;
+        crate::testing::store_contract(&MemoryStore::new()).await;
     }
 }
