@@ -18,6 +18,7 @@ pub mod format;
 pub mod handler;
 pub mod idempotency;
 pub mod kafka;
+pub mod lambda;
 pub mod observability;
 pub mod processor;
 pub mod record;
