@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::event::{MSK_EVENT_SOURCE, SELF_MANAGED_EVENT_SOURCE, encode_base64};
-use crate::record::{DecodedRecord, KafkaRecord, SchemaMetadata};
+use crate::record::{DecodedRecord, KafkaRecord, SchemaMetadata, TopicPartition};
 
 /// Which kind of ESM the event imitates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub fn encode_event(source: &Source, bootstrap_servers: &str, records: &[KafkaRe
     let mut grouped: BTreeMap<String, Vec<SlotOut<'_>>> = BTreeMap::new();
     for r in records {
         grouped
-            .entry(format!("{}-{}", r.topic, r.partition))
+            .entry(TopicPartition::key(&r.topic, r.partition).to_string())
             .or_default()
             .push(SlotOut::Record(record_out(r)));
     }
@@ -97,7 +97,7 @@ pub fn encode_decoded_event(
             ),
         };
         grouped
-            .entry(format!("{}-{}", slot.topic(), slot.partition()))
+            .entry(TopicPartition::key(slot.topic(), slot.partition()).to_string())
             .or_default()
             .push(out);
     }

@@ -180,22 +180,11 @@ fn partition_batch(key: String, records: Vec<DecodedRecord>) -> PartitionBatch {
     let topic_partition = records
         .first()
         .map(|r| TopicPartition::new(r.topic(), r.partition()))
-        .unwrap_or_else(|| split_partition_key(&key));
+        .unwrap_or_else(|| TopicPartition::from_key_lossy(&key));
     PartitionBatch {
         key,
         topic_partition,
         records,
-    }
-}
-
-/// Splits `"<topic>-<partition>"` at its last `-`: only a fallback, used where a record does not say.
-fn split_partition_key(key: &str) -> TopicPartition {
-    match key.rsplit_once('-') {
-        Some((topic, partition)) => match partition.parse::<i32>() {
-            Ok(partition) => TopicPartition::new(topic, partition),
-            Err(_) => TopicPartition::new(key, -1),
-        },
-        None => TopicPartition::new(key, -1),
     }
 }
 
@@ -247,7 +236,7 @@ fn decode_tolerantly(json: &str) -> Result<Batch, EventError> {
 }
 
 fn decode_one(key: &str, raw: &RawValue) -> DecodedRecord {
-    let fallback = split_partition_key(key);
+    let fallback = TopicPartition::from_key_lossy(key);
     // serde would read a JSON array field by field as a record: only an object is one.
     if json_kind(raw.get()) != "object" {
         return DecodedRecord::Undecodable(UndecodableRecord {
@@ -442,7 +431,7 @@ impl RawRecord<'_> {
         let (topic, partition) = match (self.topic, self.partition) {
             (Some(topic), Some(partition)) => (topic.into_owned(), partition),
             (topic, partition) => {
-                let fallback = split_partition_key(key);
+                let fallback = TopicPartition::from_key_lossy(key);
                 (
                     topic.map(Str::into_owned).unwrap_or(fallback.topic),
                     partition.unwrap_or(i64::from(fallback.partition)),

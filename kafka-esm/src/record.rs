@@ -1,6 +1,7 @@
 //! Decoded Kafka records: what the consumer works with after the ESM envelope is gone.
 
 use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +67,22 @@ impl Header {
 }
 
 /// Where a record came from: enough to find it again in Kafka.
+///
+/// It is also the ESM's `"<topic>-<partition>"` key, the one home of that spelling: the key of the
+/// event's record map, of the on-failure record's `recordsInfo`, and the `partition` of a partial
+/// batch response. [`Display`](fmt::Display) writes it ([`TopicPartition::key`] without building
+/// one); [`str::parse`] reads it back, splitting at the **last** `-`, since topic names may contain
+/// `-` (and `.`) but a partition number never does.
+///
+/// ```
+/// use kafka_esm::record::TopicPartition;
+///
+/// let tp: TopicPartition = "orders.v1-eu-12".parse().unwrap();
+/// assert_eq!(tp, TopicPartition::new("orders.v1-eu", 12));
+/// assert_eq!(tp.to_string(), "orders.v1-eu-12");
+/// assert_eq!(TopicPartition::key("orders.v1-eu", 12).to_string(), "orders.v1-eu-12");
+/// assert!("orders".parse::<TopicPartition>().is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
     /// Topic name (may contain `-` and `.`).
@@ -82,13 +99,84 @@ impl TopicPartition {
             partition,
         }
     }
+
+    /// The `"<topic>-<partition>"` key of `topic` and `partition`, as [`Display`](fmt::Display)
+    /// writes it, without building a `TopicPartition` (`.to_string()` for a `String`).
+    pub fn key(topic: &str, partition: i32) -> impl fmt::Display + '_ {
+        Key { topic, partition }
+    }
+
+    /// Where a key most likely points when nothing better says: split at its last `-` when what
+    /// follows is an `i32` as [`str::parse`] reads one (a sign allowed), else the whole key with
+    /// partition -1. Never fails: only a fallback for an event's record group that has no record to
+    /// read the topic and partition from. To check a key, parse it instead.
+    pub fn from_key_lossy(key: &str) -> Self {
+        match key
+            .rsplit_once('-')
+            .and_then(|(topic, partition)| Some((topic, partition.parse().ok()?)))
+        {
+            Some((topic, partition)) => Self::new(topic, partition),
+            None => Self::new(key, -1),
+        }
+    }
+}
+
+/// The `"<topic>-<partition>"` spelling, borrowed.
+struct Key<'a> {
+    topic: &'a str,
+    partition: i32,
+}
+
+impl fmt::Display for Key<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
 }
 
 impl fmt::Display for TopicPartition {
     /// The ESM's `"<topic>-<partition>"` spelling.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.topic, self.partition)
+        Key {
+            topic: &self.topic,
+            partition: self.partition,
+        }
+        .fmt(f)
     }
+}
+
+impl FromStr for TopicPartition {
+    type Err = PartitionKeyError;
+
+    /// Reads `"<topic>-<partition>"`: the topic is everything before the **last** `-` and must not
+    /// be empty; the partition, everything after it, is decimal digits only (no sign) that fit an
+    /// `i32`.
+    fn from_str(key: &str) -> Result<Self, Self::Err> {
+        let bad = |reason| PartitionKeyError {
+            key: key.to_owned(),
+            reason,
+        };
+        let (topic, partition) = key.rsplit_once('-').ok_or_else(|| bad("it has no `-`"))?;
+        if topic.is_empty() {
+            return Err(bad("the topic is empty"));
+        }
+        if partition.is_empty() || !partition.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("the part after the last `-` is not a partition number"));
+        }
+        let partition = partition
+            .parse()
+            .map_err(|_| bad("the partition number is too large"))?;
+        Ok(Self::new(topic, partition))
+    }
+}
+
+/// A key that is not `"<topic>-<partition>"`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key:?} is not a \"<topic>-<partition>\" key: {reason}")]
+pub struct PartitionKeyError {
+    /// The key, as written.
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
 }
 
 /// A record decoded faithfully from the ESM event.
@@ -214,6 +302,97 @@ impl DecodedRecord {
         match self {
             Self::Record(r) => r.partition,
             Self::Undecodable(u) => u.partition,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn keys_split_at_the_last_dash() {
+        let parse = |key: &str| key.parse::<TopicPartition>();
+        assert_eq!(parse("a-b-c-12"), Ok(TopicPartition::new("a-b-c", 12)));
+        assert_eq!(parse("t.x-0"), Ok(TopicPartition::new("t.x", 0)));
+        assert_eq!(parse("t--3"), Ok(TopicPartition::new("t-", 3)));
+        assert_eq!(
+            parse("t-2147483647"),
+            Ok(TopicPartition::new("t", i32::MAX))
+        );
+        for (bad, reason) in [
+            ("nodash", "it has no `-`"),
+            ("", "it has no `-`"),
+            ("-3", "the topic is empty"),
+            (
+                "topic-",
+                "the part after the last `-` is not a partition number",
+            ),
+            (
+                "topic-x1",
+                "the part after the last `-` is not a partition number",
+            ),
+            (
+                "topic-+1",
+                "the part after the last `-` is not a partition number",
+            ),
+            (
+                "topic-1 ",
+                "the part after the last `-` is not a partition number",
+            ),
+            ("topic-99999999999", "the partition number is too large"),
+        ] {
+            assert_eq!(
+                parse(bad),
+                Err(PartitionKeyError {
+                    key: bad.to_owned(),
+                    reason
+                }),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse("nodash").unwrap_err().to_string(),
+            r#""nodash" is not a "<topic>-<partition>" key: it has no `-`"#
+        );
+    }
+
+    #[test]
+    fn the_lossy_reading_keeps_what_it_cannot_split() {
+        let lossy = TopicPartition::from_key_lossy;
+        assert_eq!(
+            lossy("orders.v1-eu-10"),
+            TopicPartition::new("orders.v1-eu", 10)
+        );
+        assert_eq!(lossy("t-+1"), TopicPartition::new("t", 1));
+        assert_eq!(lossy("-3"), TopicPartition::new("", 3));
+        assert_eq!(lossy("t--3"), TopicPartition::new("t-", 3));
+        for whole in ["nodash", "", "t-", "t-x", "t-99999999999"] {
+            assert_eq!(lossy(whole), TopicPartition::new(whole, -1), "{whole:?}");
+        }
+    }
+
+    proptest! {
+        /// Written, then read back: the same topic-partition, for every topic (any characters,
+        /// `-` included) and every partition from 0; both readings agree on it.
+        #[test]
+        fn a_written_key_reads_back(topic in ".+", partition in 0..=i32::MAX) {
+            let tp = TopicPartition::new(topic.clone(), partition);
+            let key = tp.to_string();
+            prop_assert_eq!(&key, &TopicPartition::key(&topic, partition).to_string());
+            prop_assert_eq!(key.parse::<TopicPartition>(), Ok(tp.clone()));
+            prop_assert_eq!(TopicPartition::from_key_lossy(&key), tp);
+        }
+
+        /// Any text: parsing answers (a topic-partition or why not) and never panics; what it
+        /// accepts writes back to a key that reads the same (`t-007` is written `t-7`).
+        #[test]
+        fn any_text_parses_or_says_why(key in ".*") {
+            match key.parse::<TopicPartition>() {
+                Ok(tp) => prop_assert_eq!(tp.to_string().parse::<TopicPartition>(), Ok(tp)),
+                Err(e) => prop_assert_eq!(e.key, key),
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use kafka_esm::kafka::{KafkaClientContext, KafkaSettings};
+use kafka_esm::record::TopicPartition;
 
 /// One partition's lag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -141,7 +142,7 @@ pub fn render_lag(group_id: &str, lags: &[PartitionLag]) -> String {
     for lag in lags {
         out.push_str(&format!(
             "{:<32} {:>12} {:>12} {:>12} {:>10}\n",
-            format!("{}-{}", lag.topic, lag.partition),
+            TopicPartition::key(&lag.topic, lag.partition).to_string(),
             lag.committed
                 .map_or_else(|| "-".to_owned(), |c| c.to_string()),
             lag.low_watermark,

@@ -29,6 +29,7 @@ pub use batch::{BatchBuilder, BatchLimits, Cut};
 pub use deliver::{BatchEnd, Commit, Deliverer, DeliveryCounts, EventOrigin, RetryPolicy};
 pub use invoke::{Answer, InProcess, Invoke, RuntimeApi};
 use kafka_esm::kafka::{KafkaClientContext, KafkaSettings, record_from_message};
+use kafka_esm::record::TopicPartition;
 pub use lag::{LagError, PartitionLag, group_lag, render_lag};
 pub use lanes::{Admission, DEFAULT_PARTITION_BUFFER_RECORDS, Lanes, PartitionKey};
 pub use on_failure::OnFailureDestination;
@@ -313,7 +314,9 @@ pub async fn run<I: Invoke + 'static>(
     summary.ended_by = ended_by;
     summary.committed = committed
         .into_iter()
-        .map(|((topic, partition), next)| (format!("{topic}-{partition}"), next))
+        .map(|((topic, partition), next)| {
+            (TopicPartition::key(&topic, partition).to_string(), next)
+        })
         .collect();
     Ok(summary)
 }
@@ -436,7 +439,10 @@ async fn partition_lag(
                         .get(&(topic.to_owned(), partition))
                         .copied()
                         .unwrap_or(low);
-                    lag.insert(format!("{topic}-{partition}"), (high - position).max(0));
+                    lag.insert(
+                        TopicPartition::key(topic, partition).to_string(),
+                        (high - position).max(0),
+                    );
                 }
             }
         }
