@@ -13,9 +13,11 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use crate::env::EnvReader;
-use crate::idempotency::{
-    ClaimMode, DynamoDbStore, IdempotencyStore, LocalStore, MemoryStore, StoreError,
-};
+#[cfg(feature = "dynamodb")]
+use crate::idempotency::DynamoDbStore;
+#[cfg(feature = "local-store")]
+use crate::idempotency::LocalStore;
+use crate::idempotency::{ClaimMode, IdempotencyStore, MemoryStore, StoreError};
 use crate::kafka::KafkaSettings;
 pub use crate::observability::LogFormat;
 use crate::processor::{ProcessorSettings, READ_AHEAD};
@@ -71,15 +73,15 @@ impl StoreChoice {
     /// Opens the store. A DynamoDB client takes its region and credentials from the usual AWS
     /// sources (the Lambda's role); see [`Self::open_with`] to pass an AWS configuration.
     pub async fn open(&self) -> Result<Arc<dyn IdempotencyStore>, StoreError> {
-        Ok(match self {
-            StoreChoice::Memory => Arc::new(MemoryStore::new()),
-            StoreChoice::Local(path) => Arc::new(LocalStore::open(path)?),
-            StoreChoice::DynamoDb { table, claims } => Arc::new(
+        match self {
+            #[cfg(feature = "dynamodb")]
+            StoreChoice::DynamoDb { table, claims } => Ok(Arc::new(
                 DynamoDbStore::from_env(table.clone())
                     .await
                     .with_claims(*claims),
-            ),
-        })
+            )),
+            _ => self.open_without_aws(),
+        }
     }
 
     /// As [`Self::open`], with a DynamoDB client built from `aws` (a region or endpoint set by a tool).
@@ -87,14 +89,35 @@ impl StoreChoice {
         &self,
         aws: &aws_config::SdkConfig,
     ) -> Result<Arc<dyn IdempotencyStore>, StoreError> {
-        Ok(match self {
-            StoreChoice::Memory => Arc::new(MemoryStore::new()),
-            StoreChoice::Local(path) => Arc::new(LocalStore::open(path)?),
-            StoreChoice::DynamoDb { table, claims } => Arc::new(
+        match self {
+            #[cfg(feature = "dynamodb")]
+            StoreChoice::DynamoDb { table, claims } => Ok(Arc::new(
                 DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), table.clone())
                     .with_claims(*claims),
-            ),
-        })
+            )),
+            _ => {
+                let _ = aws;
+                self.open_without_aws()
+            }
+        }
+    }
+
+    /// The stores that need no AWS client, and the error for a store this build leaves out.
+    fn open_without_aws(&self) -> Result<Arc<dyn IdempotencyStore>, StoreError> {
+        let missing = |feature: &str| {
+            StoreError::new(
+                "opening the store",
+                format!("this build has no {self:?} store: enable kafka-esm's `{feature}` feature"),
+            )
+        };
+        match self {
+            StoreChoice::Memory => Ok(Arc::new(MemoryStore::new())),
+            #[cfg(feature = "local-store")]
+            StoreChoice::Local(path) => Ok(Arc::new(LocalStore::open(path)?)),
+            #[cfg(not(feature = "local-store"))]
+            StoreChoice::Local(_) => Err(missing("local-store")),
+            StoreChoice::DynamoDb { .. } => Err(missing("dynamodb")),
+        }
     }
 }
 

@@ -113,7 +113,7 @@ use aws_sdk_dynamodb::types::{
 };
 use futures::StreamExt;
 
-use super::{Claim, CompletedOutcome, Entry, IdempotencyStore, Interrupted, StoreError};
+use super::{Claim, ClaimMode, CompletedOutcome, Entry, IdempotencyStore, Interrupted, StoreError};
 
 /// Attribute names.
 mod attr {
@@ -168,20 +168,6 @@ const TAKEOVER_UNTIMED_CONDITION: &str = "#status = :in_progress AND #lock_until
 const OURS_CONDITION: &str = "#status = :in_progress AND #claim_token = :token";
 
 type Item = HashMap<String, AttributeValue>;
-
-/// How [`DynamoDbStore`] claims a chunk of keys ([`IdempotencyStore::try_claim_many`]); see the
-/// module documentation for what each costs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ClaimMode {
-    /// `TransactWriteItems`, up to 100 keys a request: 2 WCUs per key, one request per 100 keys.
-    #[default]
-    Transaction,
-    /// One conditional `PutItem` per key: 1 WCU per key, one request per key.
-    ConcurrentPuts {
-        /// How many puts are in flight at once (0 counts as 1).
-        concurrency: usize,
-    },
-}
 
 /// How many requests a [`DynamoDbStore`] (and its clones) has sent, by operation, since it was made.
 /// Every attempt the SDK sends counts, its own retries included (of a throttled request, of an

@@ -17,16 +17,35 @@
 //! and batch claims/completions that stores able to write many keys atomically (the local file)
 //! override, so a chunk of records costs one write each way.
 
+#[cfg(feature = "dynamodb")]
 mod dynamodb;
 pub mod keys;
+#[cfg(feature = "local-store")]
 mod local;
 mod memory;
 
 use async_trait::async_trait;
 
-pub use dynamodb::{ClaimMode, DynamoDbStore, RequestCounts};
+#[cfg(feature = "dynamodb")]
+pub use dynamodb::{DynamoDbStore, RequestCounts};
+#[cfg(feature = "local-store")]
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+
+/// How the DynamoDB store claims a chunk of keys ([`IdempotencyStore::try_claim_many`]); its
+/// documentation says what each costs. Here, not in the store's module, so that a configuration
+/// can name it in a build without the `dynamodb` feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClaimMode {
+    /// `TransactWriteItems`, up to 100 keys a request: 2 WCUs per key, one request per 100 keys.
+    #[default]
+    Transaction,
+    /// One conditional `PutItem` per key: 1 WCU per key, one request per key.
+    ConcurrentPuts {
+        /// How many puts are in flight at once (0 counts as 1).
+        concurrency: usize,
+    },
+}
 
 /// What a completed key did, so that a duplicate can say what it duplicates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
