@@ -9,10 +9,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use kafka_esm::encode::{Source, encode_event};
-use kafka_esm::record::KafkaRecord;
+use kafka_esm::on_failure::{
+    FailureCondition, KafkaBatchInfo, OnFailureRecord, Payload, RecordInfo, RecordsInfo,
+    RequestContext, ResponseContext, iso_timestamp,
+};
+use kafka_esm::record::{KafkaRecord, TopicPartition};
 use kafka_esm::sink::{MessageSink, OutboundMessage};
 
 /// What the function answered last, for `responseContext` (none when it was never invoked).
@@ -57,130 +61,150 @@ impl GiveUp<'_> {
         }
     }
 
-    /// The record around `batch_info`: request and response context, version, timestamp.
-    fn envelope(&self, condition: &str, mut batch_info: Value, now_ms: i64) -> Value {
-        if let Some(arn) = self.event_source_arn {
-            batch_info["eventSourceArn"] = arn.into();
+    /// The on-failure record of this batch, as AWS writes it to an SQS queue or an SNS topic:
+    /// offsets as strings, one `recordsInfo` entry per partition, ISO-8601 timestamps.
+    pub fn record(&self, now_ms: i64) -> OnFailureRecord {
+        let mut ranges: BTreeMap<String, (i64, i64, Option<i64>, Option<i64>)> = BTreeMap::new();
+        for record in self.records {
+            let key = TopicPartition::key(&record.topic, record.partition).to_string();
+            let range = ranges.entry(key).or_insert((
+                record.offset,
+                record.offset,
+                record.timestamp,
+                record.timestamp,
+            ));
+            if record.offset < range.0 {
+                (range.0, range.2) = (record.offset, record.timestamp);
+            }
+            if record.offset > range.1 {
+                (range.1, range.3) = (record.offset, record.timestamp);
+            }
         }
-        json!({
-            "requestContext": {
-                "requestId": self.request_id,
-                "functionArn": self.function_arn,
-                "condition": condition,
-                "approximateInvokeCount": self.invoke_count,
+        let records_info = ranges
+            .into_iter()
+            .map(|(key, (first, last, first_ts, last_ts))| {
+                let info = RecordsInfo {
+                    first_record_offset: first,
+                    first_record_timestamp: first_ts.map(iso_timestamp),
+                    last_record_offset: last,
+                    last_record_timestamp: last_ts.map(iso_timestamp),
+                };
+                (key, info)
+            })
+            .collect();
+        let batch_info = KafkaBatchInfo {
+            batch_size: Some(self.records.len() as u64),
+            payload_size: Some(self.payload_size as u64),
+            records_info: Some(records_info),
+            ..KafkaBatchInfo::default()
+        };
+        self.envelope(
+            FailureCondition::parse(self.condition),
+            batch_info,
+            None,
+            now_ms,
+        )
+    }
+
+    /// What an S3 destination receives: [`Self::record`] plus `payload`, the invoked event as an
+    /// escaped JSON string.
+    pub fn s3_record(&self, now_ms: i64) -> OnFailureRecord {
+        let mut record = self.record(now_ms);
+        record.payload = Some(Payload::EventString(encode_event(
+            &self.source(),
+            self.bootstrap_servers,
+            self.records,
+        )));
+        record
+    }
+
+    /// What a Kafka-topic destination receives (AWS guide "Using a Kafka topic as an on-failure
+    /// destination"): one message per record, keyed with the record's key. `recordInfo` holds only
+    /// its offset and timestamp; `payload` is an event object holding the record itself. The
+    /// condition is spelled `RetriesExhausted` there.
+    pub fn kafka_messages(&self, now_ms: i64) -> Vec<(Option<Vec<u8>>, OnFailureRecord)> {
+        let source = self.source();
+        let condition = FailureCondition::parse(self.condition).for_kafka_destination();
+        self.records
+            .iter()
+            .map(|record| {
+                let event = encode_event(
+                    &source,
+                    self.bootstrap_servers,
+                    std::slice::from_ref(record),
+                );
+                let batch_info = KafkaBatchInfo {
+                    batch_size: Some(1),
+                    payload_size: Some(event.len() as u64),
+                    record_info: Some(RecordInfo {
+                        offset: record.offset,
+                        timestamp: record.timestamp.map(iso_timestamp),
+                    }),
+                    ..KafkaBatchInfo::default()
+                };
+                let payload = Payload::EventObject(
+                    serde_json::from_str(&event).expect("an encoded event is a JSON object"),
+                );
+                let message = self.envelope(condition.clone(), batch_info, Some(payload), now_ms);
+                (record.key.clone(), message)
+            })
+            .collect()
+    }
+
+    /// The record around `batch_info`: request and response context, version, timestamp.
+    fn envelope(
+        &self,
+        condition: FailureCondition,
+        mut batch_info: KafkaBatchInfo,
+        payload: Option<Payload>,
+        now_ms: i64,
+    ) -> OnFailureRecord {
+        batch_info.bootstrap_servers = Some(self.bootstrap_servers.to_owned());
+        batch_info.event_source_arn = self.event_source_arn.map(str::to_owned);
+        OnFailureRecord {
+            batch_info,
+            payload,
+            request_context: RequestContext {
+                approximate_invoke_count: Some(u64::from(self.invoke_count)),
+                condition,
+                function_arn: self.function_arn.to_owned(),
+                request_id: self.request_id.to_owned(),
             },
-            "responseContext": self.response.as_ref().map(|r| json!({
-                "statusCode": r.status_code,
-                "executedVersion": "$LATEST",
-                "functionError": r.function_error,
-            })),
-            "version": "1.0",
-            "timestamp": iso(now_ms),
-            "KafkaBatchInfo": batch_info,
-        })
+            response_context: self.response.as_ref().map(|r| ResponseContext {
+                executed_version: Some("$LATEST".into()),
+                function_error: r.function_error.clone(),
+                status_code: Some(u64::from(r.status_code)),
+            }),
+            timestamp: Some(iso_timestamp(now_ms)),
+            version: Some(OnFailureRecord::VERSION.into()),
+        }
     }
 }
 
-/// What an S3 destination receives: the metadata record plus `payload`, the invoked event as an
-/// escaped JSON string.
+/// [`GiveUp::s3_record`] as JSON.
 pub fn s3_destination_record(give_up: &GiveUp<'_>, now_ms: i64) -> Value {
-    let mut record = on_failure_record(give_up, now_ms);
-    record["payload"] = encode_event(
-        &give_up.source(),
-        give_up.bootstrap_servers,
-        give_up.records,
-    )
-    .into();
-    record
+    json(&give_up.s3_record(now_ms))
 }
 
-/// What a Kafka-topic destination receives (AWS guide "Using a Kafka topic as an on-failure
-/// destination"): one message per record, keyed with the record's key. `recordInfo` holds only its
-/// offset and timestamp; `payload` is an event object holding the record itself. The condition is
-/// spelled `RetriesExhausted` there.
+/// [`GiveUp::kafka_messages`] as JSON.
 pub fn kafka_destination_messages(
     give_up: &GiveUp<'_>,
     now_ms: i64,
 ) -> Vec<(Option<Vec<u8>>, Value)> {
-    let source = give_up.source();
-    let condition = match give_up.condition {
-        "RetryAttemptsExhausted" => "RetriesExhausted",
-        other => other,
-    };
     give_up
-        .records
-        .iter()
-        .map(|record| {
-            let event = encode_event(
-                &source,
-                give_up.bootstrap_servers,
-                std::slice::from_ref(record),
-            );
-            let mut info = json!({ "offset": record.offset.to_string() });
-            if let Some(ts) = record.timestamp {
-                info["timestamp"] = iso(ts).into();
-            }
-            let batch_info = json!({
-                "batchSize": 1,
-                "bootstrapServers": give_up.bootstrap_servers,
-                "payloadSize": event.len(),
-                "recordInfo": info,
-            });
-            let mut message = give_up.envelope(condition, batch_info, now_ms);
-            message["payload"] = serde_json::from_str(&event).expect("an encoded event is JSON");
-            (record.key.clone(), message)
-        })
+        .kafka_messages(now_ms)
+        .into_iter()
+        .map(|(key, message)| (key, json(&message)))
         .collect()
 }
 
-/// The on-failure record of `give_up`, as AWS writes it: offsets as strings, one `recordsInfo`
-/// entry per partition, ISO-8601 timestamps.
+/// [`GiveUp::record`] as JSON: what an SQS queue, an SNS topic or a file receives.
 pub fn on_failure_record(give_up: &GiveUp<'_>, now_ms: i64) -> Value {
-    let mut ranges: BTreeMap<String, (i64, i64, Option<i64>, Option<i64>)> = BTreeMap::new();
-    for record in give_up.records {
-        let key = format!("{}-{}", record.topic, record.partition);
-        let range = ranges.entry(key).or_insert((
-            record.offset,
-            record.offset,
-            record.timestamp,
-            record.timestamp,
-        ));
-        if record.offset < range.0 {
-            (range.0, range.2) = (record.offset, record.timestamp);
-        }
-        if record.offset > range.1 {
-            (range.1, range.3) = (record.offset, record.timestamp);
-        }
-    }
-    let records_info: serde_json::Map<String, Value> = ranges
-        .into_iter()
-        .map(|(key, (first, last, first_ts, last_ts))| {
-            let mut info = json!({
-                "firstRecordOffset": first.to_string(),
-                "lastRecordOffset": last.to_string(),
-            });
-            if let Some(ts) = first_ts {
-                info["firstRecordTimestamp"] = iso(ts).into();
-            }
-            if let Some(ts) = last_ts {
-                info["lastRecordTimestamp"] = iso(ts).into();
-            }
-            (key, info)
-        })
-        .collect();
-    let batch_info = json!({
-        "batchSize": give_up.records.len(),
-        "bootstrapServers": give_up.bootstrap_servers,
-        "payloadSize": give_up.payload_size,
-        "recordsInfo": records_info,
-    });
-    give_up.envelope(give_up.condition, batch_info, now_ms)
+    json(&give_up.record(now_ms))
 }
 
-fn iso(epoch_ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(epoch_ms)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_else(|| epoch_ms.to_string())
+fn json(record: &OnFailureRecord) -> Value {
+    serde_json::to_value(record).expect("an on-failure record is JSON")
 }
 
 /// The on-failure record could not be written: the records stay uncommitted and are polled again.
@@ -288,7 +312,7 @@ impl OnFailureDestination {
                 let body = s3_destination_record(give_up, now_ms).to_string();
                 let key = format!(
                     "{prefix}aws/lambda/local-esm/{}-{}.json",
-                    iso(now_ms),
+                    iso_timestamp(now_ms),
                     give_up.request_id
                 );
                 client
@@ -513,5 +537,103 @@ mod tests {
         );
         let parsed = OnFailureRecord::parse(&record.to_string()).unwrap();
         assert_eq!(parsed.carried.unwrap().records.len(), 2);
+    }
+
+    /// What `esm poll` writes, byte for byte: the output of the writer as it was before the record
+    /// had its types in `kafka_esm::on_failure` (then `json!` values), kept as the golden sample. The
+    /// typed record and its JSON value write the same bytes.
+    #[test]
+    fn the_written_records_are_what_they_always_were() {
+        let mut records = Vec::new();
+        for (partition, offset) in [(10, 5), (2, 9), (0, 1), (10, 3), (2, 11)] {
+            let topic = if offset == 1 { "a" } else { "orders.v1-eu" };
+            let mut r = KafkaRecord::new(topic, partition, offset);
+            if offset != 11 {
+                r.timestamp = Some(1_700_000_000_000 + offset);
+            }
+            r.key = Some(format!("k{offset}").into_bytes());
+            r.value = Some(b"{\"v\":1}".to_vec());
+            r.headers = vec![kafka_esm::record::Header::new("h", vec![200u8, 1])];
+            records.push(r);
+        }
+        let msk = GiveUp {
+            records: &records,
+            condition: "RetryAttemptsExhausted",
+            invoke_count: 3,
+            request_id: "req-1",
+            function_arn: "arn:aws:lambda:us-east-1:1:function:f",
+            response: Some(LastResponse {
+                status_code: 200,
+                function_error: Some("Unhandled".into()),
+            }),
+            bootstrap_servers: "b-1:9092,b-2:9092",
+            event_source_arn: Some("arn:aws:kafka:us-east-1:1:cluster/c/u"),
+            payload_size: 4321,
+        };
+        let too_large = GiveUp {
+            condition: "MaximumPayloadSizeExceeded",
+            response: None,
+            event_source_arn: None,
+            ..msk.clone()
+        };
+        let handled = GiveUp {
+            condition: "RecordAgeExceeded",
+            response: Some(LastResponse {
+                status_code: 502,
+                function_error: None,
+            }),
+            ..msk.clone()
+        };
+        let now = 1_700_000_000_777;
+        let golden = [
+            (
+                on_failure_record(&msk, now),
+                r#"{"KafkaBatchInfo":{"batchSize":5,"bootstrapServers":"b-1:9092,b-2:9092","eventSourceArn":"arn:aws:kafka:us-east-1:1:cluster/c/u","payloadSize":4321,"recordsInfo":{"a-0":{"firstRecordOffset":"1","firstRecordTimestamp":"2023-11-14T22:13:20.001Z","lastRecordOffset":"1","lastRecordTimestamp":"2023-11-14T22:13:20.001Z"},"orders.v1-eu-10":{"firstRecordOffset":"3","firstRecordTimestamp":"2023-11-14T22:13:20.003Z","lastRecordOffset":"5","lastRecordTimestamp":"2023-11-14T22:13:20.005Z"},"orders.v1-eu-2":{"firstRecordOffset":"9","firstRecordTimestamp":"2023-11-14T22:13:20.009Z","lastRecordOffset":"11"}}},"requestContext":{"approximateInvokeCount":3,"condition":"RetryAttemptsExhausted","functionArn":"arn:aws:lambda:us-east-1:1:function:f","requestId":"req-1"},"responseContext":{"executedVersion":"$LATEST","functionError":"Unhandled","statusCode":200},"timestamp":"2023-11-14T22:13:20.777Z","version":"1.0"}"#,
+            ),
+            (
+                on_failure_record(&too_large, now),
+                r#"{"KafkaBatchInfo":{"batchSize":5,"bootstrapServers":"b-1:9092,b-2:9092","payloadSize":4321,"recordsInfo":{"a-0":{"firstRecordOffset":"1","firstRecordTimestamp":"2023-11-14T22:13:20.001Z","lastRecordOffset":"1","lastRecordTimestamp":"2023-11-14T22:13:20.001Z"},"orders.v1-eu-10":{"firstRecordOffset":"3","firstRecordTimestamp":"2023-11-14T22:13:20.003Z","lastRecordOffset":"5","lastRecordTimestamp":"2023-11-14T22:13:20.005Z"},"orders.v1-eu-2":{"firstRecordOffset":"9","firstRecordTimestamp":"2023-11-14T22:13:20.009Z","lastRecordOffset":"11"}}},"requestContext":{"approximateInvokeCount":3,"condition":"MaximumPayloadSizeExceeded","functionArn":"arn:aws:lambda:us-east-1:1:function:f","requestId":"req-1"},"responseContext":null,"timestamp":"2023-11-14T22:13:20.777Z","version":"1.0"}"#,
+            ),
+            (
+                s3_destination_record(&too_large, now),
+                r#"{"KafkaBatchInfo":{"batchSize":5,"bootstrapServers":"b-1:9092,b-2:9092","payloadSize":4321,"recordsInfo":{"a-0":{"firstRecordOffset":"1","firstRecordTimestamp":"2023-11-14T22:13:20.001Z","lastRecordOffset":"1","lastRecordTimestamp":"2023-11-14T22:13:20.001Z"},"orders.v1-eu-10":{"firstRecordOffset":"3","firstRecordTimestamp":"2023-11-14T22:13:20.003Z","lastRecordOffset":"5","lastRecordTimestamp":"2023-11-14T22:13:20.005Z"},"orders.v1-eu-2":{"firstRecordOffset":"9","firstRecordTimestamp":"2023-11-14T22:13:20.009Z","lastRecordOffset":"11"}}},"payload":"{\"eventSource\":\"SelfManagedKafka\",\"bootstrapServers\":\"b-1:9092,b-2:9092\",\"records\":{\"a-0\":[{\"topic\":\"a\",\"partition\":0,\"offset\":1,\"timestamp\":1700000000001,\"timestampType\":\"CREATE_TIME\",\"key\":\"azE=\",\"value\":\"eyJ2IjoxfQ==\",\"headers\":[{\"h\":[-56,1]}]}],\"orders.v1-eu-10\":[{\"topic\":\"orders.v1-eu\",\"partition\":10,\"offset\":5,\"timestamp\":1700000000005,\"timestampType\":\"CREATE_TIME\",\"key\":\"azU=\",\"value\":\"eyJ2IjoxfQ==\",\"headers\":[{\"h\":[-56,1]}]},{\"topic\":\"orders.v1-eu\",\"partition\":10,\"offset\":3,\"timestamp\":1700000000003,\"timestampType\":\"CREATE_TIME\",\"key\":\"azM=\",\"value\":\"eyJ2IjoxfQ==\",\"headers\":[{\"h\":[-56,1]}]}],\"orders.v1-eu-2\":[{\"topic\":\"orders.v1-eu\",\"partition\":2,\"offset\":9,\"timestamp\":1700000000009,\"timestampType\":\"CREATE_TIME\",\"key\":\"azk=\",\"value\":\"eyJ2IjoxfQ==\",\"headers\":[{\"h\":[-56,1]}]},{\"topic\":\"orders.v1-eu\",\"partition\":2,\"offset\":11,\"timestamp\":0,\"timestampType\":\"CREATE_TIME\",\"key\":\"azEx\",\"value\":\"eyJ2IjoxfQ==\",\"headers\":[{\"h\":[-56,1]}]}]}}","requestContext":{"approximateInvokeCount":3,"condition":"MaximumPayloadSizeExceeded","functionArn":"arn:aws:lambda:us-east-1:1:function:f","requestId":"req-1"},"responseContext":null,"timestamp":"2023-11-14T22:13:20.777Z","version":"1.0"}"#,
+            ),
+            (
+                on_failure_record(&handled, now),
+                r#"{"KafkaBatchInfo":{"batchSize":5,"bootstrapServers":"b-1:9092,b-2:9092","eventSourceArn":"arn:aws:kafka:us-east-1:1:cluster/c/u","payloadSize":4321,"recordsInfo":{"a-0":{"firstRecordOffset":"1","firstRecordTimestamp":"2023-11-14T22:13:20.001Z","lastRecordOffset":"1","lastRecordTimestamp":"2023-11-14T22:13:20.001Z"},"orders.v1-eu-10":{"firstRecordOffset":"3","firstRecordTimestamp":"2023-11-14T22:13:20.003Z","lastRecordOffset":"5","lastRecordTimestamp":"2023-11-14T22:13:20.005Z"},"orders.v1-eu-2":{"firstRecordOffset":"9","firstRecordTimestamp":"2023-11-14T22:13:20.009Z","lastRecordOffset":"11"}}},"requestContext":{"approximateInvokeCount":3,"condition":"RecordAgeExceeded","functionArn":"arn:aws:lambda:us-east-1:1:function:f","requestId":"req-1"},"responseContext":{"executedVersion":"$LATEST","functionError":null,"statusCode":502},"timestamp":"2023-11-14T22:13:20.777Z","version":"1.0"}"#,
+            ),
+            (
+                on_failure_record(
+                    &GiveUp {
+                        records: &[],
+                        ..msk.clone()
+                    },
+                    i64::MAX,
+                ),
+                r#"{"KafkaBatchInfo":{"batchSize":0,"bootstrapServers":"b-1:9092,b-2:9092","eventSourceArn":"arn:aws:kafka:us-east-1:1:cluster/c/u","payloadSize":4321,"recordsInfo":{}},"requestContext":{"approximateInvokeCount":3,"condition":"RetryAttemptsExhausted","functionArn":"arn:aws:lambda:us-east-1:1:function:f","requestId":"req-1"},"responseContext":{"executedVersion":"$LATEST","functionError":"Unhandled","statusCode":200},"timestamp":"9223372036854775807","version":"1.0"}"#,
+            ),
+        ];
+        for (written, expected) in golden {
+            assert_eq!(written.to_string(), expected);
+        }
+        let (key, message) = kafka_destination_messages(&msk, now).swap_remove(0);
+        assert_eq!(key.as_deref(), Some(&b"k5"[..]));
+        assert_eq!(
+            message.to_string(),
+            r#"{"KafkaBatchInfo":{"batchSize":1,"bootstrapServers":"b-1:9092,b-2:9092","eventSourceArn":"arn:aws:kafka:us-east-1:1:cluster/c/u","payloadSize":324,"recordInfo":{"offset":"5","timestamp":"2023-11-14T22:13:20.005Z"}},"payload":{"bootstrapServers":"b-1:9092,b-2:9092","eventSource":"aws:kafka","eventSourceArn":"arn:aws:kafka:us-east-1:1:cluster/c/u","records":{"orders.v1-eu-10":[{"headers":[{"h":[-56,1]}],"key":"azU=","offset":5,"partition":10,"timestamp":1700000000005,"timestampType":"CREATE_TIME","topic":"orders.v1-eu","value":"eyJ2IjoxfQ=="}]}},"requestContext":{"approximateInvokeCount":3,"condition":"RetriesExhausted","functionArn":"arn:aws:lambda:us-east-1:1:function:f","requestId":"req-1"},"responseContext":{"executedVersion":"$LATEST","functionError":"Unhandled","statusCode":200},"timestamp":"2023-11-14T22:13:20.777Z","version":"1.0"}"#
+        );
+        for give_up in [&msk, &too_large, &handled] {
+            let typed = serde_json::to_string(&give_up.record(now)).unwrap();
+            assert_eq!(typed, on_failure_record(give_up, now).to_string());
+            let typed = serde_json::to_string(&give_up.s3_record(now)).unwrap();
+            assert_eq!(typed, s3_destination_record(give_up, now).to_string());
+            for ((_, typed), (_, value)) in give_up
+                .kafka_messages(now)
+                .iter()
+                .zip(kafka_destination_messages(give_up, now))
+            {
+                assert_eq!(serde_json::to_string(typed).unwrap(), value.to_string());
+            }
+        }
     }
 }

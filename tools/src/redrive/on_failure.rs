@@ -1,91 +1,21 @@
-//! The record the event source mapping writes to its on-failure destination when it gives up on a
-//! batch (`../shared/esm-facts.md` §2, from the AWS Lambda developer guide pages "Kafka on-failure
-//! destinations" and "Using a Kafka topic as an on-failure destination").
+//! The on-failure record read for a redrive: which offsets of which partitions the event source
+//! mapping gave up on, and the records themselves when the record carries them.
 //!
-//! Variants accepted:
-//! - **SQS / SNS destination**: metadata only. `KafkaBatchInfo.recordsInfo` keyed
-//!   `"<topic>-<partition>"`, offsets as **strings**, condition `RetryAttemptsExhausted`,
-//!   `MaximumPayloadSizeExceeded` (with `responseContext` null) or `RecordAgeExceeded`. The records
-//!   must be read back from Kafka.
-//! - **S3 destination**: the same metadata plus `payload`, the whole invoked event as an escaped JSON
-//!   **string**. The records are taken from it.
-//! - **Kafka-topic destination**: one message per failed record. `KafkaBatchInfo.recordInfo` is
-//!   `{offset, timestamp}` with **no topic or partition**; `payload` is an **object**, the ESM event
-//!   holding that record. Topic and partition come from the payload.
-//! - an SNS notification delivered to SQS without raw message delivery: the record is the
-//!   envelope's `Message` string.
-//!
-//! Schema-registry failures (`SCHEMA_NOT_FOUND`, `DESERIALIZATION_ERROR`) arrive with their own
-//! conditions: an unknown condition is kept verbatim. Offsets are read from strings or numbers;
-//! unknown fields are ignored.
-
-use std::fmt;
+//! The format has one home, [`kafka_esm::on_failure`] (the writer, [`crate::poll::on_failure`],
+//! uses the same types): it reads every shape the ESM writes (SQS/SNS metadata, S3 with the event
+//! as a string, a Kafka topic's one message per record with the event as an object, an SNS
+//! notification around any of them), leniently, and says what is wrong with what it rejects. This
+//! module turns what it read into [`OffsetRange`]s and [`CarriedRecords`]: from `recordsInfo` when
+//! the record is metadata only (the records must be read back from Kafka), else from the records of
+//! its payload, which are the authority on where they came from.
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use kafka_esm::event::{Batch, decode_event};
-use kafka_esm::record::DecodedRecord;
-
-/// Why the ESM gave up on the batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(into = "String")]
-pub enum FailureCondition {
-    /// `MaximumRetryAttempts` were used up (SQS/SNS destinations).
-    RetryAttemptsExhausted,
-    /// The batch was too large to invoke the function with.
-    MaximumPayloadSizeExceeded,
-    /// Retries were used up (the Kafka-topic destination's spelling).
-    RetriesExhausted,
-    /// A condition this tool does not know, kept verbatim.
-    Other(String),
-}
-
-impl FailureCondition {
-    /// Reads the ESM's spelling.
-    pub fn parse(text: &str) -> Self {
-        match text {
-            "RetryAttemptsExhausted" => Self::RetryAttemptsExhausted,
-            "MaximumPayloadSizeExceeded" => Self::MaximumPayloadSizeExceeded,
-            "RetriesExhausted" => Self::RetriesExhausted,
-            other => Self::Other(other.to_owned()),
-        }
-    }
-
-    /// The ESM's spelling.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::RetryAttemptsExhausted => "RetryAttemptsExhausted",
-            Self::MaximumPayloadSizeExceeded => "MaximumPayloadSizeExceeded",
-            Self::RetriesExhausted => "RetriesExhausted",
-            Self::Other(other) => other,
-        }
-    }
-}
-
-impl fmt::Display for FailureCondition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<FailureCondition> for String {
-    fn from(condition: FailureCondition) -> Self {
-        condition.as_str().to_owned()
-    }
-}
-
-/// The function's answer to the last attempt (absent when it was never invoked, e.g.
-/// `MaximumPayloadSizeExceeded`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ResponseContext {
-    /// HTTP status of the invocation.
-    pub status_code: Option<u64>,
-    /// The version that ran.
-    pub executed_version: Option<String>,
-    /// `Handled` / `Unhandled`, when the function failed.
-    pub function_error: Option<String>,
-}
+use kafka_esm::event::Batch;
+use kafka_esm::on_failure::{self as format, Payload};
+pub use kafka_esm::on_failure::{FailureCondition, MalformedRecord, PayloadForm, ResponseContext};
+use kafka_esm::record::{DecodedRecord, TopicPartition};
 
 /// Offsets `first..=last` of one partition that the ESM could not process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -115,18 +45,8 @@ impl OffsetRange {
 
     /// `"<topic>-<partition>"`.
     pub fn key(&self) -> String {
-        format!("{}-{}", self.topic, self.partition)
+        TopicPartition::key(&self.topic, self.partition).to_string()
     }
-}
-
-/// How an on-failure record carries its records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PayloadForm {
-    /// `payload` is the invoked event as an escaped JSON string (S3 destination).
-    EventString,
-    /// `payload` is an event object holding the one failed record (Kafka-topic destination).
-    EventObject,
 }
 
 /// The records an S3 or Kafka-topic on-failure record carries in its `payload`.
@@ -143,9 +63,13 @@ pub struct CarriedRecords {
 }
 
 impl CarriedRecords {
-    fn from_batch(form: PayloadForm, batch: Batch) -> Self {
-        Self {
-            form,
+    /// The records of `payload`, decoded.
+    fn decode(payload: &Payload) -> Result<Self, MalformedRecord> {
+        let batch: Batch = payload
+            .decode()
+            .map_err(|e| MalformedRecord::BadPayload(e.to_string()))?;
+        Ok(Self {
+            form: payload.form(),
             event_source_arn: batch.event_source_arn,
             bootstrap_servers: batch.bootstrap_servers,
             records: batch
@@ -153,7 +77,7 @@ impl CarriedRecords {
                 .into_iter()
                 .flat_map(|p| p.records)
                 .collect(),
-        }
+        })
     }
 
     /// One range per partition of the carried records, from their lowest to their highest offset.
@@ -206,7 +130,7 @@ impl CarriedRecords {
     }
 }
 
-/// One on-failure record, typed.
+/// One on-failure record, read for a redrive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OnFailureRecord {
     /// `requestContext.requestId`: the invocation that failed last.
@@ -221,7 +145,7 @@ pub struct OnFailureRecord {
     pub response: Option<ResponseContext>,
     /// `timestamp`: when the ESM gave up.
     pub timestamp: Option<String>,
-    /// `KafkaBatchInfo.bootstrapServers`.
+    /// `KafkaBatchInfo.bootstrapServers` (absent when blank).
     pub bootstrap_servers: Option<String>,
     /// `KafkaBatchInfo.eventSourceArn` (MSK; absent for self-managed clusters).
     pub event_source_arn: Option<String>,
@@ -239,135 +163,64 @@ pub struct OnFailureRecord {
 impl OnFailureRecord {
     /// Parses an on-failure record (or an SNS notification carrying one).
     pub fn parse(text: &str) -> Result<Self, MalformedRecord> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| MalformedRecord::NotJson(e.to_string()))?;
-        Self::from_value(&value)
+        Self::from_record(format::OnFailureRecord::parse(text)?)
     }
 
     /// As [`Self::parse`], from parsed JSON.
     pub fn from_value(value: &Value) -> Result<Self, MalformedRecord> {
-        let root = value
-            .as_object()
-            .ok_or_else(|| MalformedRecord::WrongType {
-                field: "(the message)".into(),
-                expected: "a JSON object",
-                found: kind(value),
-            })?;
-        // An SNS notification delivered to SQS without raw message delivery.
-        if root.get("Type").and_then(Value::as_str) == Some("Notification")
-            && let Some(message) = root.get("Message").and_then(Value::as_str)
-            && !root.contains_key("KafkaBatchInfo")
-        {
-            let inner: Value = serde_json::from_str(message).map_err(|e| {
-                MalformedRecord::NotJson(format!("the SNS notification's Message: {e}"))
-            })?;
-            return Self::from_value(&inner);
-        }
-        let batch = match root.get("KafkaBatchInfo") {
-            Some(Value::Object(batch)) => batch,
-            Some(other) => {
-                return Err(MalformedRecord::WrongType {
-                    field: "KafkaBatchInfo".into(),
-                    expected: "an object",
-                    found: kind(other),
-                });
-            }
-            None => return Err(MalformedRecord::NotKafka),
-        };
-        let context = object(root, "requestContext", "requestContext")?;
-        let request_id = string(context, "requestId", "requestContext.requestId")?;
-        let function_arn = string(context, "functionArn", "requestContext.functionArn")?;
-        let condition =
-            FailureCondition::parse(&string(context, "condition", "requestContext.condition")?);
-        let approximate_invoke_count = optional_count(
-            context,
-            "approximateInvokeCount",
-            "requestContext.approximateInvokeCount",
-        )?;
-        let response = match root.get("responseContext") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(r)) => Some(ResponseContext {
-                status_code: optional_count(r, "statusCode", "responseContext.statusCode")?,
-                executed_version: optional_string(
-                    r,
-                    "executedVersion",
-                    "responseContext.executedVersion",
-                )?,
-                function_error: optional_string(
-                    r,
-                    "functionError",
-                    "responseContext.functionError",
-                )?,
-            }),
-            Some(other) => {
-                return Err(MalformedRecord::WrongType {
-                    field: "responseContext".into(),
-                    expected: "an object or null",
-                    found: kind(other),
-                });
-            }
-        };
-        let carried = carried_records(root.get("payload"))?;
-        let mut ranges = Vec::new();
-        match (&carried, batch.get("recordsInfo"), batch.get("recordInfo")) {
+        Self::from_record(format::OnFailureRecord::from_value(value)?)
+    }
+
+    /// What a redrive needs of a record read with [`kafka_esm::on_failure`]: its ranges, from the
+    /// records of its payload when it carries them, else from `recordsInfo`.
+    pub fn from_record(record: format::OnFailureRecord) -> Result<Self, MalformedRecord> {
+        let carried = record
+            .payload
+            .as_ref()
+            .map(CarriedRecords::decode)
+            .transpose()?;
+        let batch = record.batch_info;
+        let mut ranges = match (&carried, batch.records_info) {
             // The records travel with the metadata (S3, Kafka topic): they are the authority. The
             // guide's own examples put Kinesis-style sequence numbers in the metadata's offsets
             // (and a Kafka-topic record's `recordInfo` names no topic or partition at all).
-            (Some(carried), _, _) => ranges = carried.ranges(),
-            (None, Some(info), _) => {
-                let info = info.as_object().ok_or_else(|| MalformedRecord::WrongType {
-                    field: "KafkaBatchInfo.recordsInfo".into(),
-                    expected: "an object",
-                    found: kind(info),
-                })?;
-                for (key, entry) in info {
-                    let field = format!("KafkaBatchInfo.recordsInfo[{key:?}]");
-                    let entry = entry
-                        .as_object()
-                        .ok_or_else(|| MalformedRecord::WrongType {
-                            field: field.clone(),
-                            expected: "an object",
-                            found: kind(entry),
-                        })?;
-                    let (topic, partition) = split_topic_partition(key)?;
-                    ranges.push(range(entry, &field, topic, partition)?);
-                }
-            }
-            (None, None, Some(_)) => {
-                return Err(MalformedRecord::Missing {
-                    field: "payload (a Kafka-topic destination's record names no topic or partition in `recordInfo`: the record is in its payload)".into(),
-                });
-            }
-            (None, None, None) => {
+            (Some(carried), _) => carried.ranges(),
+            (None, Some(info)) => info
+                .into_iter()
+                .map(|(key, entry)| {
+                    let TopicPartition { topic, partition } = key.parse()?;
+                    Ok(OffsetRange {
+                        topic,
+                        partition,
+                        first_offset: entry.first_record_offset,
+                        last_offset: entry.last_record_offset,
+                        first_timestamp: entry.first_record_timestamp,
+                        last_timestamp: entry.last_record_timestamp,
+                    })
+                })
+                .collect::<Result<_, MalformedRecord>>()?,
+            (None, None) => {
                 return Err(MalformedRecord::Missing {
                     field: "KafkaBatchInfo.recordsInfo".into(),
                 });
             }
-        }
+        };
         if ranges.is_empty() {
             return Err(MalformedRecord::NoRanges);
         }
         ranges.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let context = record.request_context;
         Ok(Self {
-            request_id,
-            function_arn,
-            condition,
-            approximate_invoke_count,
-            response,
-            timestamp: optional_string(root, "timestamp", "timestamp")?,
-            bootstrap_servers: optional_string(
-                batch,
-                "bootstrapServers",
-                "KafkaBatchInfo.bootstrapServers",
-            )?
-            .filter(|s| !s.trim().is_empty()),
-            event_source_arn: optional_string(
-                batch,
-                "eventSourceArn",
-                "KafkaBatchInfo.eventSourceArn",
-            )?,
-            batch_size: optional_count(batch, "batchSize", "KafkaBatchInfo.batchSize")?,
-            payload_size: optional_count(batch, "payloadSize", "KafkaBatchInfo.payloadSize")?,
+            request_id: context.request_id,
+            function_arn: context.function_arn,
+            condition: context.condition,
+            approximate_invoke_count: context.approximate_invoke_count,
+            response: record.response_context,
+            timestamp: record.timestamp,
+            bootstrap_servers: batch.bootstrap_servers.filter(|s| !s.trim().is_empty()),
+            event_source_arn: batch.event_source_arn,
+            batch_size: batch.batch_size,
+            payload_size: batch.payload_size,
             ranges,
             carried,
         })
@@ -388,226 +241,6 @@ impl OnFailureRecord {
             .iter()
             .map(OffsetRange::offset_count)
             .fold(0, u64::saturating_add)
-    }
-}
-
-/// What is wrong with an on-failure message. The message is left on the queue.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MalformedRecord {
-    /// Not JSON at all.
-    #[error("the message is not JSON: {0}")]
-    NotJson(String),
-    /// JSON, but not what a Kafka ESM writes.
-    #[error(
-        "the message has no `KafkaBatchInfo`: it is not the on-failure record of a Kafka event source mapping"
-    )]
-    NotKafka,
-    /// A required field is absent.
-    #[error("`{field}` is missing")]
-    Missing {
-        /// Its path.
-        field: String,
-    },
-    /// A field has the wrong JSON type.
-    #[error("`{field}` must be {expected}, found {found}")]
-    WrongType {
-        /// Its path.
-        field: String,
-        /// What it must be.
-        expected: &'static str,
-        /// What it is.
-        found: String,
-    },
-    /// A `recordsInfo` key is not `"<topic>-<partition>"`.
-    #[error("{key:?} is not a \"<topic>-<partition>\" key: {reason}")]
-    BadTopicPartition {
-        /// The key.
-        key: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// An offset is not a whole number >= 0.
-    #[error("`{field}` = {value} is not an offset (a whole number from 0)")]
-    BadOffset {
-        /// Its path.
-        field: String,
-        /// The value as written.
-        value: String,
-    },
-    /// The first offset is after the last.
-    #[error("`{field}`: firstRecordOffset {first} is after lastRecordOffset {last}")]
-    InvertedRange {
-        /// The entry's path.
-        field: String,
-        /// First offset.
-        first: i64,
-        /// Last offset.
-        last: i64,
-    },
-    /// The record names no partition at all.
-    #[error("`KafkaBatchInfo` names no records: its records info is empty")]
-    NoRanges,
-    /// `payload` is not an ESM event.
-    #[error("`payload` is not the invoked ESM event: {0}")]
-    BadPayload(String),
-}
-
-/// The records of `payload`: an escaped JSON string (S3) or an event object (Kafka topic).
-fn carried_records(payload: Option<&Value>) -> Result<Option<CarriedRecords>, MalformedRecord> {
-    let (form, batch) = match payload {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::String(event)) => (PayloadForm::EventString, decode_event(event)),
-        Some(event @ Value::Object(_)) => {
-            (PayloadForm::EventObject, decode_event(&event.to_string()))
-        }
-        Some(other) => {
-            return Err(MalformedRecord::WrongType {
-                field: "payload".into(),
-                expected: "the invoked event (a JSON string or object)",
-                found: kind(other),
-            });
-        }
-    };
-    let batch = batch.map_err(|e| MalformedRecord::BadPayload(e.to_string()))?;
-    Ok(Some(CarriedRecords::from_batch(form, batch)))
-}
-
-/// Splits `"<topic>-<partition>"` at the **last** `-` (topic names may contain `-`).
-pub fn split_topic_partition(key: &str) -> Result<(String, i32), MalformedRecord> {
-    let bad = |reason| MalformedRecord::BadTopicPartition {
-        key: key.to_owned(),
-        reason,
-    };
-    let (topic, partition) = key.rsplit_once('-').ok_or_else(|| bad("it has no `-`"))?;
-    if topic.is_empty() {
-        return Err(bad("the topic is empty"));
-    }
-    if partition.is_empty() || !partition.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad("the part after the last `-` is not a partition number"));
-    }
-    let partition = partition
-        .parse::<i32>()
-        .map_err(|_| bad("the partition number is too large"))?;
-    Ok((topic.to_owned(), partition))
-}
-
-fn range(
-    entry: &Map<String, Value>,
-    field: &str,
-    topic: String,
-    partition: i32,
-) -> Result<OffsetRange, MalformedRecord> {
-    let first = offset(entry, "firstRecordOffset", field)?;
-    let last = offset(entry, "lastRecordOffset", field)?;
-    if first > last {
-        return Err(MalformedRecord::InvertedRange {
-            field: field.to_owned(),
-            first,
-            last,
-        });
-    }
-    Ok(OffsetRange {
-        topic,
-        partition,
-        first_offset: first,
-        last_offset: last,
-        first_timestamp: optional_string(
-            entry,
-            "firstRecordTimestamp",
-            &format!("{field}.firstRecordTimestamp"),
-        )?,
-        last_timestamp: optional_string(
-            entry,
-            "lastRecordTimestamp",
-            &format!("{field}.lastRecordTimestamp"),
-        )?,
-    })
-}
-
-fn offset(entry: &Map<String, Value>, name: &str, field: &str) -> Result<i64, MalformedRecord> {
-    let path = format!("{field}.{name}");
-    let value = entry.get(name).ok_or_else(|| MalformedRecord::Missing {
-        field: path.clone(),
-    })?;
-    let parsed = match value {
-        Value::String(s) => s.trim().parse::<i64>().ok(),
-        Value::Number(n) => n.as_i64(),
-        _ => None,
-    };
-    parsed
-        .filter(|o| *o >= 0)
-        .ok_or_else(|| MalformedRecord::BadOffset {
-            field: path,
-            value: value.to_string(),
-        })
-}
-
-fn object<'a>(
-    map: &'a Map<String, Value>,
-    name: &str,
-    field: &str,
-) -> Result<&'a Map<String, Value>, MalformedRecord> {
-    match map.get(name) {
-        Some(Value::Object(o)) => Ok(o),
-        None | Some(Value::Null) => Err(MalformedRecord::Missing {
-            field: field.into(),
-        }),
-        Some(other) => Err(MalformedRecord::WrongType {
-            field: field.into(),
-            expected: "an object",
-            found: kind(other),
-        }),
-    }
-}
-
-fn string(map: &Map<String, Value>, name: &str, field: &str) -> Result<String, MalformedRecord> {
-    optional_string(map, name, field)?.ok_or_else(|| MalformedRecord::Missing {
-        field: field.into(),
-    })
-}
-
-fn optional_string(
-    map: &Map<String, Value>,
-    name: &str,
-    field: &str,
-) -> Result<Option<String>, MalformedRecord> {
-    match map.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(MalformedRecord::WrongType {
-            field: field.into(),
-            expected: "a string",
-            found: kind(other),
-        }),
-    }
-}
-
-fn optional_count(
-    map: &Map<String, Value>,
-    name: &str,
-    field: &str,
-) -> Result<Option<u64>, MalformedRecord> {
-    match map.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
-        Some(Value::String(s)) if s.parse::<u64>().is_ok() => Ok(s.parse().ok()),
-        Some(other) => Err(MalformedRecord::WrongType {
-            field: field.into(),
-            expected: "a whole number",
-            found: kind(other),
-        }),
-    }
-}
-
-fn kind(value: &Value) -> String {
-    match value {
-        Value::Null => "null".into(),
-        Value::Bool(b) => format!("the boolean {b}"),
-        Value::Number(n) => format!("the number {n}"),
-        Value::String(s) if s.len() <= 40 => format!("the string {s:?}"),
-        Value::String(_) => "a string".into(),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
     }
 }
 
@@ -802,31 +435,6 @@ mod tests {
             OnFailureRecord::parse(&bad.to_string()),
             Err(MalformedRecord::NotJson(_))
         ));
-    }
-
-    #[test]
-    fn topic_partition_keys_split_at_the_last_dash() {
-        assert_eq!(
-            split_topic_partition("a-b-c-12").unwrap(),
-            ("a-b-c".into(), 12)
-        );
-        assert_eq!(split_topic_partition("t.x-0").unwrap(), ("t.x".into(), 0));
-        for bad in [
-            "nodash",
-            "-3",
-            "topic-",
-            "topic-x1",
-            "topic-+1",
-            "topic-99999999999",
-        ] {
-            assert!(
-                matches!(
-                    split_topic_partition(bad),
-                    Err(MalformedRecord::BadTopicPartition { .. })
-                ),
-                "{bad}"
-            );
-        }
     }
 
     #[test]
