@@ -25,6 +25,20 @@ pub fn telemetry_handler(
     )
 }
 
+/// The telemetry handler as the tools build handlers (`kafka_esm_tools::HandlerFactory`): a
+/// function of the consumer's configuration and the sink the tool publishes to (its alerts go
+/// there), with these alert settings.
+pub fn telemetry_factory(
+    alerts: AlertSettings,
+) -> impl Fn(&ConsumerConfig, Arc<dyn MessageSink>) -> Result<TelemetryHandler, String>
++ Send
++ Sync
++ 'static {
+    move |config: &ConsumerConfig, sink: Arc<dyn MessageSink>| {
+        Ok(telemetry_handler(config, &alerts, sink))
+    }
+}
+
 /// The telemetry consumer over a store and sinks for dead letters and alerts.
 pub fn telemetry_consumer(
     config: &TelemetryConfig,

@@ -13,9 +13,13 @@ use std::time::{Duration, Instant};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_sqs::config::{BehaviorVersion, Region};
+use kafka_esm::config::ConsumerConfig;
 use kafka_esm::idempotency::{DynamoDbStore, IdempotencyStore, MemoryStore};
 use kafka_esm::kafka::KafkaSettings;
 use kafka_esm::sink::MemorySink;
+use kafka_esm::sink::MessageSink;
+use kafka_esm_telemetry::TelemetryHandler;
+use kafka_esm_telemetry::app::telemetry_factory;
 use kafka_esm_telemetry::config::TelemetryConfig;
 use kafka_esm_tools::redrive::{
     MessageReport, Mode, OffsetRange, RangeReader, RedriveOptions, Redriver, RunSummary,
@@ -26,6 +30,15 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
 const TOPIC: &str = "telemetry.metrics-eu";
+
+/// The telemetry handler's factory, as `esm redrive` has it.
+type Telemetry = Box<
+    dyn Fn(&ConsumerConfig, Arc<dyn MessageSink>) -> Result<TelemetryHandler, String> + Send + Sync,
+>;
+
+fn telemetry(config: &TelemetryConfig) -> Telemetry {
+    Box::new(telemetry_factory(config.alerts.clone()))
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -136,7 +149,7 @@ async fn main() -> ExitCode {
         ..RedriveOptions::default()
     };
 
-    let run = |label: &'static str, redriver: Redriver| {
+    let run = |label: &'static str, redriver: Redriver<Telemetry>| {
         let sqs = sqs.clone();
         let queue_url = queue_url.clone();
         let message = message.clone();
@@ -162,9 +175,10 @@ async fn main() -> ExitCode {
     // 2. Re-running through the consumer, in-memory store and sinks.
     let sink = Arc::new(MemorySink::new());
     let memory = Redriver::new(
-        config.clone(),
+        config.consumer.clone(),
         options.clone(),
         Arc::new(MemoryStore::new()),
+        telemetry(&config),
     )
     .expect("a redriver")
     .with_sinks(sink.clone(), sink.clone());
@@ -179,25 +193,36 @@ async fn main() -> ExitCode {
     store.create_table().await.expect("a table");
     let store: Arc<dyn IdempotencyStore> = Arc::new(store);
     let sink = Arc::new(MemorySink::new());
-    let dynamodb = Redriver::new(config.clone(), options.clone(), store.clone())
-        .expect("a redriver")
-        .with_sinks(sink.clone(), sink.clone());
+    let dynamodb = Redriver::new(
+        config.consumer.clone(),
+        options.clone(),
+        store.clone(),
+        telemetry(&config),
+    )
+    .expect("a redriver")
+    .with_sinks(sink.clone(), sink.clone());
     let s = run("reprocess, DynamoDB store (moto)", dynamodb).await;
     println!("    processed {}, duplicates {}", s.processed, s.duplicates);
-    let again = Redriver::new(config.clone(), options.clone(), store)
-        .expect("a redriver")
-        .with_sinks(sink.clone(), sink.clone());
+    let again = Redriver::new(
+        config.consumer.clone(),
+        options.clone(),
+        store,
+        telemetry(&config),
+    )
+    .expect("a redriver")
+    .with_sinks(sink.clone(), sink.clone());
     let s = run("reprocess again: all duplicates (moto)", again).await;
     println!("    processed {}, duplicates {}", s.processed, s.duplicates);
 
     // 4. Copying to the dead-letter topic in the mock cluster.
     let to_dlq = Redriver::new(
-        config,
+        config.consumer.clone(),
         RedriveOptions {
             mode: Mode::ToDeadLetterTopic,
             ..options
         },
         Arc::new(MemoryStore::new()),
+        telemetry(&config),
     )
     .expect("a redriver");
     let s = run("to-dlq, Kafka (MockCluster)", to_dlq).await;

@@ -15,9 +15,12 @@ use aws_credential_types::Credentials;
 use aws_sdk_sqs::config::{BehaviorVersion, Region};
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::servers::moto;
+use kafka_esm::config::ConsumerConfig;
 use kafka_esm::dead_letter::headers;
 use kafka_esm::idempotency::{CompletedOutcome, DynamoDbStore, IdempotencyStore, MemoryStore};
-use kafka_esm::sink::MemorySink;
+use kafka_esm::sink::{MemorySink, MessageSink};
+use kafka_esm_telemetry::TelemetryHandler;
+use kafka_esm_telemetry::app::telemetry_factory;
 use kafka_esm_telemetry::config::TelemetryConfig;
 use kafka_esm_tools::redrive::{
     MessageReport, MessageStatus, Mode, RedriveOptions, Redriver, RunSummary,
@@ -199,6 +202,21 @@ fn on_failure(bootstrap: &str, request_id: &str, ranges: &[(i32, i64, i64)]) -> 
     .to_string()
 }
 
+/// The telemetry handler's factory, as `esm redrive` has it.
+type Telemetry = Box<
+    dyn Fn(&ConsumerConfig, Arc<dyn MessageSink>) -> Result<TelemetryHandler, String> + Send + Sync,
+>;
+
+/// A redriver of the telemetry handler.
+fn redriver(
+    config: TelemetryConfig,
+    options: RedriveOptions,
+    store: Arc<dyn IdempotencyStore>,
+) -> Redriver<Telemetry> {
+    let factory: Telemetry = Box::new(telemetry_factory(config.alerts));
+    Redriver::new(config.consumer, options, store, factory).unwrap()
+}
+
 fn config(extra: &[(&str, &str)]) -> TelemetryConfig {
     let mut vars: Vec<(String, String)> = [
         ("PUBLISH_TIMEOUT_MS", "2000"),
@@ -231,7 +249,7 @@ fn options(mode: Mode) -> RedriveOptions {
     }
 }
 
-async fn run(redriver: &Redriver, aws: &Aws) -> (RunSummary, Vec<MessageReport>) {
+async fn run(redriver: &Redriver<Telemetry>, aws: &Aws) -> (RunSummary, Vec<MessageReport>) {
     let mut reports = Vec::new();
     let summary = redriver
         .run_queue(&aws.sqs, &aws.queue_url, &mut |r: &MessageReport| {
@@ -286,8 +304,7 @@ async fn failed_records_are_reprocessed_once_and_the_message_deleted() {
     let id = aws.send(&body).await;
 
     let sink = Arc::new(MemorySink::new());
-    let redriver = Redriver::new(config(&[]), options(Mode::Reprocess), aws.store.clone())
-        .unwrap()
+    let redriver = redriver(config(&[]), options(Mode::Reprocess), aws.store.clone())
         .with_sinks(sink.clone(), sink.clone());
     let (summary, reports) = run(&redriver, &aws).await;
     assert_eq!(reports.len(), 1);
@@ -364,9 +381,8 @@ async fn a_malformed_message_stays_on_the_queue_and_the_others_go_on() {
     let sink = Arc::new(MemorySink::new());
     let mut opts = options(Mode::Reprocess);
     opts.visibility_timeout = Some(1);
-    let redriver = Redriver::new(config(&[]), opts, aws.store.clone())
-        .unwrap()
-        .with_sinks(sink.clone(), sink.clone());
+    let redriver =
+        redriver(config(&[]), opts, aws.store.clone()).with_sinks(sink.clone(), sink.clone());
     let (summary, reports) = run(&redriver, &aws).await;
     assert_eq!((summary.messages, summary.deleted, summary.left), (3, 1, 2));
     let by_id = |id: &str| reports.iter().find(|r| r.message_id == id).unwrap();
@@ -429,9 +445,8 @@ async fn a_dry_run_reports_the_plan_and_changes_nothing() {
     let sink = Arc::new(MemorySink::new());
     let mut opts = options(Mode::Reprocess);
     opts.dry_run = true;
-    let redriver = Redriver::new(config(&[]), opts, aws.store.clone())
-        .unwrap()
-        .with_sinks(sink.clone(), sink.clone());
+    let redriver =
+        redriver(config(&[]), opts, aws.store.clone()).with_sinks(sink.clone(), sink.clone());
     let (summary, mut reports) = run(&redriver, &aws).await;
     reports.sort_by_key(|r| r.request_id.clone());
     assert_eq!(
@@ -509,12 +524,11 @@ async fn to_dlq_copies_the_records_with_provenance_headers() {
         .await;
 
     // Dead letters go to Kafka (KAFKA_BOOTSTRAP_SERVERS), as in production.
-    let redriver = Redriver::new(
+    let redriver = redriver(
         config(&[("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)]),
         options(Mode::ToDeadLetterTopic),
         Arc::new(MemoryStore::new()),
-    )
-    .unwrap();
+    );
     let (summary, reports) = run(&redriver, &aws).await;
     assert_eq!(
         reports[0].status,
@@ -613,8 +627,7 @@ async fn records_deleted_by_retention_are_reported_not_skipped() {
     aws.send(&on_failure(&bootstrap, "req-ret", &[(0, 0, 9)]))
         .await;
     let sink = Arc::new(MemorySink::new());
-    let redriver = Redriver::new(config(&[]), options(Mode::Reprocess), aws.store.clone())
-        .unwrap()
+    let redriver = redriver(config(&[]), options(Mode::Reprocess), aws.store.clone())
         .with_sinks(sink.clone(), sink.clone());
     let (summary, reports) = run(&redriver, &aws).await;
     let range = &reports[0].ranges[0];
@@ -654,8 +667,7 @@ async fn a_message_whose_records_cannot_all_be_handled_stays_with_a_reason() {
     opts.visibility_timeout = Some(1);
     opts.fetch_timeout = Duration::from_secs(2);
     opts.invocation_timeout = Duration::from_secs(2);
-    let redriver = Redriver::new(config(&[]), opts.clone(), aws.store.clone())
-        .unwrap()
+    let redriver = redriver(config(&[]), opts.clone(), aws.store.clone())
         .with_sinks(sink.clone(), sink.clone());
     let (summary, mut reports) = run(&redriver, &aws).await;
     reports.sort_by_key(|r| r.request_id.clone());

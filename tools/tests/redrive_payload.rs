@@ -9,11 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::servers::moto;
+use kafka_esm::config::ConsumerConfig;
 use kafka_esm::dead_letter::headers;
-use kafka_esm::idempotency::MemoryStore;
+use kafka_esm::idempotency::{IdempotencyStore, MemoryStore};
 use kafka_esm::kafka::KafkaSettings;
 use kafka_esm::record::KafkaRecord;
-use kafka_esm::sink::MemorySink;
+use kafka_esm::sink::{MemorySink, MessageSink};
+use kafka_esm_telemetry::TelemetryHandler;
+use kafka_esm_telemetry::app::telemetry_factory;
 use kafka_esm_telemetry::config::TelemetryConfig;
 use kafka_esm_tools::poll::on_failure::{
     GiveUp, LastResponse, kafka_destination_messages, s3_destination_record,
@@ -74,6 +77,21 @@ fn give_up<'a>(records: &'a [KafkaRecord], request_id: &'a str) -> GiveUp<'a> {
     }
 }
 
+/// The telemetry handler's factory, as `esm redrive` has it.
+type Telemetry = Box<
+    dyn Fn(&ConsumerConfig, Arc<dyn MessageSink>) -> Result<TelemetryHandler, String> + Send + Sync,
+>;
+
+/// A redriver of the telemetry handler.
+fn redriver(
+    config: TelemetryConfig,
+    options: RedriveOptions,
+    store: Arc<dyn IdempotencyStore>,
+) -> Redriver<Telemetry> {
+    let factory: Telemetry = Box::new(telemetry_factory(config.alerts));
+    Redriver::new(config.consumer, options, store, factory).unwrap()
+}
+
 fn config() -> TelemetryConfig {
     let vars = [
         ("PUBLISH_TIMEOUT_MS", "2000"),
@@ -91,13 +109,13 @@ fn config() -> TelemetryConfig {
 }
 
 struct Harness {
-    redriver: Redriver,
+    redriver: Redriver<Telemetry>,
     out: Arc<MemorySink>,
 }
 
 fn harness(mode: Mode, dry_run: bool) -> Harness {
     let out = Arc::new(MemorySink::new());
-    let redriver = Redriver::new(
+    let redriver = redriver(
         config(),
         RedriveOptions {
             mode,
@@ -108,7 +126,6 @@ fn harness(mode: Mode, dry_run: bool) -> Harness {
         },
         Arc::new(MemoryStore::new()),
     )
-    .unwrap()
     .with_sinks(out.clone(), out.clone());
     Harness { redriver, out }
 }

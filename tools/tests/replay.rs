@@ -13,11 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::servers::moto;
+use kafka_esm::config::{ConsumerConfig, StoreChoice};
 use kafka_esm::dead_letter::headers;
 use kafka_esm::idempotency::DynamoDbStore;
 use kafka_esm::kafka::{KafkaAuth, SaslCredentials, SaslMechanism, Secret};
 use kafka_esm::sink::{DirectorySink, OutboundMessage};
-use kafka_esm_telemetry::config::{StoreChoice, TelemetryConfig};
+use kafka_esm_telemetry::TelemetryHandler;
+use kafka_esm_telemetry::app::telemetry_factory;
+use kafka_esm_telemetry::config::AlertSettings;
+use kafka_esm_tools::HandlerFactory;
 use kafka_esm_tools::replay::{
     FileReport, ReplayError, ReplayOptions, Replayer, event_files, replay_config, replay_store,
 };
@@ -26,8 +30,13 @@ fn events_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../events")
 }
 
-fn defaults() -> TelemetryConfig {
-    TelemetryConfig::from_lookup(&|_| None).unwrap()
+fn defaults() -> ConsumerConfig {
+    ConsumerConfig::from_lookup(&|_| None).unwrap()
+}
+
+/// The telemetry handler with the default alert settings.
+fn telemetry() -> impl HandlerFactory<Handler = TelemetryHandler> {
+    telemetry_factory(AlertSettings::from_lookup(&|_| None).unwrap())
 }
 
 fn options(state_dir: &Path, fresh: bool) -> ReplayOptions {
@@ -40,13 +49,13 @@ fn options(state_dir: &Path, fresh: bool) -> ReplayOptions {
     }
 }
 
-async fn replayer(state_dir: &Path) -> Replayer {
-    Replayer::new(&defaults(), &options(state_dir, false))
+async fn replayer(state_dir: &Path) -> Replayer<TelemetryHandler> {
+    Replayer::new(&defaults(), &options(state_dir, false), &telemetry())
         .await
         .unwrap()
 }
 
-async fn replay_all(replayer: &Replayer, dir: &Path) -> Vec<FileReport> {
+async fn replay_all(replayer: &Replayer<TelemetryHandler>, dir: &Path) -> Vec<FileReport> {
     let mut reports = Vec::new();
     for (n, file) in event_files(&[dir.to_owned()]).unwrap().iter().enumerate() {
         reports.push(replayer.replay_file(file, n).await.unwrap());
@@ -447,7 +456,7 @@ async fn a_second_replay_of_the_same_state_directory_is_refused_while_the_first_
     assert_eq!(report.processed, 7);
 
     for fresh in [true, false] {
-        let refused = Replayer::new(&defaults(), &options(state.path(), fresh))
+        let refused = Replayer::new(&defaults(), &options(state.path(), fresh), &telemetry())
             .await
             .err()
             .expect("the state directory is in use");
@@ -474,7 +483,7 @@ async fn a_second_replay_of_the_same_state_directory_is_refused_while_the_first_
     drop(first);
 
     // Once it is done, --fresh starts over.
-    let fresh = Replayer::new(&defaults(), &options(state.path(), true))
+    let fresh = Replayer::new(&defaults(), &options(state.path(), true), &telemetry())
         .await
         .unwrap();
     let report = fresh
@@ -536,7 +545,7 @@ async fn an_empty_or_damaged_store_file_is_refused_with_what_to_do() {
         ),
     ] {
         std::fs::write(&store, content).unwrap();
-        let error = Replayer::new(&defaults(), &options(state.path(), false))
+        let error = Replayer::new(&defaults(), &options(state.path(), false), &telemetry())
             .await
             .err()
             .expect("an unusable store file is refused")
@@ -551,7 +560,7 @@ async fn an_empty_or_damaged_store_file_is_refused_with_what_to_do() {
         }
         assert_eq!(std::fs::read(&store).unwrap(), content, "left as it was");
     }
-    let fresh = Replayer::new(&defaults(), &options(state.path(), true))
+    let fresh = Replayer::new(&defaults(), &options(state.path(), true), &telemetry())
         .await
         .unwrap();
     let report = fresh
@@ -593,8 +602,9 @@ fn brokers_replace_only_the_bootstrap_servers_of_the_kafka_settings() {
         &[("KAFKA_BOOTSTRAP_SERVERS", "elsewhere:9096")][..],
     ] {
         let vars: Vec<_> = sasl.iter().chain(extra).copied().collect();
-        let config = replay_config(&lookup(&vars), Some("b-1:9096,b-2:9096")).unwrap();
-        let kafka = config.consumer.kafka.expect("Kafka settings for --brokers");
+        let config =
+            replay_config(&lookup(&vars), Some("b-1:9096,b-2:9096"), &mut telemetry()).unwrap();
+        let kafka = config.kafka.expect("Kafka settings for --brokers");
         assert_eq!(kafka.bootstrap_servers, "b-1:9096,b-2:9096");
         assert_eq!(kafka.auth, expected_auth);
         assert_eq!(
@@ -609,7 +619,9 @@ fn brokers_replace_only_the_bootstrap_servers_of_the_kafka_settings() {
     }
     // Without --brokers, the configuration is the Lambda's.
     assert_eq!(
-        replay_config(&lookup(&sasl), None).unwrap().consumer.kafka,
+        replay_config(&lookup(&sasl), None, &mut telemetry())
+            .unwrap()
+            .kafka,
         None
     );
 }
@@ -680,7 +692,7 @@ async fn brokers_with_credentials_from_a_secret_fetch_it_as_the_lambda_does() {
 fn the_store_is_the_one_idempotency_store_names_and_the_state_directory_file_when_unset() {
     let config = |vars: &[(&str, &str)]| {
         let lookup = lookup(vars);
-        let config = replay_config(&lookup, None).unwrap();
+        let config = replay_config(&lookup, None, &mut telemetry()).unwrap();
         replay_store(&lookup, &config)
     };
     assert_eq!(config(&[]), None);
@@ -711,9 +723,13 @@ fn the_store_is_the_one_idempotency_store_names_and_the_state_directory_file_whe
         })
     );
     // Parsed and checked as the Lambda's configuration is.
-    let problems = replay_config(&lookup(&[("IDEMPOTENCY_STORE", "dynamodb")]), None)
-        .unwrap_err()
-        .to_string();
+    let problems = replay_config(
+        &lookup(&[("IDEMPOTENCY_STORE", "dynamodb")]),
+        None,
+        &mut telemetry(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         problems.contains("IDEMPOTENCY_TABLE is not set"),
         "{problems}"
@@ -730,7 +746,9 @@ async fn a_memory_store_processes_again_what_the_default_finds_as_duplicates() {
                 store: store.clone(),
                 ..options(&state, false)
             };
-            let replayer = Replayer::new(&defaults(), &options).await.unwrap();
+            let replayer = Replayer::new(&defaults(), &options, &telemetry())
+                .await
+                .unwrap();
             runs.push(replay_all(&replayer, &events_dir()).await);
         }
         runs
@@ -877,7 +895,10 @@ async fn a_named_store_that_cannot_be_used_is_refused_and_fresh_never_deletes_it
         store: Some(StoreChoice::Local(file.clone())),
         ..options(&dir.path().join("state"), true)
     };
-    let error = Replayer::new(&defaults(), &options).await.err().unwrap();
+    let error = Replayer::new(&defaults(), &options, &telemetry())
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(error, ReplayError::Store { .. }), "{error:?}");
     let error = error.to_string();
     for part in [

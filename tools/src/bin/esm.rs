@@ -2,21 +2,29 @@
 //! `esm produce` writes metric events to Kafka through the producer's code; `esm generate` writes
 //! realistic batches; `esm poll` is a local event source mapping on a real broker and `esm lag` its
 //! offset lag; `esm redrive` recovers batches the ESM gave up on.
+//!
+//! `replay`, `poll` and `redrive` are the generic tools of `kafka_esm_tools` wired to the reference
+//! app's handler ([`Telemetry`]); `produce`, `generate` and `verify` are the reference app's own.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use kafka_esm::config::ConsumerConfig;
 use kafka_esm::encode::Source;
+use kafka_esm::env::EnvReader;
 use kafka_esm::observability;
 use kafka_esm::retry::{Deadline, now_ms};
-use kafka_esm_telemetry::config::ProducerConfig;
+use kafka_esm::sink::MessageSink;
+use kafka_esm_telemetry::TelemetryHandler;
+use kafka_esm_telemetry::app::telemetry_handler;
+use kafka_esm_telemetry::config::{AlertSettings, ProducerConfig};
 use kafka_esm_telemetry::generate::{GenerateOptions, generate_event, generate_metrics};
 use kafka_esm_telemetry::producer::{MetricProducer, ProducerRequest, RecordStatus};
-use kafka_esm_tools::replay::{
-    ReplayOptions, Replayer, event_files, render_table, replay_config, replay_store,
-};
+use kafka_esm_tools::HandlerFactory;
+use kafka_esm_tools::replay::cli::ReplayArgs;
 
 #[derive(Parser)]
 #[command(
@@ -39,28 +47,8 @@ enum Command {
     /// settings: AWS_ENDPOINT_URL, AWS_REGION, credentials). When IDEMPOTENCY_STORE is unset, it is
     /// the file idempotency.redb in --state-dir, so a second replay finds the first's records as
     /// duplicates. The summary says which store was used.
-    Replay {
-        /// Event files, or directories whose *.json files are replayed in name order.
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        /// One JSON object per event file, one per line.
-        #[arg(long)]
-        json: bool,
-        /// Where the topic files live, and the idempotency store unless IDEMPOTENCY_STORE names one.
-        #[arg(long, default_value = ".esm-state")]
-        state_dir: PathBuf,
-        /// Delete the state (topic files, and the state directory's idempotency store) first, once no
-        /// other replay uses it. A store named by IDEMPOTENCY_STORE is never deleted.
-        #[arg(long)]
-        fresh: bool,
-        /// Publish dead letters and alerts to this Kafka cluster (host:port,...) instead of files,
-        /// with every other KAFKA_* setting (authentication, TLS, properties) as the Lambda reads it.
-        #[arg(long)]
-        brokers: Option<String>,
-        /// The function timeout given to each event, in milliseconds.
-        #[arg(long, default_value_t = 60_000)]
-        timeout_ms: u64,
-    },
+    #[command(mut_arg("brokers", |arg| arg.help("Publish dead letters and alerts to this Kafka cluster (host:port,...) instead of files, with every other KAFKA_* setting (authentication, TLS, properties) as the Lambda reads it")))]
+    Replay(ReplayArgs),
     /// Produce metric events to Kafka through the producer Lambda's code (idempotent, acks=all):
     /// from a file (a JSON array, `{"metrics": [...]}`, or one metric per line) or generated.
     /// Authentication comes from the KAFKA_* variables, as for the Lambda.
@@ -130,6 +118,42 @@ enum SourceKind {
     SelfManaged,
 }
 
+/// The reference app's handler for `replay`, `poll` and `redrive`: its alert settings
+/// (`ALERTS_TOPIC`, `ALERT_RULES`) are read at start-up with the consumer's, every problem at once,
+/// and its alerts go through the tool's sink.
+struct Telemetry {
+    alerts: AlertSettings,
+}
+
+impl Telemetry {
+    /// The default alert settings, until [`HandlerFactory::read_settings`] reads the environment's.
+    fn new() -> Self {
+        Self {
+            alerts: AlertSettings::read(&mut EnvReader::new(&|_| None)),
+        }
+    }
+}
+
+impl HandlerFactory for Telemetry {
+    type Handler = TelemetryHandler;
+
+    fn read_settings(&mut self, env: &mut EnvReader<'_>) {
+        self.alerts = AlertSettings::read(env);
+    }
+
+    fn messages_name(&self) -> &str {
+        "alerts"
+    }
+
+    fn build(
+        &self,
+        config: &ConsumerConfig,
+        sink: Arc<dyn MessageSink>,
+    ) -> Result<TelemetryHandler, String> {
+        Ok(telemetry_handler(config, &self.alerts, sink))
+    }
+}
+
 // The binaries allocate with mimalloc: a 6 MB batch makes ~100k small allocations that glibc would
 // hand back to the kernel and fault in again on every invocation.
 #[global_allocator]
@@ -139,23 +163,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Replay {
-            paths,
-            json,
-            state_dir,
-            fresh,
-            brokers,
-            timeout_ms,
-        } => {
-            let options = ReplayOptions {
-                state_dir,
-                store: None,
-                fresh,
-                brokers,
-                timeout: Duration::from_millis(timeout_ms),
-            };
-            replay(&paths, json, options).await
-        }
+        Command::Replay(args) => kafka_esm_tools::replay::cli::run(args, Telemetry::new()).await,
         Command::Produce {
             brokers,
             topic,
@@ -164,8 +172,8 @@ async fn main() -> ExitCode {
             rate,
             json,
         } => produce(brokers, topic, file, generate, rate, json).await,
-        Command::Redrive(args) => kafka_esm_tools::redrive::cli::run(args).await,
-        Command::Poll(args) => kafka_esm_tools::poll::cli::run_poll(args).await,
+        Command::Redrive(args) => kafka_esm_tools::redrive::cli::run(args, Telemetry::new()).await,
+        Command::Poll(args) => kafka_esm_tools::poll::cli::run_poll(args, Telemetry::new()).await,
         Command::Lag(args) => kafka_esm_tools::poll::cli::run_lag(args).await,
         Command::Verify(args) => kafka_esm_tools::verify::run_verify(args).await,
         Command::Generate {
@@ -374,84 +382,4 @@ fn read_metrics(path: &std::path::Path) -> Result<Vec<serde_json::Value>, String
                 .map_err(|e| format!("{} line {}: not JSON: {e}", path.display(), n + 1))
         })
         .collect()
-}
-
-async fn replay(paths: &[PathBuf], json: bool, mut options: ReplayOptions) -> ExitCode {
-    let env = |name: &str| std::env::var(name).ok();
-    let config = match replay_config(&env, options.brokers.as_deref()) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("esm replay: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    options.store = replay_store(&env, &config);
-    let options = &options;
-    // Human output goes to stdout; logs stay on stderr and quiet unless RUST_LOG says otherwise.
-    observability::init_with_default(config.consumer.log_format, "error");
-    // The inputs are checked before --fresh deletes anything.
-    let started = async {
-        let files = event_files(paths)?;
-        Ok::<_, kafka_esm_tools::replay::ReplayError>((
-            Replayer::new(&config, options).await?,
-            files,
-        ))
-    };
-    let (replayer, files) = match started.await {
-        Ok(ok) => ok,
-        Err(e) => {
-            eprintln!("esm replay: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut failed_invocations = 0;
-    let mut unreadable = 0;
-    for (n, file) in files.iter().enumerate() {
-        let report = match replayer.replay_file(file, n).await {
-            Ok(report) => report,
-            Err(e) => {
-                // This file fails; the others are still replayed.
-                eprintln!("esm replay: {e}");
-                unreadable += 1;
-                continue;
-            }
-        };
-        if !report.invocation_succeeded {
-            failed_invocations += 1;
-        }
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string(&report).expect("a report serializes")
-            );
-        } else {
-            println!("{}", render_table(&report));
-        }
-    }
-    if json {
-        // The JSON lines stay one per file, and stderr holds only log lines (JSON ones with
-        // LOG_FORMAT=json): the store is named in a log event (seen with RUST_LOG=info).
-        tracing::info!(store = %replayer.store(), "esm replay: the idempotency store");
-    } else {
-        println!(
-            "{} event file(s) replayed, {} invocation(s) failed.{}{} Idempotency store: {}.",
-            files.len() - unreadable,
-            failed_invocations,
-            if unreadable > 0 {
-                format!(" {unreadable} file(s) could not be read (above).")
-            } else {
-                String::new()
-            },
-            replayer
-                .topics_dir()
-                .map(|d| format!(" Dead letters and alerts: {}/<topic>.jsonl.", d.display()))
-                .unwrap_or_default(),
-            replayer.store()
-        );
-    }
-    if failed_invocations > 0 || unreadable > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
 }

@@ -13,13 +13,15 @@ use super::invoke::{InProcess, Invoke, RuntimeApi};
 use super::lag::{group_lag, render_lag};
 use super::on_failure::OnFailureDestination;
 use super::{BatchLimits, PollOptions, PollSummary, StartingPosition};
+use crate::handler::{HandlerFactory, read_config};
+use kafka_esm::config::{ConsumerConfig, StoreChoice};
+use kafka_esm::consumer::Consumer;
 use kafka_esm::encode::Source;
 use kafka_esm::env::EnvReader;
 use kafka_esm::kafka::KafkaSettings;
 use kafka_esm::observability;
+use kafka_esm::processor::Processor;
 use kafka_esm::sink::{KafkaSink, MessageSink};
-use kafka_esm_telemetry::app::telemetry_consumer;
-use kafka_esm_telemetry::config::TelemetryConfig;
 
 /// Where a new consumer group starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,7 +56,8 @@ pub struct GroupArgs {
 /// record after the last retry. Ctrl-C stops cleanly, committing what succeeded.
 ///
 /// In-process, the consumer is configured by the same variables as the Lambda (IDEMPOTENCY_STORE,
-/// DLQ_TOPIC, ALERTS_TOPIC, ALERT_RULES, KAFKA_*); dead letters and alerts go to the same brokers.
+/// DLQ_TOPIC, KAFKA_*, and the handler's own, such as the reference app's ALERTS_TOPIC and
+/// ALERT_RULES); dead letters and the handler's messages go to the same brokers.
 /// Exit code: 0 after a clean stop, 1 when records were given up, 2 when it cannot start.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PollArgs {
@@ -217,9 +220,19 @@ pub async fn run_lag(args: LagArgs) -> ExitCode {
     }
 }
 
-/// Runs `esm poll` until Ctrl-C (or SIGTERM), idleness or `--max-records`.
-pub async fn run_poll(args: PollArgs) -> ExitCode {
-    match start_and_run(&args).await {
+/// Runs `esm poll` until Ctrl-C (or SIGTERM), idleness or `--max-records`, invoking in process the
+/// handler `factory` builds (unless `--invoke-endpoint` names a function to invoke instead): the
+/// configuration from the process environment, the summary on stdout.
+pub async fn run_poll<F: HandlerFactory>(args: PollArgs, mut factory: F) -> ExitCode {
+    let config = match read_config(&|name| std::env::var(name).ok(), &mut factory) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("esm poll: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    observability::init_with_default(config.log_format, "info");
+    match poll(&args, config, &factory).await {
         Ok(summary) => {
             if args.json {
                 println!("{}", summary_json(&summary));
@@ -239,12 +252,19 @@ pub async fn run_poll(args: PollArgs) -> ExitCode {
     }
 }
 
-async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
-    let mut config = TelemetryConfig::from_env().map_err(|e| e.to_string())?;
-    observability::init_with_default(config.consumer.log_format, "info");
+/// `esm poll` with `config` (the consumer's configuration, as [`read_config`] reads it): polls the
+/// source until Ctrl-C (or SIGTERM), idleness or `--max-records`, and says what it did. In process,
+/// the consumer runs the handler `factory` builds over a Kafka sink to the source cluster (or
+/// `KAFKA_BOOTSTRAP_SERVERS` when `config` has it), the one dead letters go to. The Kafka settings
+/// of the source cluster other than `--brokers` come from the process environment (`KAFKA_*`).
+pub async fn poll<F: HandlerFactory>(
+    args: &PollArgs,
+    mut config: ConsumerConfig,
+    factory: &F,
+) -> Result<PollSummary, String> {
     let settings = kafka_settings(
         args.source.brokers.as_deref(),
-        config.consumer.processor.publish_timeout,
+        config.processor.publish_timeout,
     )?
     .resolve_secrets()
     .await
@@ -252,20 +272,16 @@ async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
     if args.invoke_endpoint.is_none() {
         kafka_esm::processor::check_time_budget(
             Duration::from_millis(args.function_timeout_ms),
-            config.consumer.safety_margin,
-            config.consumer.processor.publish_timeout,
+            config.safety_margin,
+            config.processor.publish_timeout,
         )
         .map_err(|e| format!("--function-timeout-ms: {e}"))?;
     }
     let report_failures = args.report_batch_item_failures
-        || (args.invoke_endpoint.is_none() && config.consumer.partial_batch_response);
+        || (args.invoke_endpoint.is_none() && config.partial_batch_response);
     let needs_aws = args.on_failure_sqs.is_some()
         || args.on_failure_s3.is_some()
-        || (args.invoke_endpoint.is_none()
-            && matches!(
-                config.consumer.store,
-                kafka_esm_telemetry::config::StoreChoice::DynamoDb { .. }
-            ));
+        || (args.invoke_endpoint.is_none() && matches!(config.store, StoreChoice::DynamoDb { .. }));
     let aws = if needs_aws {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(endpoint) = &args.endpoint_url {
@@ -309,7 +325,7 @@ async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
         OnFailureDestination::Kafka {
             sink: Arc::new(KafkaSink::new(&settings).map_err(|e| e.to_string())?),
             topic: topic.clone(),
-            timeout: config.consumer.processor.publish_timeout,
+            timeout: config.processor.publish_timeout,
         }
     } else {
         OnFailureDestination::Discard
@@ -373,24 +389,27 @@ async fn start_and_run(args: &PollArgs) -> Result<PollSummary, String> {
             timeout,
         )),
         None => {
-            config.consumer.partial_batch_response = report_failures;
-            if config.consumer.kafka.is_none() {
-                config.consumer.kafka = Some(settings.clone());
+            config.partial_batch_response = report_failures;
+            if config.kafka.is_none() {
+                config.kafka = Some(settings.clone());
             }
-            let sink_settings = config.consumer.kafka.clone().expect("set above");
+            let sink_settings = config.kafka.clone().expect("set above");
             let sink: Arc<dyn MessageSink> =
                 Arc::new(KafkaSink::new(&sink_settings).map_err(|e| e.to_string())?);
             let store = match &aws {
-                Some(aws) => config.consumer.store.open_with(aws),
-                None => config.consumer.store.open().await,
+                Some(aws) => config.store.open_with(aws),
+                None => config.store.open().await,
             }
             .map_err(|e| e.to_string())?;
-            let consumer = telemetry_consumer(&config, store, sink.clone(), sink);
+            let handler = factory
+                .build(&config, sink.clone())
+                .map_err(|e| format!("the handler cannot be built: {e}"))?;
+            let processor = Processor::new(handler, store, sink, config.processor.clone());
             Box::new(InProcess::new(
-                consumer,
-                config.consumer.function_name.clone(),
+                Consumer::new(processor, config.partial_batch_response),
+                config.function_name.clone(),
                 timeout,
-                config.consumer.safety_margin,
+                config.safety_margin,
             ))
         }
     };

@@ -10,6 +10,7 @@ use aws_sdk_s3::error::DisplayErrorContext;
 
 use super::report::{MessageReport, MessageStatus, RunSummary};
 use super::{RedriveError, Redriver};
+use crate::handler::HandlerFactory;
 
 /// `s3://bucket[/prefix]` split into bucket and prefix.
 pub fn parse_s3_uri(uri: &str) -> Result<(String, String), String> {
@@ -23,7 +24,7 @@ pub fn parse_s3_uri(uri: &str) -> Result<(String, String), String> {
     Ok((bucket.to_owned(), prefix.to_owned()))
 }
 
-impl Redriver {
+impl<F: HandlerFactory> Redriver<F> {
     /// Redrives every object under `prefix` in `bucket`, calling `on_report` after each; with
     /// `delete`, objects whose records are all accounted for are deleted.
     pub async fn run_bucket(

@@ -7,9 +7,10 @@ use aws_config::{BehaviorVersion, Region};
 
 use super::report::{render_message, render_summary};
 use super::{Mode, RedriveOptions, Redriver, parse_s3_uri};
+use crate::handler::{HandlerFactory, read_config};
+use kafka_esm::config::StoreChoice;
 use kafka_esm::kafka::KafkaSettings;
 use kafka_esm::observability;
-use kafka_esm_telemetry::config::{StoreChoice, TelemetryConfig};
 
 /// `esm redrive`: read the batches the ESM gave up on from its on-failure destination and re-run
 /// them through the consumer (or copy them to the dead-letter topic with `--to-dlq`).
@@ -21,8 +22,8 @@ use kafka_esm_telemetry::config::{StoreChoice, TelemetryConfig};
 /// records carry the records themselves, so Kafka is not read for them.
 ///
 /// The consumer's configuration comes from the same variables as the Lambda's (IDEMPOTENCY_STORE,
-/// IDEMPOTENCY_TABLE, KAFKA_*, DLQ_TOPIC, ALERTS_TOPIC...): use the Lambda's DynamoDB table so what
-/// it already did is skipped. Exit code: 0 when every message was handled (or, with --dry-run,
+/// IDEMPOTENCY_TABLE, KAFKA_*, DLQ_TOPIC, and the handler's own, such as the reference app's
+/// ALERTS_TOPIC): use the Lambda's DynamoDB table so what it already did is skipped. Exit code: 0 when every message was handled (or, with --dry-run,
 /// would be), 1 when some are left at their source, 2 when the redrive cannot start or the source
 /// cannot be read.
 #[derive(Debug, Clone, clap::Args)]
@@ -120,16 +121,17 @@ pub fn region_of_queue_url(url: &str) -> Option<String> {
     }
 }
 
-/// Runs `esm redrive`.
-pub async fn run(args: RedriveArgs) -> ExitCode {
-    let mut config = match TelemetryConfig::from_env() {
+/// Runs `esm redrive`, re-running records with the handler `factory` builds: the configuration from
+/// the process environment, one report per message on stdout, then a summary.
+pub async fn run<F: HandlerFactory>(args: RedriveArgs, mut factory: F) -> ExitCode {
+    let mut config = match read_config(&|name| std::env::var(name).ok(), &mut factory) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("esm redrive: {e}");
             return ExitCode::from(2);
         }
     };
-    observability::init_with_default(config.consumer.log_format, "error");
+    observability::init_with_default(config.log_format, "error");
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(region) = &args.region {
         loader = loader.region(Region::new(region.clone()));
@@ -141,7 +143,7 @@ pub async fn run(args: RedriveArgs) -> ExitCode {
     if aws.region().is_none() {
         let needs_region = args.queue_url.is_some()
             || args.s3.is_some()
-            || matches!(config.consumer.store, StoreChoice::DynamoDb { .. });
+            || matches!(config.store, StoreChoice::DynamoDb { .. });
         match args.queue_url.as_deref().and_then(region_of_queue_url) {
             Some(region) => aws = aws.into_builder().region(Region::new(region)).build(),
             None if needs_region => {
@@ -153,39 +155,35 @@ pub async fn run(args: RedriveArgs) -> ExitCode {
             None => {}
         }
     }
-    if let Some(kafka) = config.consumer.kafka.take() {
+    if let Some(kafka) = config.kafka.take() {
         match kafka.resolve_secrets().await {
-            Ok(kafka) => config.consumer.kafka = Some(kafka),
+            Ok(kafka) => config.kafka = Some(kafka),
             Err(e) => {
                 eprintln!("esm redrive: {e}");
                 return ExitCode::from(2);
             }
         }
     }
-    let store = match config.consumer.store.open_with(&aws) {
+    let store = match config.store.open_with(&aws) {
         Ok(store) => store,
         Err(e) => {
             eprintln!("esm redrive: {e}");
             return ExitCode::from(2);
         }
     };
-    if config.consumer.store == StoreChoice::Memory && !args.to_dlq && !args.dry_run {
+    if config.store == StoreChoice::Memory && !args.to_dlq && !args.dry_run {
         eprintln!(
             "esm redrive: note: IDEMPOTENCY_STORE is memory, so records the Lambda already handled are handled again; set IDEMPOTENCY_STORE=dynamodb and IDEMPOTENCY_TABLE to the Lambda's table"
         );
     }
     // The on-failure topic is read with the consumer's Kafka settings, at --brokers if given.
     let topic_settings = args.topic.as_ref().map(|_| {
-        let brokers = args.brokers.clone().or_else(|| {
-            config
-                .consumer
-                .kafka
-                .as_ref()
-                .map(|k| k.bootstrap_servers.clone())
-        });
+        let brokers = args
+            .brokers
+            .clone()
+            .or_else(|| config.kafka.as_ref().map(|k| k.bootstrap_servers.clone()));
         brokers.map(|brokers| {
             let mut settings = config
-                .consumer
                 .kafka
                 .clone()
                 .unwrap_or_else(|| KafkaSettings::new(brokers.as_str()));
@@ -193,7 +191,7 @@ pub async fn run(args: RedriveArgs) -> ExitCode {
             settings
         })
     });
-    let redriver = match Redriver::new(config, args.options(), store) {
+    let redriver = match Redriver::new(config, args.options(), store, factory) {
         Ok(redriver) => redriver,
         Err(e) => {
             eprintln!("esm redrive: {e}");

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::report::{MessageReport, MessageStatus, RunSummary};
 use super::{RedriveError, Redriver};
+use crate::handler::HandlerFactory;
 
 /// The on-failure messages of a file's text, each with an id naming where it was.
 pub fn messages_of(name: &str, text: &str) -> Vec<(String, String)> {
@@ -30,7 +31,7 @@ pub fn messages_of(name: &str, text: &str) -> Vec<(String, String)> {
     }
 }
 
-impl Redriver {
+impl<F: HandlerFactory> Redriver<F> {
     /// Redrives every on-failure record in the file at `path`, calling `on_report` after each.
     pub async fn run_file(
         &self,

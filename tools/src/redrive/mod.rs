@@ -10,7 +10,8 @@
 //!
 //! - [`Mode::Reprocess`] (the default): the records are re-run through the consumer's own code path,
 //!   an ESM-shaped event ([`kafka_esm::encode::encode_event`]) given to [`kafka_esm::consumer::Consumer::invoke`]
-//!   of the telemetry consumer built from the same configuration as the Lambda. With the Lambda's
+//!   of a consumer built from the same configuration as the Lambda, running the handler a
+//!   [`HandlerFactory`] builds over the sink the redrive publishes to. With the Lambda's
 //!   idempotency store (`IDEMPOTENCY_STORE=dynamodb`) what was already done is skipped as duplicates;
 //! - [`Mode::ToDeadLetterTopic`] (`--to-dlq`): the records are copied to the dead-letter topic with the
 //!   provenance headers of [`kafka_esm::dead_letter`] (kind `rejected`, message
@@ -46,19 +47,19 @@ pub use on_failure::{
 };
 pub use report::{MessageReport, MessageStatus, PlannedRecord, RangeReport, RunSummary};
 
+use kafka_esm::config::ConsumerConfig;
 use kafka_esm::consumer::Consumer;
 use kafka_esm::dead_letter::{Failure, PoisonKind, dead_letter_message};
 use kafka_esm::encode::{Source, encode_decoded_event};
 use kafka_esm::handler::InvocationInfo;
 use kafka_esm::idempotency::IdempotencyStore;
 use kafka_esm::kafka::KafkaSettings;
-use kafka_esm::processor::RecordOutcome;
+use kafka_esm::processor::{Processor, RecordOutcome};
 use kafka_esm::record::DecodedRecord;
 use kafka_esm::retry::{Deadline, now_ms};
 use kafka_esm::sink::{KafkaSink, MessageSink};
-use kafka_esm_telemetry::TelemetryHandler;
-use kafka_esm_telemetry::app::telemetry_consumer;
-use kafka_esm_telemetry::config::TelemetryConfig;
+
+use crate::handler::HandlerFactory;
 
 /// What to do with the records read back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,19 +145,21 @@ pub enum RedriveError {
     },
 }
 
-/// Redrives on-failure messages (see the module documentation).
-pub struct Redriver {
-    config: TelemetryConfig,
+/// Redrives on-failure messages (see the module documentation) with the handler a factory `F`
+/// builds.
+pub struct Redriver<F: HandlerFactory> {
+    config: ConsumerConfig,
     options: RedriveOptions,
     store: Arc<dyn IdempotencyStore>,
-    /// Explicit (dead letters, alerts) sinks; otherwise Kafka sinks to the cluster.
+    factory: F,
+    /// Explicit (dead letters, handler's messages) sinks; otherwise Kafka sinks to the cluster.
     sinks: Option<(Arc<dyn MessageSink>, Arc<dyn MessageSink>)>,
     readers: Mutex<HashMap<String, Arc<RangeReader>>>,
     kafka_sinks: Mutex<HashMap<String, Arc<KafkaSink>>>,
-    consumers: Mutex<HashMap<String, Arc<Consumer<TelemetryHandler>>>>,
+    consumers: Mutex<HashMap<String, Arc<Consumer<F::Handler>>>>,
 }
 
-impl std::fmt::Debug for Redriver {
+impl<F: HandlerFactory> std::fmt::Debug for Redriver<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Redriver")
             .field("options", &self.options)
@@ -164,13 +167,16 @@ impl std::fmt::Debug for Redriver {
     }
 }
 
-impl Redriver {
+impl<F: HandlerFactory> Redriver<F> {
     /// A redriver with the consumer's configuration (its SASL secret already resolved), options,
-    /// and the idempotency store re-runs use (the Lambda's own, to skip what it did).
+    /// the idempotency store re-runs use (the Lambda's own, to skip what it did), and the factory of
+    /// the handler they run. The handler is built when the first record is re-run, over the sink
+    /// its dead letters go to (one handler per cluster published to).
     pub fn new(
-        config: TelemetryConfig,
+        config: ConsumerConfig,
         options: RedriveOptions,
         store: Arc<dyn IdempotencyStore>,
+        factory: F,
     ) -> Result<Self, RedriveError> {
         if !(0..=20).contains(&options.wait_seconds) {
             return Err(RedriveError::Options(format!(
@@ -192,6 +198,7 @@ impl Redriver {
             config,
             options,
             store,
+            factory,
             sinks: None,
             readers: Mutex::default(),
             kafka_sinks: Mutex::default(),
@@ -199,13 +206,14 @@ impl Redriver {
         })
     }
 
-    /// Publishes dead letters and alerts through these sinks instead of Kafka (tests, tools).
+    /// Publishes dead letters through `dead_letters`, and builds the handler over `handler_sink`
+    /// (the reference app's alerts go there), instead of Kafka (tests, tools).
     pub fn with_sinks(
         mut self,
         dead_letters: Arc<dyn MessageSink>,
-        alerts: Arc<dyn MessageSink>,
+        handler_sink: Arc<dyn MessageSink>,
     ) -> Self {
-        self.sinks = Some((dead_letters, alerts));
+        self.sinks = Some((dead_letters, handler_sink));
         self
     }
 
@@ -218,7 +226,6 @@ impl Redriver {
     fn kafka_settings(&self, brokers: &str) -> KafkaSettings {
         let mut settings = self
             .config
-            .consumer
             .kafka
             .clone()
             .unwrap_or_else(|| KafkaSettings::new(brokers));
@@ -226,10 +233,10 @@ impl Redriver {
         settings
     }
 
-    /// Where dead letters and alerts go: `KAFKA_BOOTSTRAP_SERVERS`, else the cluster read from.
+    /// Where dead letters and the handler's messages go: `KAFKA_BOOTSTRAP_SERVERS`, else the
+    /// cluster read from.
     fn output_brokers<'a>(&'a self, read_from: &'a str) -> &'a str {
         self.config
-            .consumer
             .kafka
             .as_ref()
             .map_or(read_from, |k| k.bootstrap_servers.as_str())
@@ -268,7 +275,7 @@ impl Redriver {
         }
     }
 
-    fn consumer(&self, brokers: &str) -> Result<Arc<Consumer<TelemetryHandler>>, String> {
+    fn consumer(&self, brokers: &str) -> Result<Arc<Consumer<F::Handler>>, String> {
         let key = if self.sinks.is_some() { "" } else { brokers };
         if let Some(consumer) = self
             .consumers
@@ -278,20 +285,25 @@ impl Redriver {
         {
             return Ok(consumer.clone());
         }
-        let (dead_letters, alerts): (Arc<dyn MessageSink>, Arc<dyn MessageSink>) = match &self.sinks
-        {
-            Some((d, a)) => (d.clone(), a.clone()),
-            None => {
-                let sink = self.kafka_sink(brokers)?;
-                (sink.clone(), sink)
-            }
-        };
-        let consumer = Arc::new(telemetry_consumer(
-            &self.config,
+        let (dead_letters, handler_sink): (Arc<dyn MessageSink>, Arc<dyn MessageSink>) =
+            match &self.sinks {
+                Some((d, h)) => (d.clone(), h.clone()),
+                None => {
+                    let sink = self.kafka_sink(brokers)?;
+                    (sink.clone(), sink)
+                }
+            };
+        let handler = self
+            .factory
+            .build(&self.config, handler_sink)
+            .map_err(|e| format!("the handler cannot be built: {e}"))?;
+        let processor = Processor::new(
+            handler,
             self.store.clone(),
             dead_letters,
-            alerts,
-        ));
+            self.config.processor.clone(),
+        );
+        let consumer = Arc::new(Consumer::new(processor, self.config.partial_batch_response));
         self.consumers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -524,11 +536,9 @@ impl Redriver {
     fn plan_carried(&self, range: &OffsetRange, records: &[DecodedRecord]) -> RangeReport {
         let mut out = Self::empty_range_report(range);
         out.fetched = records.len() as u64;
-        out.records =
-            records
-                .iter()
-                .map(|r| {
-                    PlannedRecord {
+        out.records = records
+            .iter()
+            .map(|r| PlannedRecord {
                 topic: r.topic().to_owned(),
                 partition: r.partition(),
                 offset: r.offset(),
@@ -539,17 +549,16 @@ impl Redriver {
                     }
                     (Mode::Reprocess, DecodedRecord::Undecodable(u)) => format!(
                         "dead-letter to {} (undecodable: {})",
-                        self.config.consumer.processor.dead_letter_topic_for(&u.topic),
+                        self.config.processor.dead_letter_topic_for(&u.topic),
                         u.reason
                     ),
                     (Mode::ToDeadLetterTopic, r) => format!(
                         "copy to {}",
-                        self.config.consumer.processor.dead_letter_topic_for(r.topic())
+                        self.config.processor.dead_letter_topic_for(r.topic())
                     ),
                 },
-            }
-                })
-                .collect();
+            })
+            .collect();
         out.gaps = carried_gaps(range, records);
         out
     }
@@ -586,11 +595,8 @@ impl Redriver {
             let event = encode_decoded_event(&source, brokers, chunk);
             let invocation = InvocationInfo::new(
                 format!("redrive-{message_id}-{}-{}-{n}", out.topic, out.partition),
-                self.config.consumer.function_name.clone(),
-                Deadline::after(
-                    self.options.invocation_timeout,
-                    self.config.consumer.safety_margin,
-                ),
+                self.config.function_name.clone(),
+                Deadline::after(self.options.invocation_timeout, self.config.safety_margin),
             );
             let result = consumer.invoke(&event, &invocation).await;
             let counts = result.report.counts();
@@ -659,7 +665,7 @@ impl Redriver {
             record.function_name().to_owned(),
             Deadline::after(self.options.invocation_timeout, Duration::ZERO),
         );
-        let timeout = self.config.consumer.processor.publish_timeout;
+        let timeout = self.config.processor.publish_timeout;
         // Sent in order, up to 256 awaiting their acknowledgement at once.
         let results: Vec<Result<(), String>> = futures::stream::iter(records)
             .map(|r| {
@@ -667,10 +673,7 @@ impl Redriver {
                     r,
                     &failure,
                     &invocation,
-                    self.config
-                        .consumer
-                        .processor
-                        .dead_letter_topic_for(r.topic()),
+                    self.config.processor.dead_letter_topic_for(r.topic()),
                     now_ms(),
                 );
                 let sink = sink.clone();

@@ -10,8 +10,9 @@ use tracing::warn;
 
 use super::report::{MessageReport, MessageStatus, RunSummary};
 use super::{RedriveError, Redriver};
+use crate::handler::HandlerFactory;
 
-impl Redriver {
+impl<F: HandlerFactory> Redriver<F> {
     /// Drains `queue_url` until a receive comes back empty or `max_messages` were handled, calling
     /// `on_report` after each message. In a dry run nothing is deleted and every received message is
     /// made visible again at the end.

@@ -18,12 +18,13 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::report::{MessageReport, MessageStatus, RunSummary};
 use super::{RedriveError, Redriver};
+use crate::handler::HandlerFactory;
 use kafka_esm::kafka::{KafkaClientContext, KafkaSettings, topic_partitions};
 
 /// The consumer group `esm redrive --topic` commits in unless told otherwise.
 pub const DEFAULT_GROUP: &str = "esm-redrive";
 
-impl Redriver {
+impl<F: HandlerFactory> Redriver<F> {
     /// Redrives the on-failure messages of `topic` (see the module documentation), calling
     /// `on_report` after each.
     pub async fn run_topic(

@@ -1,9 +1,15 @@
 //! `esm replay`: runs ESM event files through exactly the Lambda's code path ([`Consumer::invoke`] of
 //! the same handler, built from the same configuration), on embedded defaults: a persistent redb
 //! idempotency store in a state directory unless `IDEMPOTENCY_STORE` names another (as it does for
-//! the Lambda: see [`replay_store`]), and dead letters and alerts written to JSON-lines files there,
-//! unless a broker is named.
+//! the Lambda: see [`replay_store`]), and dead letters and the handler's messages (the reference
+//! app's alerts) written to JSON-lines files there, unless a broker is named.
+//!
+//! Any handler replays: [`Replayer::new`] builds it with a [`HandlerFactory`], handing it the sink
+//! the replay publishes to. [`cli::run`] is the whole command.
 
+pub mod cli;
+
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,16 +17,17 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use kafka_esm::config::{ConfigError, ConsumerConfig, StoreChoice};
 use kafka_esm::consumer::Consumer;
 use kafka_esm::handler::InvocationInfo;
 use kafka_esm::idempotency::{IdempotencyStore, LocalStore};
 use kafka_esm::kafka::KafkaSettings;
+use kafka_esm::processor::Processor;
 use kafka_esm::processor::RecordOutcome;
 use kafka_esm::retry::Deadline;
 use kafka_esm::sink::{DirectorySink, KafkaSink, MessageSink};
-use kafka_esm_telemetry::TelemetryHandler;
-use kafka_esm_telemetry::app::telemetry_consumer;
-use kafka_esm_telemetry::config::{ConfigError, StoreChoice, TelemetryConfig};
+
+use crate::handler::{CountingSink, HandlerFactory, published_since, read_config};
 
 /// How to replay.
 #[derive(Debug, Clone)]
@@ -33,8 +40,9 @@ pub struct ReplayOptions {
     /// Delete the state first: the topic files, and the idempotency store when it is the state
     /// directory's (a store named by `IDEMPOTENCY_STORE` is never deleted).
     pub fresh: bool,
-    /// Publish dead letters and alerts to this Kafka cluster instead of files: the bootstrap
-    /// servers, with every other Kafka setting from the configuration (see [`replay_config`]).
+    /// Publish dead letters and the handler's messages to this Kafka cluster instead of files: the
+    /// bootstrap servers, with every other Kafka setting from the configuration (see
+    /// [`replay_config`]).
     pub brokers: Option<String>,
     /// The function timeout each event is given.
     pub timeout: Duration,
@@ -45,7 +53,10 @@ pub struct ReplayOptions {
 pub enum ReplayError {
     /// Bad configuration.
     #[error(transparent)]
-    Config(#[from] kafka_esm_telemetry::config::ConfigError),
+    Config(#[from] ConfigError),
+    /// The handler could not be built ([`HandlerFactory::build`]).
+    #[error("the handler cannot be built: {0}")]
+    Handler(String),
     /// One publish does not fit in the replay's function timeout.
     #[error("{0}")]
     Budget(String),
@@ -112,8 +123,12 @@ pub struct FileReport {
     pub dead_lettered: usize,
     /// Left for the ESM to retry.
     pub failed: usize,
-    /// Alerts published.
+    /// Messages the handler published, every topic together (the reference app's alerts: the name
+    /// its scripts read). [`Self::published`] has them per topic.
     pub alerts: u64,
+    /// Messages the handler published, per topic (handed to the sink: one whose acknowledgement
+    /// fails is counted again when its record runs again). Dead letters are not among them.
+    pub published: BTreeMap<String, u64>,
     /// Wall time of the invocation, milliseconds.
     pub duration_ms: u64,
     /// True when the invocation succeeds (a partial batch response is a success).
@@ -154,28 +169,33 @@ const TOPICS_DIR: &str = "topics";
 /// The consumer's configuration read through `lookup` (the process environment for `esm replay`),
 /// with `brokers` (`--brokers`), when given, in place of `KAFKA_BOOTSTRAP_SERVERS`: every other
 /// `KAFKA_*` setting (authentication, TLS, properties, client id) is read and checked exactly as
-/// the Lambda reads it.
-pub fn replay_config(
+/// the Lambda reads it. The handler's own settings are read after it ([`read_config`]), so that
+/// every problem is reported at once.
+pub fn replay_config<F: HandlerFactory>(
     lookup: &dyn Fn(&str) -> Option<String>,
     brokers: Option<&str>,
-) -> Result<TelemetryConfig, ConfigError> {
-    TelemetryConfig::from_lookup(&|name| match brokers {
-        Some(brokers) if name == "KAFKA_BOOTSTRAP_SERVERS" => Some(brokers.to_owned()),
-        _ => lookup(name),
-    })
+    factory: &mut F,
+) -> Result<ConsumerConfig, ConfigError> {
+    read_config(
+        &|name| match brokers {
+            Some(brokers) if name == "KAFKA_BOOTSTRAP_SERVERS" => Some(brokers.to_owned()),
+            _ => lookup(name),
+        },
+        factory,
+    )
 }
 
 /// The idempotency store the environment names through `lookup`, as the Lambda reads it
 /// (`IDEMPOTENCY_STORE=memory|local|dynamodb`, with `IDEMPOTENCY_LOCAL_PATH` or `IDEMPOTENCY_TABLE`,
-/// parsed and checked by [`TelemetryConfig`] into `config.store`); `None` when `IDEMPOTENCY_STORE` is
+/// parsed and checked by [`ConsumerConfig`] into `config.store`); `None` when `IDEMPOTENCY_STORE` is
 /// unset or blank: a replay then keeps its keys in a file of its state directory.
 pub fn replay_store(
     lookup: &dyn Fn(&str) -> Option<String>,
-    config: &TelemetryConfig,
+    config: &ConsumerConfig,
 ) -> Option<StoreChoice> {
     lookup("IDEMPOTENCY_STORE")
         .is_some_and(|v| !v.trim().is_empty())
-        .then(|| config.consumer.store.clone())
+        .then(|| config.store.clone())
 }
 
 /// The store, for people: what it is, and how long its keys last.
@@ -199,9 +219,11 @@ pub fn describe_store(choice: &StoreChoice) -> String {
     }
 }
 
-/// Runs event files through the telemetry consumer.
-pub struct Replayer {
-    consumer: Consumer<TelemetryHandler>,
+/// Runs event files through a consumer of handler `H`.
+pub struct Replayer<H> {
+    consumer: Consumer<H>,
+    /// The sink the handler publishes through, counting per topic.
+    handler_sink: Arc<CountingSink>,
     function_name: String,
     timeout: Duration,
     safety_margin: Duration,
@@ -212,9 +234,11 @@ pub struct Replayer {
     _lock: std::fs::File,
 }
 
-impl Replayer {
+impl<H: kafka_esm::handler::RecordHandler> Replayer<H> {
     /// A replayer with `config` (read from the environment, like the Lambda's: see
-    /// [`replay_config`]) and `options`.
+    /// [`replay_config`]) and `options`, running the handler `factory` builds. The handler publishes
+    /// through the sink dead letters go to (files in the state directory, or the brokers of
+    /// `options.brokers`); the reports count what it publishes there, per topic.
     ///
     /// With `options.brokers`, it publishes with `config.kafka` (secrets named by ARN are fetched
     /// here), its bootstrap servers replaced by the brokers; plaintext when `config` has no Kafka
@@ -227,14 +251,15 @@ impl Replayer {
     /// DynamoDB client from the usual AWS settings: `AWS_ENDPOINT_URL`, region, credentials), and
     /// asked for one key before any event runs, so that a store that does not answer fails here
     /// ([`ReplayError::Store`], within the replay's timeout) rather than every record.
-    pub async fn new(
-        config: &TelemetryConfig,
+    pub async fn new<F: HandlerFactory<Handler = H>>(
+        config: &ConsumerConfig,
         options: &ReplayOptions,
+        factory: &F,
     ) -> Result<Self, ReplayError> {
         kafka_esm::processor::check_time_budget(
             options.timeout,
-            config.consumer.safety_margin,
-            config.consumer.processor.publish_timeout,
+            config.safety_margin,
+            config.processor.publish_timeout,
         )
         .map_err(|e| ReplayError::Budget(format!("--timeout-ms: {e}")))?;
         let dir = &options.state_dir;
@@ -336,7 +361,6 @@ impl Replayer {
                     message,
                 };
                 let mut settings = config
-                    .consumer
                     .kafka
                     .clone()
                     .unwrap_or_else(|| KafkaSettings::new(brokers.clone()));
@@ -349,11 +373,17 @@ impl Replayer {
             }
             None => Arc::new(DirectorySink::new(dir.join(TOPICS_DIR))),
         };
+        let handler_sink = Arc::new(CountingSink::new(sink.clone()));
+        let handler = factory
+            .build(config, handler_sink.clone())
+            .map_err(ReplayError::Handler)?;
+        let processor = Processor::new(handler, store, sink, config.processor.clone());
         Ok(Self {
-            consumer: telemetry_consumer(config, store, sink.clone(), sink),
-            function_name: config.consumer.function_name.clone(),
+            consumer: Consumer::new(processor, config.partial_batch_response),
+            handler_sink,
+            function_name: config.function_name.clone(),
             timeout: options.timeout,
-            safety_margin: config.consumer.safety_margin,
+            safety_margin: config.safety_margin,
             state_dir: dir.clone(),
             store: described,
             uses_broker: options.brokers.is_some(),
@@ -391,11 +421,12 @@ impl Replayer {
             self.function_name.clone(),
             Deadline::after(self.timeout, self.safety_margin),
         );
-        let alerts_before = self.consumer.processor().handler().alerts_published();
+        let published_before = self.handler_sink.counts();
         let started = Instant::now();
         let result = self.consumer.invoke(json, &invocation).await;
         let duration_ms = started.elapsed().as_millis() as u64;
         let counts = result.report.counts();
+        let published = published_since(&published_before, self.handler_sink.counts());
         let partition_rows = result
             .report
             .partitions
@@ -431,7 +462,8 @@ impl Replayer {
             duplicates: counts.duplicates,
             dead_lettered: counts.dead_lettered,
             failed: counts.unfinished,
-            alerts: self.consumer.processor().handler().alerts_published() - alerts_before,
+            alerts: published.values().sum(),
+            published,
             duration_ms,
             invocation_succeeded: result.result.is_ok(),
             response: result.answer_json(),
@@ -486,8 +518,10 @@ pub fn event_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReplayError> {
     Ok(files)
 }
 
-/// The human table for one file.
-pub fn render_table(report: &FileReport) -> String {
+/// The human table for one file; `messages_name` is what the handler's messages are called
+/// ([`HandlerFactory::messages_name`]: `alerts published: 2`). With messages to more than one topic,
+/// the count of each follows the total.
+pub fn render_table(report: &FileReport, messages_name: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -540,9 +574,19 @@ pub fn render_table(report: &FileReport) -> String {
             report.failed
         );
     }
+    let per_topic = if report.published.len() > 1 {
+        let topics: Vec<String> = report
+            .published
+            .iter()
+            .map(|(topic, n)| format!("{topic}: {n}"))
+            .collect();
+        format!(" ({})", topics.join(", "))
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "  alerts published: {}   answer: {} {}",
+        "  {messages_name} published: {}{per_topic}   answer: {} {}",
         report.alerts,
         if report.invocation_succeeded {
             "success"
