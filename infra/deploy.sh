@@ -105,7 +105,7 @@ cat >&2 <<'EOF'
 deploy: what the outputs are for:
   OnFailureDestination   where the event source mapping writes the batches it gave up on; redrive them with
                          esm redrive --queue-url (OnFailureQueueUrl) | --s3 s3://<OnFailureBucketName>/ |
-                         --topic <OnFailureKafkaTopicName> (README, "Redriving failed batches")
+                         --topic <OnFailureKafkaTopicName> (docs/redrive.md)
   RedriveOperatorPolicyArn  attach to whoever runs esm redrive: exactly the permissions it needs
   IdempotencyTableName   IDEMPOTENCY_TABLE for esm redrive, so it skips what the consumer already did
   EventSourceMappingUuid aws lambda get-event-source-mapping --uuid <it>: State should become Enabled
