@@ -9,8 +9,7 @@
 //!
 //! ```no_run
 //! use async_trait::async_trait;
-//! use kafka_esm::handler::{DeserializeError, HandlerError, InvocationInfo, RecordHandler};
-//! use kafka_esm::record::KafkaRecord;
+//! use kafka_esm::{DeserializeError, HandlerError, InvocationInfo, KafkaRecord, RecordHandler};
 //!
 //! struct Orders;
 //!
@@ -142,6 +141,72 @@ pub struct Parts {
 /// [`Builder::from_env`] (or [`Builder::from_env_with`] to read settings of your own), or with
 /// [`Builder::new`] for a configuration made in code; end with [`Builder::run`] or
 /// [`Builder::run_with`].
+///
+/// A handler that copies each record to another topic, named by a variable of its own, through the
+/// producer the dead letters use:
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use async_trait::async_trait;
+/// use kafka_esm::lambda::Builder;
+/// use kafka_esm::{
+///     DeserializeError, HandlerError, InvocationInfo, KafkaRecord, MessageSink, OutboundMessage,
+///     RecordHandler,
+/// };
+///
+/// struct Forward {
+///     topic: String,
+///     sink: Arc<dyn MessageSink>,
+///     timeout: Duration,
+/// }
+///
+/// #[async_trait]
+/// impl RecordHandler for Forward {
+///     type Event = Vec<u8>;
+///
+///     fn deserialize(&self, record: &KafkaRecord) -> Result<Vec<u8>, DeserializeError> {
+///         record.value.clone().ok_or_else(|| DeserializeError::new("no value"))
+///     }
+///
+///     async fn handle(
+///         &self,
+///         record: &KafkaRecord,
+///         value: &Vec<u8>,
+///         _: &InvocationInfo,
+///     ) -> Result<(), HandlerError> {
+///         let message = OutboundMessage {
+///             topic: self.topic.clone(),
+///             key: record.key.clone(),
+///             value: Some(value.clone()),
+///             headers: Vec::new(),
+///         }
+///         // The same id on every attempt: a resume finds the copy an interrupted attempt made.
+///         .with_message_id(format!("{}-{}-{}", record.topic, record.partition, record.offset));
+///         self.sink
+///             .publish(message, self.timeout)
+///             .await
+///             .map(|_| ())
+///             .map_err(HandlerError::transient)
+///     }
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), kafka_esm::lambda::Error> {
+///     // FORWARD_TOPIC's problems are reported with those of the generic variables.
+///     let (builder, topic) = Builder::from_env_with(|r| {
+///         r.text("FORWARD_TOPIC").unwrap_or_else(|| "orders.copy".into())
+///     })?;
+///     builder
+///         .run_with(|parts| Forward {
+///             topic,
+///             sink: parts.sink.clone(),
+///             timeout: parts.config.processor.publish_timeout,
+///         })
+///         .await
+/// }
+/// ```
 pub struct Builder {
     config: ConsumerConfig,
     function_timeout: Option<Duration>,
