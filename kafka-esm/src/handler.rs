@@ -17,20 +17,39 @@ use crate::idempotency::Interrupted;
 use crate::record::KafkaRecord;
 use crate::retry::Deadline;
 
-/// Why a record's value could not become the handler's event: the record is poison.
+/// Why a record's value could not become the handler's event: the record is poison, unless the
+/// error is [transient](DeserializeError::transient).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct DeserializeError {
     /// What is wrong with the record, without its payload.
     pub message: String,
+    /// True when decoding may succeed later: what it needs (a schema registry) could not be
+    /// reached. Such a record is not poison and must not be dead-lettered.
+    transient: bool,
 }
 
 impl DeserializeError {
-    /// An error with this message.
+    /// An error with this message: the record is poison.
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            transient: false,
         }
+    }
+
+    /// An error that may go away (a schema registry could not be reached): the record is not
+    /// poison and should be retried. [`crate::format`] returns it for an unreachable schema source.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: true,
+        }
+    }
+
+    /// True for an error made with [`DeserializeError::transient`].
+    pub fn is_transient(&self) -> bool {
+        self.transient
     }
 }
 
