@@ -180,8 +180,9 @@ fn build_example_now() -> PathBuf {
         .args([
             "build",
             "--locked",
-            "--package",
-            "kafka-esm",
+            // The workspace's features, as `cargo test` at its root (CI) resolves them: there, only
+            // the example is left to build.
+            "--workspace",
             "--example",
             "orders",
             "--message-format",
