@@ -35,7 +35,7 @@ use crate::handler::{HandlerError, InvocationInfo, RecordHandler};
 use crate::idempotency::keys::{business_key, coordinates_key, raw_record_key};
 use crate::idempotency::{Claim, CompletedOutcome, IdempotencyStore, Interrupted};
 use crate::record::{DecodedRecord, TopicPartition};
-use crate::retry::{Backoff, OutOfTime, now_ms};
+use crate::retry::{Backoff, OutOfTime, Tried, now_ms};
 use crate::sink::{self, MessageSink, PendingAck, PublishWindow, SinkError};
 
 /// Records prepared and looked up together: DynamoDB's `BatchGetItem` takes up to 100 keys.
@@ -751,32 +751,29 @@ impl<H: RecordHandler> Processor<H> {
     /// the claim (held, or completed for a duplicate) and when it was made, `Err` when it could not
     /// be claimed in time.
     async fn claim(&self, key: &str, invocation: &InvocationInfo) -> Result<(Claim, u64), String> {
-        let backoff = &self.settings.backoff;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let now = now_ms();
-            let claimed = invocation
-                .deadline
-                .bound(
-                    "the idempotency store's claim",
-                    self.store
-                        .try_claim(key, now, invocation.deadline.lambda_deadline_ms()),
-                )
-                .await;
-            let why = match claimed {
-                Ok(Ok(Claim::Locked { until_ms })) => {
-                    format!("another invocation holds the record until {until_ms} (epoch ms)")
+        let deadline = &invocation.deadline;
+        self.settings
+            .backoff
+            .retry(deadline, |_| async move {
+                let now = now_ms();
+                let claimed = deadline
+                    .bound(
+                        "the idempotency store's claim",
+                        self.store
+                            .try_claim(key, now, deadline.lambda_deadline_ms()),
+                    )
+                    .await;
+                match claimed {
+                    Ok(Ok(Claim::Locked { until_ms })) => Tried::Transient(format!(
+                        "another invocation holds the record until {until_ms} (epoch ms)"
+                    )),
+                    Ok(Ok(claim)) => Tried::Done((claim, now)),
+                    Ok(Err(error)) => Tried::Transient(error.to_string()),
+                    // Whatever the store did, the claim expires at the Lambda deadline.
+                    Err(out_of_time) => Tried::Failed(out_of_time.to_string()),
                 }
-                Ok(Ok(claim)) => return Ok((claim, now)),
-                Ok(Err(error)) => error.to_string(),
-                // Whatever the store did, the claim expires at the Lambda deadline.
-                Err(out_of_time) => return Err(out_of_time.to_string()),
-            };
-            if !backoff.wait(attempt, &invocation.deadline).await {
-                return Err(why);
-            }
-        }
+            })
+            .await
     }
 
     /// Runs the handler, retrying transient failures while time allows. After a failed attempt
@@ -795,90 +792,92 @@ impl<H: RecordHandler> Processor<H> {
         let DecodedRecord::Record(record) = item.slot else {
             unreachable!("only decoded records carry an event")
         };
-        let mut interrupted = attempt.interrupted;
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let result = match &interrupted {
-                None => {
-                    invocation
-                        .deadline
-                        .bound(
-                            "the handler",
-                            sink::collecting_acks(self.handler.handle(record, event, invocation)),
-                        )
-                        .await
-                }
-                Some(interrupted) => {
-                    invocation
-                        .deadline
-                        .bound(
-                            "the handler's resume",
-                            sink::collecting_acks(self.handler.resume(
-                                record,
-                                event,
+        let deadline = &invocation.deadline;
+        self.settings
+            .backoff
+            .retry_with(
+                deadline,
+                attempt.interrupted,
+                |interrupted, tries| async move {
+                    let result = match &interrupted {
+                        None => {
+                            deadline
+                                .bound(
+                                    "the handler",
+                                    sink::collecting_acks(
+                                        self.handler.handle(record, event, invocation),
+                                    ),
+                                )
+                                .await
+                        }
+                        Some(interrupted) => {
+                            deadline
+                                .bound(
+                                    "the handler's resume",
+                                    sink::collecting_acks(self.handler.resume(
+                                        record,
+                                        event,
+                                        interrupted,
+                                        invocation,
+                                    )),
+                                )
+                                .await
+                        }
+                    };
+                    // Cut short by the deadline: the try may have done part of its work, so the
+                    // claim is abandoned and the next attempt resumes it.
+                    let Ok((result, acks)) = result else {
+                        return (interrupted, Tried::Failed(Failed::OutOfTime));
+                    };
+                    let result = match result {
+                        Ok(()) if pipelined || acks.is_empty() => Ok(acks),
+                        Ok(()) => {
+                            let Ok(settled) = deadline
+                                .bound(
+                                    "the acknowledgements of the handler's messages",
+                                    sink::settle(vec![acks]),
+                                )
+                                .await
+                            else {
+                                return (interrupted, Tried::Failed(Failed::OutOfTime));
+                            };
+                            match settled.into_iter().find_map(Result::err) {
+                                Some(error) => Err(HandlerError::Transient(format!(
+                                    "a message was not acknowledged ({error})"
+                                ))),
+                                None => Ok(Vec::new()),
+                            }
+                        }
+                        Err(error) => Err(error),
+                    };
+                    match result {
+                        Ok(acks) => (interrupted, Tried::Done(acks)),
+                        Err(HandlerError::Permanent(message)) => {
+                            let failure = Failure {
+                                kind: PoisonKind::Rejected,
+                                message,
+                                attempts: tries,
+                            };
+                            (
                                 interrupted,
-                                invocation,
-                            )),
-                        )
-                        .await
-                }
-            };
-            // Cut short by the deadline: the try may have done part of its work, so the claim is
-            // abandoned and the next attempt resumes it.
-            let Ok((result, acks)) = result else {
-                return Err(Failed::OutOfTime);
-            };
-            let result = match result {
-                Ok(()) if pipelined || acks.is_empty() => Ok(acks),
-                Ok(()) => {
-                    let settled = invocation
-                        .deadline
-                        .bound(
-                            "the acknowledgements of the handler's messages",
-                            sink::settle(vec![acks]),
-                        )
-                        .await
-                        .map_err(|_| Failed::OutOfTime)?;
-                    match settled.into_iter().find_map(Result::err) {
-                        Some(error) => Err(HandlerError::Transient(format!(
-                            "a message was not acknowledged ({error})"
-                        ))),
-                        None => Ok(Vec::new()),
+                                Tried::Failed(Failed::Permanently(failure, interrupted)),
+                            )
+                        }
+                        Err(HandlerError::Transient(message)) => {
+                            debug!(offset = record.offset, tries, message, "transient failure");
+                            // Whatever this try did, from the claim on, is there to be found.
+                            let interrupted = Some(Interrupted {
+                                claimed_at_ms: interrupted
+                                    .map_or(attempt.claimed_at, |i| i.claimed_at_ms),
+                                lock_until_ms: now_ms(),
+                            });
+                            // Out of attempts or time, the transient failures outlasted the budget.
+                            (interrupted, Tried::Transient(Failed::OutOfTime))
+                        }
                     }
-                }
-                Err(error) => Err(error),
-            };
-            match result {
-                Ok(acks) => return Ok(acks),
-                Err(HandlerError::Permanent(message)) => {
-                    return Err(Failed::Permanently(
-                        Failure {
-                            kind: PoisonKind::Rejected,
-                            message,
-                            attempts: tries,
-                        },
-                        interrupted,
-                    ));
-                }
-                Err(HandlerError::Transient(message)) => {
-                    debug!(offset = record.offset, tries, message, "transient failure");
-                    // Whatever this try did, from the claim on, is there to be found.
-                    interrupted = Some(Interrupted {
-                        claimed_at_ms: interrupted.map_or(attempt.claimed_at, |i| i.claimed_at_ms),
-                        lock_until_ms: now_ms(),
-                    });
-                    if !self
-                        .settings
-                        .backoff
-                        .wait(tries, &invocation.deadline)
-                        .await
-                    {
-                        return Err(Failed::OutOfTime);
-                    }
-                }
-            }
-        }
+                },
+            )
+            .await
     }
 
     /// Publishes the dead letter, unless an interrupted attempt already did. `pipelined`, it
@@ -894,111 +893,101 @@ impl<H: RecordHandler> Processor<H> {
     ) -> Result<Option<PendingAck>, String> {
         let slot = item.slot;
         let topic = self.settings.dead_letter_topic_for(slot.topic());
-        let mut message = dead_letter_message(slot, failure, invocation, topic, now_ms())
+        let message = dead_letter_message(slot, failure, invocation, topic, now_ms())
             .with_message_id(item.key.as_str());
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let timeout = self
-                .settings
-                .publish_timeout
-                .min(invocation.deadline.remaining());
-            let done_before = match interrupted {
-                None => Ok(false),
-                Some(interrupted) => invocation
-                    .deadline
-                    .bound(
-                        "the dead-letter search",
-                        self.dead_letters.find_published(
-                            &message.topic,
-                            &[item.key.as_str()],
-                            PublishWindow {
-                                since_ms: interrupted.claimed_at_ms,
-                                until_ms: interrupted.lock_until_ms,
-                            },
-                            timeout,
-                        ),
-                    )
-                    .await
-                    .unwrap_or_else(|out_of_time| {
-                        Err(SinkError::new(
-                            message.topic.clone(),
-                            out_of_time.to_string(),
-                        ))
-                    })
-                    .map(|found| found.first().copied().unwrap_or(false)),
-            };
-            let published = match done_before {
-                Ok(true) => {
-                    debug!(
-                        offset = slot.offset(),
-                        "dead letter found from an interrupted attempt"
-                    );
-                    return Ok(None);
-                }
-                Ok(false) => {
-                    let topic = message.topic.as_str();
-                    let out_of_time =
-                        |out_of_time: OutOfTime| SinkError::new(topic, out_of_time.to_string());
-                    let sent = invocation
-                        .deadline
+        let deadline = &invocation.deadline;
+        self.settings
+            .backoff
+            .retry_with(deadline, message, |mut message, _| async move {
+                let timeout = self.settings.publish_timeout.min(deadline.remaining());
+                let done_before = match interrupted {
+                    None => Ok(false),
+                    Some(interrupted) => deadline
                         .bound(
-                            "the dead-letter publish",
-                            self.dead_letters.send(message.clone(), timeout),
+                            "the dead-letter search",
+                            self.dead_letters.find_published(
+                                &message.topic,
+                                &[item.key.as_str()],
+                                PublishWindow {
+                                    since_ms: interrupted.claimed_at_ms,
+                                    until_ms: interrupted.lock_until_ms,
+                                },
+                                timeout,
+                            ),
                         )
                         .await
-                        .map_err(out_of_time)
-                        .and_then(|sent| sent);
-                    match sent {
-                        Ok(ack) if pipelined => Ok(Some(ack)),
-                        Ok(ack) => invocation
-                            .deadline
-                            .bound("the dead-letter publish", ack)
+                        .unwrap_or_else(|out_of_time| {
+                            Err(SinkError::new(
+                                message.topic.clone(),
+                                out_of_time.to_string(),
+                            ))
+                        })
+                        .map(|found| found.first().copied().unwrap_or(false)),
+                };
+                let published = match done_before {
+                    Ok(true) => {
+                        debug!(
+                            offset = slot.offset(),
+                            "dead letter found from an interrupted attempt"
+                        );
+                        return (message, Tried::Done(None));
+                    }
+                    Ok(false) => {
+                        let topic = message.topic.as_str();
+                        let out_of_time =
+                            |out_of_time: OutOfTime| SinkError::new(topic, out_of_time.to_string());
+                        let sent = deadline
+                            .bound(
+                                "the dead-letter publish",
+                                self.dead_letters.send(message.clone(), timeout),
+                            )
                             .await
                             .map_err(out_of_time)
-                            .and_then(|acked| acked)
-                            .map(|_| None),
-                        Err(error) => Err(error),
+                            .and_then(|sent| sent);
+                        match sent {
+                            Ok(ack) if pipelined => Ok(Some(ack)),
+                            Ok(ack) => deadline
+                                .bound("the dead-letter publish", ack)
+                                .await
+                                .map_err(out_of_time)
+                                .and_then(|acked| acked)
+                                .map(|_| None),
+                            Err(error) => Err(error),
+                        }
                     }
-                }
-                Err(error) => Err(error),
-            };
-            match published {
-                Ok(ack) => {
-                    warn!(
-                        topic = slot.topic(),
-                        partition = slot.partition(),
-                        offset = slot.offset(),
-                        kind = failure.kind.as_str(),
-                        dead_letter_topic = message.topic.as_str(),
-                        "poison record dead-lettered"
-                    );
-                    return Ok(ack);
-                }
-                // Larger than the broker takes: sent again at once with its value cut to fit
-                // (marked so; the original stays findable by its coordinates).
-                Err(error) if error.too_large && dead_letter::halve_value(&mut message) => {
-                    debug!(
-                        offset = slot.offset(),
-                        size = message.value.as_ref().map_or(0, Vec::len),
-                        "dead letter too large; its value is cut"
-                    );
-                    attempt -= 1;
-                }
-                Err(error) => {
-                    if !self
-                        .settings
-                        .backoff
-                        .wait(attempt, &invocation.deadline)
-                        .await
-                    {
-                        return Err(format!(
-                            "the dead-letter topic is unreachable ({error}); the record is kept for the ESM to retry"
-                        ));
+                    Err(error) => Err(error),
+                };
+                match published {
+                    Ok(ack) => {
+                        warn!(
+                            topic = slot.topic(),
+                            partition = slot.partition(),
+                            offset = slot.offset(),
+                            kind = failure.kind.as_str(),
+                            dead_letter_topic = message.topic.as_str(),
+                            "poison record dead-lettered"
+                        );
+                        (message, Tried::Done(ack))
                     }
+                    // Larger than the broker takes: sent again at once with its value cut to fit
+                    // (marked so; the original stays findable by its coordinates).
+                    Err(error) if error.too_large && dead_letter::halve_value(&mut message) => {
+                        debug!(
+                            offset = slot.offset(),
+                            size = message.value.as_ref().map_or(0, Vec::len),
+                            "dead letter too large; its value is cut"
+                        );
+                        (message, Tried::Again)
+                    }
+                    Err(error) => (message, Tried::Transient(error)),
                 }
-            }
-        }
+            })
+            .await
+            .map_err(|error| {
+                format!(
+                    "the dead-letter topic is unreachable ({error}); the record is kept for the ESM to retry"
+                )
+            })
     }
 
     /// Marks the chunk's done keys completed, retrying while time allows.
@@ -1008,35 +997,30 @@ impl<H: RecordHandler> Processor<H> {
         invocation: &InvocationInfo,
     ) -> Result<(), String> {
         let keep_until = now_ms().saturating_add(self.settings.idempotency_ttl.as_millis() as u64);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let completed = invocation
-                .deadline
-                .bound(
-                    "the idempotency store's completion",
-                    self.store.complete_many(done, keep_until),
-                )
-                .await
-                .unwrap_or_else(|out_of_time| {
-                    Err(crate::idempotency::StoreError::new("complete", out_of_time))
-                });
-            match completed {
-                Ok(()) => return Ok(()),
-                Err(error) => {
-                    if !self
-                        .settings
-                        .backoff
-                        .wait(attempt, &invocation.deadline)
-                        .await
-                    {
-                        return Err(format!(
-                            "done, but not recorded as done ({error}); the retry will look for its side effect before repeating it"
-                        ));
-                    }
+        let deadline = &invocation.deadline;
+        self.settings
+            .backoff
+            .retry(deadline, |_| async move {
+                let completed = deadline
+                    .bound(
+                        "the idempotency store's completion",
+                        self.store.complete_many(done, keep_until),
+                    )
+                    .await
+                    .unwrap_or_else(|out_of_time| {
+                        Err(crate::idempotency::StoreError::new("complete", out_of_time))
+                    });
+                match completed {
+                    Ok(()) => Tried::Done(()),
+                    Err(error) => Tried::Transient(error),
                 }
-            }
-        }
+            })
+            .await
+            .map_err(|error| {
+                format!(
+                    "done, but not recorded as done ({error}); the retry will look for its side effect before repeating it"
+                )
+            })
     }
 
     /// Ends this invocation's claim on `key` so the next claim resumes it at once.

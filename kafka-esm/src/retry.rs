@@ -1,4 +1,5 @@
-//! The time budget of an invocation and the backoff between attempts.
+//! The time budget of an invocation ([`Deadline`]), the backoff between attempts ([`Backoff`]),
+//! and the one loop that retries work until it is done or the time is up ([`Backoff::retry`]).
 
 use std::time::Duration;
 
@@ -134,6 +135,122 @@ impl Backoff {
         tokio::time::sleep(delay).await;
         !deadline.expired()
     }
+
+    /// Runs `attempt` until it is done, fails for good, or the attempts or the time run out:
+    /// the one retry-until-deadline loop. `attempt` gets the attempt's number (1 for the first)
+    /// and its future says what the attempt came to ([`Tried`]). After a [`Tried::Transient`]
+    /// failure the next attempt starts once [`Self::wait`] has slept, or the retry ends with that
+    /// failure when `wait` says to give up (the budget of [`Self::max_attempts`] is used, or the
+    /// next delay would not fit before the deadline). Nothing is boxed; for state that changes
+    /// from one attempt to the next, see [`Self::retry_with`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kafka_esm::retry::{Backoff, Deadline, Tried};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let deadline = Deadline::after(Duration::from_secs(5), Duration::ZERO);
+    /// let backoff = Backoff {
+    ///     base: Duration::from_millis(1),
+    ///     max: Duration::from_millis(1),
+    ///     max_attempts: 3,
+    /// };
+    /// let answer: Result<u32, String> = backoff
+    ///     .retry(&deadline, |attempt| async move {
+    ///         match attempt {
+    ///             1 | 2 => Tried::Transient(format!("busy on attempt {attempt}")),
+    ///             _ => Tried::Done(attempt),
+    ///         }
+    ///     })
+    ///     .await;
+    /// assert_eq!(answer, Ok(3));
+    /// # }
+    /// ```
+    pub async fn retry<T, E, Attempt>(
+        &self,
+        deadline: &Deadline,
+        mut attempt: impl FnMut(u32) -> Attempt,
+    ) -> Result<T, E>
+    where
+        Attempt: Future<Output = Tried<T, E>>,
+    {
+        self.retry_with(deadline, (), |(), number| {
+            let attempt = attempt(number);
+            async move { ((), attempt.await) }
+        })
+        .await
+    }
+
+    /// As [`Self::retry`], with `state` that one attempt hands to the next: each attempt takes it
+    /// and gives it back with what it came to (an attempt's future cannot borrow from the closure
+    /// that made it: for a generic handler the compiler could then not prove it `Send`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kafka_esm::retry::{Backoff, Deadline, Tried};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let deadline = Deadline::after(Duration::from_secs(5), Duration::ZERO);
+    /// let backoff = Backoff::default();
+    /// // A message too large is cut and sent again at once (the attempt does not count).
+    /// let sent: Result<usize, String> = backoff
+    ///     .retry_with(&deadline, vec![0u8; 1000], |mut message, _| async move {
+    ///         if message.len() > 300 {
+    ///             message.truncate(message.len() / 2);
+    ///             (message, Tried::Again)
+    ///         } else {
+    ///             let size = message.len();
+    ///             (message, Tried::Done(size))
+    ///         }
+    ///     })
+    ///     .await;
+    /// assert_eq!(sent, Ok(250));
+    /// # }
+    /// ```
+    pub async fn retry_with<S, T, E, Attempt>(
+        &self,
+        deadline: &Deadline,
+        mut state: S,
+        mut attempt: impl FnMut(S, u32) -> Attempt,
+    ) -> Result<T, E>
+    where
+        Attempt: Future<Output = (S, Tried<T, E>)>,
+    {
+        let mut number = 0;
+        loop {
+            number += 1;
+            let tried;
+            (state, tried) = attempt(state, number).await;
+            match tried {
+                Tried::Done(done) => return Ok(done),
+                Tried::Failed(error) => return Err(error),
+                Tried::Transient(error) => {
+                    if !self.wait(number, deadline).await {
+                        return Err(error);
+                    }
+                }
+                Tried::Again => number -= 1,
+            }
+        }
+    }
+}
+
+/// What one attempt of work retried with [`Backoff::retry`] came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tried<T, E> {
+    /// Done: the retry ends with `Ok`.
+    Done(T),
+    /// Failed in a way that trying again cannot mend (or out of time): the retry ends with this
+    /// `Err` at once.
+    Failed(E),
+    /// Failed in a way that may pass: try again after the backoff, or end with this `Err` when the
+    /// attempts or the time are used up.
+    Transient(E),
+    /// Try again at once, without waiting: this attempt does not count (it changed what the next
+    /// one sends, so that it can succeed).
+    Again,
 }
 
 #[cfg(test)]
@@ -194,5 +311,116 @@ mod tests {
         assert!(deadline.remaining() <= Duration::from_secs(7));
         tokio::time::advance(Duration::from_secs(7)).await;
         assert!(deadline.expired());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_counts_attempts_and_gives_up_with_the_last_failure() {
+        let b = Backoff {
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(10),
+            max_attempts: 4,
+        };
+        let deadline = Deadline::after(Duration::from_secs(60), Duration::ZERO);
+        let outcome: Result<(), u32> = b
+            .retry_with(&deadline, (), |(), attempt| async move {
+                ((), Tried::Transient(attempt))
+            })
+            .await;
+        assert_eq!(outcome, Err(4), "the last failure");
+        let mut seen = Vec::new();
+        let _: Result<(), u32> = b
+            .retry(&deadline, |attempt| {
+                seen.push(attempt);
+                async move { Tried::Transient(attempt) }
+            })
+            .await;
+        assert_eq!(seen, [1, 2, 3, 4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_stops_at_once_when_done_or_failed_for_good() {
+        let b = Backoff::default();
+        let deadline = Deadline::after(Duration::from_secs(60), Duration::ZERO);
+        let before = Instant::now();
+        let done: Result<u32, ()> = b.retry(&deadline, |n| async move { Tried::Done(n) }).await;
+        assert_eq!(done, Ok(1));
+        let mut calls = 0;
+        let failed: Result<(), &str> = b
+            .retry(&deadline, |_| {
+                calls += 1;
+                async { Tried::Failed("permanent") }
+            })
+            .await;
+        assert_eq!((failed, calls), (Err("permanent"), 1));
+        assert_eq!(
+            Instant::now(),
+            before,
+            "no wait without a transient failure"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn again_is_at_once_and_does_not_count() {
+        let b = Backoff {
+            max_attempts: 2,
+            ..Backoff::default()
+        };
+        let deadline = Deadline::after(Duration::from_secs(60), Duration::ZERO);
+        let mut seen = Vec::new();
+        let result: Result<(), ()> = b
+            .retry(&deadline, |attempt| {
+                seen.push(attempt);
+                let again = seen.len() < 4;
+                async move {
+                    if again {
+                        Tried::Again
+                    } else {
+                        Tried::Transient(())
+                    }
+                }
+            })
+            .await;
+        assert_eq!(result, Err(()));
+        assert_eq!(seen, [1, 1, 1, 1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_never_waits_past_the_deadline() {
+        let b = Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(1),
+            max_attempts: 1_000,
+        };
+        let deadline = Deadline::after(Duration::from_secs(3), Duration::ZERO);
+        let before = Instant::now();
+        let mut attempts = 0;
+        let result: Result<(), &str> = b
+            .retry(&deadline, |_| {
+                attempts += 1;
+                async { Tried::Transient("down") }
+            })
+            .await;
+        assert_eq!(result, Err("down"));
+        assert!(Instant::now() - before <= Duration::from_secs(3));
+        assert!(attempts >= 3, "two delays of at most 1 s fit in 3 s");
+    }
+
+    /// The state an attempt hands on is what the next one gets, through `Again` and `Transient`.
+    #[tokio::test(start_paused = true)]
+    async fn state_goes_from_one_attempt_to_the_next() {
+        let b = Backoff::default();
+        let deadline = Deadline::after(Duration::from_secs(60), Duration::ZERO);
+        let result: Result<Vec<u32>, ()> = b
+            .retry_with(&deadline, Vec::new(), |mut log, attempt| async move {
+                log.push(attempt);
+                let tried = match log.len() {
+                    1 => Tried::Again,
+                    2 => Tried::Transient(()),
+                    _ => Tried::Done(log.clone()),
+                };
+                (log, tried)
+            })
+            .await;
+        assert_eq!(result, Ok(vec![1, 1, 2]));
     }
 }
