@@ -1117,3 +1117,20 @@ enum Failed {
     /// Transient failures used up the time.
     OutOfTime,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch's future is `Send` for any handler, as an `async_trait` method or a spawned task
+    /// needs it to be (the retries must not keep a borrow that only some lifetimes make `Send`).
+    #[allow(dead_code)]
+    fn processing_is_send_for_any_handler<H: RecordHandler>(
+        processor: &Processor<H>,
+        batch: &Batch,
+        invocation: &InvocationInfo,
+    ) {
+        fn send<T: Send>(_: T) {}
+        send(processor.process(batch, invocation));
+    }
+}

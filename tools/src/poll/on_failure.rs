@@ -1,7 +1,8 @@
-//! The on-failure record the ESM writes when it gives up on a batch (the AWS format that
-//! [`crate::redrive`] reads), and where it goes: an SQS queue or a JSON-lines file (metadata only),
-//! an S3 bucket (metadata plus the invoked event as an escaped JSON string), a Kafka topic (one
-//! message per record, the record in its payload), or nowhere.
+//! The on-failure record the ESM writes when it gives up on a batch, and where it goes: an SQS
+//! queue or a JSON-lines file (metadata only), an S3 bucket (metadata plus the invoked event as an
+//! escaped JSON string), a Kafka topic (one message per record, the record in its payload), or
+//! nowhere. The record is built with the types of [`kafka_esm::on_failure`], the ones
+//! [`crate::redrive`] reads it with.
 
 use std::collections::BTreeMap;
 use std::io::Write;
