@@ -425,7 +425,8 @@ mod tests {
             .unwrap_err();
         assert!(err.message.contains("invalid type"), "{err}");
         assert!(
-            err.message.starts_with("the value is not the expected JSON"),
+            err.message
+                .starts_with("the value is not the expected JSON"),
             "{err}"
         );
     }

@@ -145,8 +145,11 @@ pub enum Shape {
 pub enum IndexKind {
     /// With the body itself: no message index.
     None,
-    /// With Confluent's message-index list.
+    /// With Confluent's message-index list, as Confluent's serializer writes it (zigzag varints).
     Confluent,
+    /// With Confluent's message-index list in a record the ESM delivered: zigzag varints, or, when
+    /// that reading is impossible, plain varints (as Powertools' test events write it).
+    ConfluentEsm,
     /// With Glue's single unsigned varint.
     Glue,
 }
@@ -216,24 +219,10 @@ pub fn unframe<'a>(
                 index: IndexKind::None,
             });
         }
-        let index = match (&shape, wire) {
-            (_, WireFormat::Confluent) => IndexKind::Confluent,
-            (_, WireFormat::Glue) => IndexKind::Glue,
-            (
-                Shape::Esm {
-                    schema_id: Some(SchemaId::Confluent(_)),
-                    ..
-                },
-                _,
-            ) => IndexKind::Confluent,
-            (
-                Shape::Esm {
-                    schema_id: Some(SchemaId::Glue(_)),
-                    ..
-                },
-                _,
-            ) => IndexKind::Glue,
-            _ => IndexKind::None,
+        let index = match wire {
+            WireFormat::Confluent => IndexKind::ConfluentEsm,
+            WireFormat::Glue => IndexKind::Glue,
+            WireFormat::Auto | WireFormat::None => esm_index(metadata.schema_id.as_deref()),
         };
         return Ok(Unframed {
             shape,
@@ -275,6 +264,19 @@ pub fn framed_schema_id(bytes: &[u8]) -> Option<SchemaId> {
             rest @ ..,
         ] if rest.len() >= 16 => Some(SchemaId::Glue(uuid_at(rest))),
         _ => None,
+    }
+}
+
+/// How a Protobuf body the ESM delivered begins, from its `schemaId`: a number (Confluent) keeps
+/// Confluent's list, a UUID (Glue) Glue's varint; none, neither. A number too large for a Confluent
+/// id still says Confluent.
+fn esm_index(schema_id: Option<&str>) -> IndexKind {
+    match schema_id {
+        Some(id) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => {
+            IndexKind::ConfluentEsm
+        }
+        Some(id) if Uuid::parse_str(id).is_ok() => IndexKind::Glue,
+        _ => IndexKind::None,
     }
 }
 
@@ -375,10 +377,11 @@ pub enum MessageIndex {
 /// Splits a Protobuf `body` into its message index (as `kind` says it begins) and the message.
 ///
 /// Confluent writes the list as zigzag varints: its length, then each index, a single `0x00`
-/// standing for `[0]`. A list that is impossible as zigzag (a negative length or index) is read
-/// again as plain varints, which Powertools for AWS Lambda (TypeScript) also accepts and which its
-/// test events contain; a list valid as zigzag is never read another way. Glue writes one unsigned
-/// varint.
+/// standing for `[0]`. In a record the ESM delivered ([`IndexKind::ConfluentEsm`]), a list that is
+/// impossible as zigzag (a negative length or index) is read again as plain varints, which
+/// Powertools for AWS Lambda (TypeScript) also accepts and which its test events contain; a list
+/// valid as zigzag is never read another way, and bytes framed by a Confluent serializer are read
+/// as zigzag only. Glue writes one unsigned varint.
 pub fn read_message_index(
     body: &[u8],
     kind: IndexKind,
@@ -393,12 +396,16 @@ pub fn read_message_index(
                 })?;
             Ok((MessageIndex::Glue(index as u32), &body[used..]))
         }
-        IndexKind::Confluent => read_confluent_indexes(body, true)
-            .or_else(|| read_confluent_indexes(body, false))
+        IndexKind::Confluent | IndexKind::ConfluentEsm => read_confluent_indexes(body, true)
+            .or_else(|| {
+                (kind == IndexKind::ConfluentEsm)
+                    .then(|| read_confluent_indexes(body, false))
+                    .flatten()
+            })
             .map(|(indexes, used)| (MessageIndex::Confluent(indexes), &body[used..]))
             .ok_or_else(|| {
                 DeserializeError::new(
-                    "the Confluent Protobuf message-index list is neither zigzag nor plain varints",
+                    "the Confluent Protobuf message-index list is not a list of zigzag varints",
                 )
             }),
     }
@@ -618,7 +625,7 @@ mod tests {
         assert_eq!(u.schema_id(), Some(SchemaId::Confluent(42)));
         assert!(u.from_esm());
         assert!(!u.looks_like_esm_json());
-        assert_eq!(u.index, IndexKind::Confluent);
+        assert_eq!(u.index, IndexKind::ConfluentEsm);
         let u = unframe(
             &body,
             Some(&metadata("PROTOBUF", Some(UUID))),
@@ -697,7 +704,7 @@ mod tests {
     #[test]
     fn confluent_message_indexes_are_zigzag_lists() {
         fn read(bytes: &[u8]) -> (MessageIndex, &[u8]) {
-            read_message_index(bytes, IndexKind::Confluent).unwrap()
+            read_message_index(bytes, IndexKind::ConfluentEsm).unwrap()
         }
         // A single 0x00 is [0].
         assert_eq!(
@@ -714,10 +721,16 @@ mod tests {
             read(&[4, 2, 0, 10]),
             (MessageIndex::Confluent(vec![1, 0]), &[10][..])
         );
-        // Impossible as zigzag (index -1), read as plain varints: length 2, [1, 0].
+        // Impossible as zigzag (index -1), read as plain varints in a record the ESM delivered:
+        // length 2, [1, 0]; refused after a Confluent serializer's header.
         assert_eq!(
             read(&[2, 1, 0, 8]),
             (MessageIndex::Confluent(vec![1, 0]), &[8][..])
+        );
+        assert!(read_message_index(&[2, 1, 0, 8], IndexKind::Confluent).is_err());
+        assert_eq!(
+            read_message_index(&[4, 2, 0, 10], IndexKind::Confluent).unwrap(),
+            (MessageIndex::Confluent(vec![1, 0]), &[10][..])
         );
         // A large index takes a multi-byte varint: [150] = zigzag 300 = 0xac 0x02.
         assert_eq!(
@@ -726,7 +739,7 @@ mod tests {
         );
         for bad in [&[][..], &[0x80][..], &[2][..], &[0x7f, 0x01][..]] {
             assert!(
-                read_message_index(bad, IndexKind::Confluent).is_err(),
+                read_message_index(bad, IndexKind::ConfluentEsm).is_err(),
                 "{bad:?}"
             );
         }
