@@ -5,6 +5,7 @@
 //! A record the ESM sent that could not even be decoded is dead-lettered as its raw ESM JSON, with
 //! `esm.dlq.payload.format = esm-record-json`.
 
+use crate::format::wire::framed_schema_id;
 use crate::handler::InvocationInfo;
 use crate::record::{DecodedRecord, Header, SchemaMetadata};
 use crate::sink::OutboundMessage;
@@ -43,6 +44,12 @@ pub mod headers {
     pub const ORIGINAL_VALUE_SCHEMA_FORMAT: &str = "esm.dlq.original.value.schema.format";
     /// The value's `valueSchemaMetadata.schemaId`, when the ESM sent it.
     pub const ORIGINAL_VALUE_SCHEMA_ID: &str = "esm.dlq.original.value.schema.id";
+    /// The schema id in the key's own Confluent (a number) or Glue (a UUID) header, when the key
+    /// could not be deserialized, the ESM sent no `keySchemaMetadata` and the key begins like a
+    /// header ([`crate::format::wire::framed_schema_id`]).
+    pub const ORIGINAL_KEY_FRAMED_SCHEMA_ID: &str = "esm.dlq.original.key.framed.schema.id";
+    /// The schema id in the value's own Confluent or Glue header, likewise.
+    pub const ORIGINAL_VALUE_FRAMED_SCHEMA_ID: &str = "esm.dlq.original.value.framed.schema.id";
     /// `true` when the value was cut to fit the broker's maximum message size (the original stays
     /// findable by its topic, partition and offset).
     pub const VALUE_TRUNCATED: &str = "esm.dlq.value.truncated";
@@ -114,7 +121,7 @@ pub fn dead_letter_message(
             (u.key_schema.as_ref(), u.value_schema.as_ref()),
         ),
     };
-    out_headers.reserve(15);
+    out_headers.reserve(17);
     out_headers.push(Header::new(headers::ORIGINAL_TOPIC, slot.topic()));
     out_headers.push(Header::new(
         headers::ORIGINAL_PARTITION,
@@ -148,6 +155,28 @@ pub fn dead_letter_message(
         headers::ORIGINAL_VALUE_SCHEMA_FORMAT,
         headers::ORIGINAL_VALUE_SCHEMA_ID,
     );
+    if failure.kind == PoisonKind::Deserialization
+        && let DecodedRecord::Record(r) = slot
+    {
+        for (bytes, metadata, name) in [
+            (
+                &r.key,
+                &r.key_schema,
+                headers::ORIGINAL_KEY_FRAMED_SCHEMA_ID,
+            ),
+            (
+                &r.value,
+                &r.value_schema,
+                headers::ORIGINAL_VALUE_FRAMED_SCHEMA_ID,
+            ),
+        ] {
+            if metadata.is_none()
+                && let Some(id) = bytes.as_deref().and_then(framed_schema_id)
+            {
+                out_headers.push(Header::new(name, id.to_string()));
+            }
+        }
+    }
     out_headers.push(Header::new(headers::ERROR_KIND, failure.kind.as_str()));
     out_headers.push(Header::new(
         headers::ERROR_MESSAGE,
@@ -339,6 +368,69 @@ mod tests {
         );
         assert_eq!(header(&m, headers::ORIGINAL_KEY_SCHEMA_ID), Some("k-1"));
         assert_eq!(header(&m, headers::ERROR_KIND), Some("undecodable"));
+    }
+
+    #[test]
+    fn a_framed_value_that_did_not_deserialize_names_its_schema_id() {
+        let deadline = crate::retry::Deadline::after(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::ZERO,
+        );
+        let invocation = InvocationInfo::new("r", "f", deadline);
+        let mut record = KafkaRecord::new("t", 0, 1);
+        record.key = Some(vec![0, 0, 0, 0, 7, 1]);
+        let mut glue = vec![3, 5];
+        glue.extend_from_slice(&[0xab; 16]);
+        record.value = Some(glue);
+        let failure = |kind| Failure {
+            kind,
+            message: "not Avro".into(),
+            attempts: 0,
+        };
+        let slot = DecodedRecord::Record(record.clone());
+        let m = dead_letter_message(
+            &slot,
+            &failure(PoisonKind::Deserialization),
+            &invocation,
+            "t.dlq".into(),
+            1,
+        );
+        assert_eq!(
+            header(&m, headers::ORIGINAL_KEY_FRAMED_SCHEMA_ID),
+            Some("7")
+        );
+        assert_eq!(
+            header(&m, headers::ORIGINAL_VALUE_FRAMED_SCHEMA_ID),
+            Some("abababab-abab-abab-abab-abababababab")
+        );
+        // A handler's rejection says nothing about the bytes' framing.
+        let m = dead_letter_message(
+            &slot,
+            &failure(PoisonKind::Rejected),
+            &invocation,
+            "t.dlq".into(),
+            1,
+        );
+        assert_eq!(header(&m, headers::ORIGINAL_KEY_FRAMED_SCHEMA_ID), None);
+        // With the ESM's metadata, its schemaId is the one named (the bytes have no header).
+        record.value_schema = Some(SchemaMetadata {
+            data_format: Some("AVRO".into()),
+            schema_id: Some("12".into()),
+        });
+        record.value = Some(b"{}".to_vec());
+        let m = dead_letter_message(
+            &DecodedRecord::Record(record),
+            &failure(PoisonKind::Deserialization),
+            &invocation,
+            "t.dlq".into(),
+            1,
+        );
+        assert_eq!(header(&m, headers::ORIGINAL_VALUE_SCHEMA_ID), Some("12"));
+        assert_eq!(header(&m, headers::ORIGINAL_VALUE_FRAMED_SCHEMA_ID), None);
+        assert_eq!(
+            header(&m, headers::ORIGINAL_KEY_FRAMED_SCHEMA_ID),
+            Some("7")
+        );
     }
 
     #[test]

@@ -112,7 +112,9 @@ pub use json_schema::JsonSchema;
 pub use local::{LocalDirectory, MemorySchemas};
 #[cfg(feature = "protobuf")]
 pub use protobuf::Protobuf;
-pub use schema::{InvalidSchema, Schema, SchemaError, SchemaId, SchemaKind, SchemaSource};
+pub use schema::{
+    InvalidSchema, Schema, SchemaError, SchemaId, SchemaKind, SchemaReference, SchemaSource,
+};
 pub use wire::WireFormat;
 
 /// Turns a record's bytes (its value, or its key for a format set to [`Part::Key`]) into `T`.
