@@ -93,7 +93,7 @@ impl<T> JsonSchema<T> {
     }
 
     /// Fetches the schemas `records` name that are not known yet (see
-    /// [`Avro::prefetch`](super::Avro::prefetch) for when).
+    /// the [module docs](super) for when).
     pub async fn prefetch<'r>(
         &self,
         records: impl IntoIterator<Item = &'r KafkaRecord>,
