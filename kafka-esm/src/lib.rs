@@ -31,6 +31,7 @@ pub mod observability;
 pub mod on_failure;
 pub mod processor;
 pub mod record;
+pub mod registry;
 pub mod response;
 pub mod retry;
 pub mod sink;

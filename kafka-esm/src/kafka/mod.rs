@@ -15,6 +15,8 @@ mod settings;
 pub use context::{KafkaClientContext, MskIamTokens};
 pub use message::record_from_message;
 pub use metadata::topic_partitions;
+#[cfg(feature = "confluent-registry")]
+pub(crate) use secrets::fetch_secret_string;
 pub use secrets::{
     SecretError, TlsSecretProblem, parse_client_certificate_secret, parse_root_ca_secret,
     parse_sasl_secret,

@@ -178,8 +178,8 @@ pub fn parse_root_ca_secret(arn: &str, text: &str) -> Result<String, SecretError
         })
 }
 
-/// Fetches a secret's string value.
-async fn fetch_secret_string(arn: &str) -> Result<String, SecretError> {
+/// Fetches a secret's string value (also the schema registry's secrets: `crate::registry`).
+pub(crate) async fn fetch_secret_string(arn: &str) -> Result<String, SecretError> {
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let client = aws_sdk_secretsmanager::Client::new(&config);
     let fetch = |message: String| SecretError::Fetch {
