@@ -21,7 +21,7 @@ pub enum LogFormat {
 
 /// Where the logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogWriter {
+pub(crate) enum LogWriter {
     /// Standard output.
     Stdout,
     /// Standard error.
@@ -39,7 +39,7 @@ impl LogWriter {
 
 /// The subscriber to install.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogSetup {
+pub(crate) struct LogSetup {
     /// JSON lines or text.
     pub format: LogFormat,
     /// Where logs go.
@@ -59,7 +59,7 @@ impl LogSetup {
     /// A blank `RUST_LOG` means the default, as every blank variable does. One that the filter
     /// cannot parse is named in a warning and the default is used; the warning is let through
     /// the default filter, so it shows even when that filter is `error`.
-    pub fn decide(
+    pub(crate) fn decide(
         format: LogFormat,
         writer: LogWriter,
         default_filter: &str,
