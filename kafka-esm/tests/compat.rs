@@ -1,6 +1,11 @@
 //! Compatibility with `aws_lambda_events`' `KafkaEvent`: what our encoder writes (the shape `esm poll`
-//! sends) is what the standard type reads; and the traps of that type (esm-facts §1) that our decoder
-//! handles are pinned here, so a dependency update that changes them is noticed.
+//! sends) is what the standard type reads; and the traps of that type that our decoder handles are
+//! pinned here, so a dependency update that changes them is noticed. Measured on 1.2.x:
+//! - `KafkaRecord.headers` is required: an event without `headers` fails the whole batch;
+//! - header bytes are `i8`: an unsigned byte such as 200 fails the whole batch;
+//! - `timestamp` goes through `f64`: milliseconds may come out one off.
+//!
+//! One bad record must never fail a whole batch, so `decode_event` reads each record on its own.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use kafka_esm::encode::{Source, encode_event};
