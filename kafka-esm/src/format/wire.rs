@@ -113,8 +113,8 @@ pub enum Payload {
 }
 
 /// Where the bytes came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Shape {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape<'a> {
     /// No schema metadata and no header: the producer's bytes as they are.
     Plain,
     /// Confluent-framed by the producer; the ESM had no registry.
@@ -132,11 +132,11 @@ pub enum Shape {
     /// The ESM validated the record against its registry: schema metadata is in the record.
     Esm {
         /// `dataFormat` (`AVRO`, `PROTOBUF`, `JSON`), as the ESM wrote it.
-        data_format: Option<String>,
+        data_format: Option<&'a str>,
         /// `schemaId`: a number for Confluent, a UUID for Glue; `None` when absent or neither.
         schema_id: Option<SchemaId>,
         /// `schemaId` exactly as the ESM wrote it.
-        raw_schema_id: Option<String>,
+        raw_schema_id: Option<&'a str>,
     },
 }
 
@@ -158,7 +158,7 @@ pub enum IndexKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unframed<'a> {
     /// Where the bytes came from.
-    pub shape: Shape,
+    pub shape: Shape<'a>,
     /// The body: after any header, inflated when Glue compressed it. For Protobuf it still begins
     /// with the message index that [`Unframed::index`] names.
     pub body: Cow<'a, [u8]>,
@@ -194,7 +194,7 @@ impl Unframed<'_> {
 /// never unframe.
 pub fn unframe<'a>(
     bytes: &'a [u8],
-    metadata: Option<&SchemaMetadata>,
+    metadata: Option<&'a SchemaMetadata>,
     wire: WireFormat,
     payload: Payload,
 ) -> Result<Unframed<'a>, DeserializeError> {
@@ -280,11 +280,11 @@ fn esm_index(schema_id: Option<&str>) -> IndexKind {
     }
 }
 
-fn esm_shape(metadata: &SchemaMetadata) -> Shape {
+fn esm_shape(metadata: &SchemaMetadata) -> Shape<'_> {
     Shape::Esm {
-        data_format: metadata.data_format.clone(),
+        data_format: metadata.data_format.as_deref(),
         schema_id: metadata.schema_id.as_deref().and_then(|id| id.parse().ok()),
-        raw_schema_id: metadata.schema_id.clone(),
+        raw_schema_id: metadata.schema_id.as_deref(),
     }
 }
 
@@ -612,15 +612,13 @@ mod tests {
 
     #[test]
     fn the_esm_shape_is_recognised_from_the_metadata() {
+        let avro_42 = metadata("AVRO", Some("42"));
+        let protobuf_glue = metadata("PROTOBUF", Some(UUID));
+        let protobuf_no_id = metadata("PROTOBUF", None);
+        let json_named = metadata("JSON", Some("value-schema-002"));
         // SOURCE: the header is gone; a binary body is taken whole, whatever its first byte.
         let body = [0, 5, 6, 7, 8, 9];
-        let u = unframe(
-            &body,
-            Some(&metadata("AVRO", Some("42"))),
-            WireFormat::Auto,
-            Payload::Binary,
-        )
-        .unwrap();
+        let u = unframe(&body, Some(&avro_42), WireFormat::Auto, Payload::Binary).unwrap();
         assert_eq!(&*u.body, &body);
         assert_eq!(u.schema_id(), Some(SchemaId::Confluent(42)));
         assert!(u.from_esm());
@@ -628,7 +626,7 @@ mod tests {
         assert_eq!(u.index, IndexKind::ConfluentEsm);
         let u = unframe(
             &body,
-            Some(&metadata("PROTOBUF", Some(UUID))),
+            Some(&protobuf_glue),
             WireFormat::Auto,
             Payload::Binary,
         )
@@ -640,7 +638,7 @@ mod tests {
         );
         let u = unframe(
             &body,
-            Some(&metadata("PROTOBUF", None)),
+            Some(&protobuf_no_id),
             WireFormat::Auto,
             Payload::Binary,
         )
@@ -650,38 +648,30 @@ mod tests {
         // JSON: the value is JSON text.
         let u = unframe(
             br#"{"a":1}"#,
-            Some(&metadata("AVRO", Some("42"))),
+            Some(&avro_42),
             WireFormat::Auto,
             Payload::Binary,
         )
         .unwrap();
         assert!(u.looks_like_esm_json());
         // A schema id that is neither a number nor a UUID is kept verbatim.
-        let u = unframe(
-            b"x",
-            Some(&metadata("JSON", Some("value-schema-002"))),
-            WireFormat::Auto,
-            Payload::Text,
-        )
-        .unwrap();
+        let u = unframe(b"x", Some(&json_named), WireFormat::Auto, Payload::Text).unwrap();
         assert_eq!(u.schema_id(), None);
         assert!(matches!(
             u.shape,
-            Shape::Esm { raw_schema_id: Some(ref raw), .. } if raw == "value-schema-002"
+            Shape::Esm {
+                raw_schema_id: Some("value-schema-002"),
+                ..
+            }
         ));
     }
 
     #[test]
     fn a_text_format_strips_a_header_even_when_the_esm_sent_metadata() {
+        let json_300 = metadata("JSON", Some("300"));
         let mut framed = vec![0, 0, 0, 1, 44];
         framed.extend_from_slice(br#"{"n":7}"#);
-        let u = unframe(
-            &framed,
-            Some(&metadata("JSON", Some("300"))),
-            WireFormat::Auto,
-            Payload::Text,
-        )
-        .unwrap();
+        let u = unframe(&framed, Some(&json_300), WireFormat::Auto, Payload::Text).unwrap();
         assert_eq!(&*u.body, br#"{"n":7}"#);
         assert_eq!(u.schema_id(), Some(SchemaId::Confluent(300)));
     }
