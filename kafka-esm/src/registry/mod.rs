@@ -3,8 +3,8 @@
 //!
 //! | source | crate feature | a schema id is | asks |
 //! |---|---|---|---|
-//! | [`ConfluentRegistry`] | `confluent-registry` | a number | `GET /schemas/ids/{id}` (REST, HTTPS) |
-//! | [`GlueRegistry`] | `glue-registry` | a schema-version UUID | Glue `GetSchemaVersion` |
+//! | `ConfluentRegistry` | `confluent-registry` | a number | `GET /schemas/ids/{id}` (REST, HTTPS) |
+//! | `GlueRegistry` | `glue-registry` | a schema-version UUID | Glue `GetSchemaVersion` |
 //! | [`LocalDirectory`](crate::format::LocalDirectory) | none | either | the file `<id>.avsc`, `<id>.proto`, `<id>.json` |
 //!
 //! A function names its source in the environment, and [`SchemaSourceConfig::from_env`] reads it
@@ -46,14 +46,17 @@
 //!
 //! # Tests
 //!
-//! [`GlueRegistry`] is tested against moto's Glue API (`CreateRegistry`, `CreateSchema`,
+//! `GlueRegistry` is tested against moto's Glue API (`CreateRegistry`, `CreateSchema`,
 //! `RegisterSchemaVersion`, `GetSchemaVersion`; `bash infra/local-stack.sh start`; the tests are
-//! ignored without it). No Confluent-compatible registry installs on our machines without a
-//! download outside the package registries (Confluent's and Apicurio's are Java services
-//! distributed as archives or images), so [`ConfluentRegistry`] is tested against a stand-in on
-//! 127.0.0.1 that serves the documented REST subset (`GET /schemas/ids/{id}`,
+//! ignored without it), and against a scripted endpoint for what moto never answers (throttling,
+//! server errors, a denied role). `ConfluentRegistry` is tested against a stand-in on 127.0.0.1
+//! that serves the documented REST subset (`GET /schemas/ids/{id}`,
 //! `GET /subjects/{subject}/versions/{version}`, the error bodies `{"error_code", "message"}`),
-//! over plain HTTP and over TLS with a private CA and a client certificate.
+//! over plain HTTP and over TLS with a private CA and a client certificate, not against a real
+//! registry: Confluent's is not served by the package registries our machines reach, and Apicurio
+//! Registry (whose Confluent-compatible API is `/apis/ccompat/v7`; a base URL with a path works)
+//! was not tried. The start-up path ([`SchemaSourceConfig::open`] with the mapping's three secrets
+//! on moto's Secrets Manager) runs against both.
 
 mod config;
 #[cfg(feature = "confluent-registry")]

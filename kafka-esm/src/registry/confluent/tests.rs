@@ -17,6 +17,7 @@ use serde_json::json;
 
 use super::*;
 use crate::format::SchemaCache;
+use crate::registry::SchemaSourceConfig;
 
 const CA: &str = include_str!("../testdata/ca.pem");
 const OTHER_CA: &str = include_str!("../testdata/other-ca.pem");
@@ -818,4 +819,142 @@ fn bearer_secrets_are_json_or_the_token_alone() {
         assert!(error.contains("bearer-token secret"), "{error}");
         assert!(!error.contains("s3cret"), "{error}");
     }
+}
+
+/// The variable that makes [`child_opens_the_source_the_environment_names`] do its work: set only
+/// in the child process that [`open_fetches_the_mappings_secrets_from_secrets_manager`] starts.
+const CHILD: &str = "KAFKA_ESM_REGISTRY_TEST_CHILD";
+
+/// A Secrets Manager client for moto, and a secret with this value there; its ARN.
+async fn moto_secret(client: &aws_sdk_secretsmanager::Client, name: &str, value: &str) -> String {
+    let name = format!(
+        "kafka-esm-registry-{name}-{}-{:x}",
+        std::process::id(),
+        fastrand::u32(..)
+    );
+    let created = client
+        .create_secret()
+        .name(name)
+        .secret_string(value)
+        .send()
+        .await
+        .expect("CreateSecret on moto");
+    created.arn().expect("an ARN").to_owned()
+}
+
+/// The whole start-up path, as a function runs it: the environment names the registry and the
+/// mapping's three secrets (`BASIC_AUTH`, `CLIENT_CERTIFICATE_TLS_AUTH`,
+/// `SERVER_ROOT_CA_CERTIFICATE`, created on moto's Secrets Manager), [`SchemaSourceConfig::open`]
+/// fetches them through the Kafka secrets' client and talks mutual TLS to the stand-in with basic
+/// auth. The environment is the child process's own (the SDK reads `AWS_ENDPOINT_URL_SECRETS_MANAGER`
+/// from it): this test sets no variable in its own process, where other tests run concurrently.
+#[tokio::test]
+#[ignore = "needs moto (infra/local-stack.sh)"]
+async fn open_fetches_the_mappings_secrets_from_secrets_manager() {
+    let endpoint = match std::env::var("KAFKA_ESM_MOTO_ENDPOINT") {
+        Ok(value) if !value.trim().is_empty() => value,
+        _ => panic!(
+            "KAFKA_ESM_MOTO_ENDPOINT is not set: start moto with `bash infra/local-stack.sh start && eval \"$(bash infra/local-stack.sh env)\"`"
+        ),
+    };
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+        .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "static-test",
+        ))
+        .endpoint_url(&endpoint)
+        .build();
+    let secrets = aws_sdk_secretsmanager::Client::from_conf(config);
+    let basic = moto_secret(
+        &secrets,
+        "basic",
+        &json!({"username": "API_KEY", "password": "API_SECRET"}).to_string(),
+    )
+    .await;
+    let client_certificate = moto_secret(
+        &secrets,
+        "mtls",
+        &json!({"certificate": CLIENT_CERT, "privateKey": CLIENT_KEY}).to_string(),
+    )
+    .await;
+    let root_ca = moto_secret(&secrets, "ca", &json!({ "certificate": CA }).to_string()).await;
+
+    let registry = Arc::new(Registry::default().with_schema(1, json!({ "schema": AVRO })));
+    let url = serve(
+        registry.clone(),
+        Serve::Tls {
+            require_client_certificate: true,
+        },
+    )
+    .await;
+    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "registry::confluent::tests::child_opens_the_source_the_environment_names",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", &endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("SCHEMA_REGISTRY_URL", &url)
+        .env("SCHEMA_REGISTRY_SECRET_ARN", &basic)
+        .env("SCHEMA_REGISTRY_TLS_SECRET_ARN", &client_certificate)
+        .env("SCHEMA_REGISTRY_CA_SECRET_ARN", &root_ca)
+        .env_remove("SCHEMA_DIR")
+        .env_remove("SCHEMA_REGISTRY_AUTH")
+        .env_remove("SCHEMA_REGISTRY_TIMEOUT_SECONDS")
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), child)
+        .await
+        .expect("the child test ends within 60 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child test did not run:\n{stdout}"
+    );
+    let seen = registry.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("API_KEY:API_SECRET")
+    );
+    assert_eq!(seen[0].authorization.as_deref(), Some(expected.as_str()));
+}
+
+/// The child half of [`open_fetches_the_mappings_secrets_from_secrets_manager`]: without its
+/// variable (any other run) it has nothing to do and passes.
+#[tokio::test]
+async fn child_opens_the_source_the_environment_names() {
+    if std::env::var(CHILD).is_err() {
+        return;
+    }
+    let config = SchemaSourceConfig::from_env()
+        .expect("a valid configuration")
+        .expect("a schema source");
+    assert!(matches!(
+        &config,
+        SchemaSourceConfig::Confluent(ConfluentConfig {
+            auth: RegistryAuth::Basic { .. },
+            client_certificate_secret_arn: Some(_),
+            root_ca_secret_arn: Some(_),
+            ..
+        })
+    ));
+    let cache = config.open().await.expect("the secrets are fetched");
+    let schema = cache.get(&SchemaId::Confluent(1)).await.unwrap();
+    assert_eq!(schema.text, AVRO);
 }
