@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""Invariants of template.yaml that cfn-lint cannot see (it does not evaluate Rules or read our docs).
+"""Invariants of template.yaml that cfn-lint cannot see (it does not evaluate Rules or read our docs):
+on-failure destinations wired end to end, SourceAccessConfigurations and AccessConfigs within the API's
+limits, unique statement ids, the idempotency table's IAM against the store's calls, every parameter
+documented, every secret a function or a mapping reads granted (and decryptable), a schema registry on a
+mapping in provisioned mode only, glue actions only for a Glue registry and on it.
 
     python infra/check-template.py [template.yaml [docs/template-parameters.md]]
 
@@ -7,6 +11,7 @@ Run by infra/lint-template.sh inside its venv (it needs cfnlint.decode, which re
 Offline. Prints one line per broken invariant, naming what is wrong, and exits 1; prints nothing on success.
 """
 import itertools
+import json
 import re
 import sys
 from pathlib import Path
@@ -22,6 +27,14 @@ NO_RESOURCE = {"kafka"}
 NO_REDRIVE_STATEMENT = {"sns"}
 # DynamoDB calls of the store that production code never makes (`create_table`, for local stacks and tests).
 STORE_SETUP_CALLS = {"create_table", "describe_table", "update_time_to_live"}
+# Schema registry: the condition that holds exactly when SchemaRegistryUri is a Glue registry's ARN (the
+# template tests the URI's first `:`-separated field, which a truth table takes as an opaque true/false),
+# the parameter holding the URI, the most AccessConfigs the API takes ("Maximum: 2"), and the actions the
+# mapping needs on a Glue registry (the function calls GetSchemaVersion only).
+GLUE_CONDITION = "SchemaRegistryIsGlue"
+REGISTRY_URI = "SchemaRegistryUri"
+ACCESS_CONFIGS_LIMIT = 2
+GLUE_MAPPING_ACTIONS = ("glue:GetRegistry", "glue:GetSchemaVersion")
 
 problems = []
 
@@ -112,20 +125,42 @@ def statements(resource):
     return [s for d in documents for s in d["Statement"]]
 
 
+def render(node):
+    """A short text for an intrinsic function: split(SchemaRegistryUri, ':')[0] == 'arn'."""
+    if isinstance(node, dict) and len(node) == 1:
+        (function, args), = node.items()
+        if function == "Ref":
+            return args
+        if function == "Fn::Select":
+            return f"{render(args[1])}[{args[0]}]"
+        if function == "Fn::Split":
+            return f"split({render(args[1])}, {args[0]!r})"
+        if function == "Fn::Equals":
+            return " == ".join(map(render, args))
+    return repr(node) if isinstance(node, str) else json.dumps(node, sort_keys=True)
+
+
+def opaque(node):
+    """The name a truth table gives a comparison it cannot evaluate (not `Ref` against a literal)."""
+    return f"<{render(node)}>"
+
+
 def truth_table(conditions, parameters, names, extra=()):
     """Every assignment of the parameters the named conditions read (plus extra), each with a function
     that evaluates a condition under it. A parameter takes its AllowedValues, else each value a condition
-    compares it with plus one other non-empty value."""
+    compares it with plus one other non-empty value. A comparison of anything else (say, a field of a
+    parameter cut out with Fn::Select) is an opaque atom that takes both True and False."""
     compared = {}
 
     def scan(node):
         if isinstance(node, dict) and "Condition" in node and len(node) == 1:
             scan(conditions[node["Condition"]])
         elif isinstance(node, dict) and "Fn::Equals" in node:
-            refs = [a["Ref"] for a in node["Fn::Equals"] if isinstance(a, dict) and "Ref" in a]
+            refs = [a["Ref"] for a in node["Fn::Equals"] if isinstance(a, dict) and set(a) == {"Ref"}]
             literals = [a for a in node["Fn::Equals"] if isinstance(a, str)]
             if len(refs) != 1 or len(literals) != 1:
-                raise ValueError(f"cannot evaluate {node}")
+                compared[opaque(node)] = None
+                return
             compared.setdefault(refs[0], set()).add(literals[0])
         elif isinstance(node, dict):
             (args,) = node.values()
@@ -136,21 +171,35 @@ def truth_table(conditions, parameters, names, extra=()):
         scan({"Condition": name})
     for name in extra:
         compared.setdefault(name, {""})
-    domains = {p: parameters[p].get("AllowedValues") or sorted(v | {"<other>"}) for p, v in compared.items()}
+    domains = {p: [False, True] if v is None else parameters[p].get("AllowedValues") or sorted(v | {"<other>"})
+               for p, v in compared.items()}
 
-    def evaluate(node, values):
+    compiled = {}
+
+    def compile_node(node):
+        """node as a function of a row (compiled once: a table has many rows)."""
         if "Condition" in node and len(node) == 1:
-            return evaluate(conditions[node["Condition"]], values)
+            name = node["Condition"]
+            if name not in compiled:
+                compiled[name] = compile_node(conditions[name])
+            return compiled[name]
         (function, args), = node.items()
         if function == "Fn::Equals":
+            if opaque(node) in compared:
+                key = opaque(node)
+                return lambda row: row[key]
             ref = next(a["Ref"] for a in args if isinstance(a, dict))
-            return values[ref] == next(a for a in args if isinstance(a, str))
-        results = [evaluate(a, values) for a in args]
-        return {"Fn::Not": lambda: not results[0], "Fn::And": lambda: all(results),
-                "Fn::Or": lambda: any(results)}[function]()
+            literal = next(a for a in args if isinstance(a, str))
+            return lambda row: row[ref] == literal
+        parts = [compile_node(a) for a in args]
+        if function == "Fn::Not":
+            return lambda row: not parts[0](row)
+        if function == "Fn::And":
+            return lambda row: all(part(row) for part in parts)
+        return lambda row: any(part(row) for part in parts)  # Fn::Or
 
     rows = [dict(zip(domains, combo)) for combo in itertools.product(*domains.values())]
-    return [(row, lambda name, row=row: evaluate({"Condition": name}, row)) for row in rows]
+    return [(row, lambda name, row=row: compile_node({"Condition": name})(row)) for row in rows]
 
 
 def secret_grants(resource, action):
@@ -277,22 +326,110 @@ def check(template_path, docs_path):
                     and "Ref" in value["Fn::If"][1]):
                 problem(f"{name} {variable}: expected !If [Condition, !Ref Parameter, !Ref AWS::NoValue]")
                 continue
-            reads, parameter = value["Fn::If"][0], value["Fn::If"][1]["Ref"]
-            grants = [(c, granted_to(r, parameter)) for c, r in secret_grants(role, "secretsmanager:GetSecretValue")]
-            grants = [(c, inner) for c, inner in grants if inner is not None]
-            keys = [c for c, r in secret_grants(role, "kms:Decrypt") if r == {"Ref": "SecretsKmsKeyArn"}]
-            names = [reads] + [c for g in grants for c in g if c] + [c for c in keys if c]
-            table = truth_table(conditions, parameters, names, extra=["SecretsKmsKeyArn"])
+            check_secret_read(f"{name} ({variable})", role, value["Fn::If"][1]["Ref"], value["Fn::If"][0],
+                              conditions, parameters)
+
+    # 7. The schema registry: each mapping's SchemaRegistryConfig exists only in provisioned mode, with at
+    #    most 2 AccessConfigs whose secrets its execution role may read (as in 6) whenever the entry
+    #    exists; glue actions exist only under GLUE_CONDITION, on the registry's ARN and its schemas
+    #    (never "*"); with a Glue registry the role may call GetRegistry and GetSchemaVersion whenever a
+    #    mapping validates against it, and GetSchemaVersion whenever its function gets SCHEMA_REGISTRY_URL.
+    if GLUE_CONDITION not in conditions:
+        problem(f"no condition {GLUE_CONDITION} (true exactly when {REGISTRY_URI} is a Glue registry's ARN)")
+        return
+    extended = dict(conditions)  # plus one condition per AccessConfigs entry: when the mapping reads it
+    glue_users = []  # (who, role, condition under which it uses the registry, the glue actions it needs)
+    for esm in ESMS:
+        properties = resources[esm]["Properties"]
+        role = resources[properties["FunctionName"]["Ref"]]["Properties"]["Role"]["Fn::GetAtt"][0]
+        nodes = [c["SchemaRegistryConfig"] for k, c in properties.items()
+                 if k.endswith("KafkaEventSourceConfig") and "SchemaRegistryConfig" in c]
+        if len(nodes) != 1 or not (isinstance(nodes[0], dict) and "Fn::If" in nodes[0]
+                                   and no_value(nodes[0]["Fn::If"][2])):
+            problem(f"{esm}: expected one SchemaRegistryConfig: !If [Condition, {{...}}, !Ref AWS::NoValue]")
+            continue
+        on_mapping, config = nodes[0]["Fn::If"][:2]
+        for row, holds in truth_table(conditions, parameters, [on_mapping]):
+            if holds(on_mapping) and row.get("ProvisionedMode") != "true":
+                problem(f"{esm}: SchemaRegistryConfig (condition {on_mapping}) may exist outside provisioned "
+                        f"mode: {row}")
+                break
+        glue_users.append((esm, resources[role], on_mapping, GLUE_MAPPING_ACTIONS))
+        access = config.get("AccessConfigs", {"Ref": "AWS::NoValue"})
+        if max_entries(access) > ACCESS_CONFIGS_LIMIT:
+            problem(f"{esm}: up to {max_entries(access)} AccessConfigs, the API takes {ACCESS_CONFIGS_LIMIT}")
+        outer, items = [on_mapping], access
+        if isinstance(access, dict) and "Fn::If" in access:
+            outer, items = [on_mapping, access["Fn::If"][0]], access["Fn::If"][1]
+        for item in [] if no_value(items) else items:
+            inner = list(outer)
+            if isinstance(item, dict) and "Fn::If" in item:
+                inner, item = inner + [item["Fn::If"][0]], item["Fn::If"][1]
+            uri = item.get("URI") if isinstance(item, dict) else None
+            if not (isinstance(uri, dict) and set(uri) == {"Ref"}):
+                problem(f"{esm}: an AccessConfigs entry's URI is not !Ref of a parameter: {uri!r}")
+                continue
+            reads = f"<{esm} AccessConfigs {uri['Ref']}>"
+            extended[reads] = {"Fn::And": [{"Condition": c} for c in inner]}
+            check_secret_read(f"{esm} (AccessConfigs)", resources[role], uri["Ref"], reads, extended, parameters)
+    for name, resource in resources.items():
+        value = resource["Properties"].get("Environment", {}).get("Variables", {}).get("SCHEMA_REGISTRY_URL") \
+            if resource["Type"] == "AWS::Serverless::Function" else None
+        if value is None:
+            continue
+        if not (isinstance(value, dict) and "Fn::If" in value and value["Fn::If"][1] == {"Ref": REGISTRY_URI}
+                and no_value(value["Fn::If"][2])):
+            problem(f"{name} SCHEMA_REGISTRY_URL: expected !If [Condition, !Ref {REGISTRY_URI}, !Ref AWS::NoValue]")
+            continue
+        role = resources[resource["Properties"]["Role"]["Fn::GetAtt"][0]]
+        glue_users.append((f"{name} (SCHEMA_REGISTRY_URL)", role, value["Fn::If"][0], ("glue:GetSchemaVersion",)))
+    for who, role, uses, actions in glue_users:
+        for action in actions:
+            grants = [c for c, _ in secret_grants(role, action)]
+            table = truth_table(extended, parameters, [uses, GLUE_CONDITION] + [c for c in grants if c])
             for row, holds in table:
-                if not holds(reads):
-                    continue
-                if not any((c is None or holds(c)) and (inner == "" or holds(inner)) for c, inner in grants):
-                    problem(f"{name} reads {parameter} ({variable}) but its role may not get it when {row}")
+                if holds(uses) and holds(GLUE_CONDITION) and not any(c is None or holds(c) for c in grants):
+                    problem(f"{who} uses a Glue registry but its role may not call {action} when {row}")
                     break
-                if row["SecretsKmsKeyArn"] != "" and not any(c is None or holds(c) for c in keys):
-                    problem(f"{name} reads {parameter} ({variable}) but its role may not decrypt it with "
-                            f"SecretsKmsKeyArn when {row}")
-                    break
+    for name, resource in resources.items():
+        if resource["Type"] not in ("AWS::IAM::Role", "AWS::IAM::ManagedPolicy"):
+            continue
+        for s in statements(resource):
+            condition = None
+            if isinstance(s, dict) and "Fn::If" in s:
+                condition, s = s["Fn::If"][0], s["Fn::If"][1]
+            if no_value(s):
+                continue
+            actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+            if not any(a.startswith("glue:") for a in actions):
+                continue
+            table = truth_table(conditions, parameters, [condition or GLUE_CONDITION, GLUE_CONDITION])
+            if condition is None or any(holds(condition) and not holds(GLUE_CONDITION) for _, holds in table):
+                problem(f"{name} {s.get('Sid')}: its glue actions may be granted without a Glue registry "
+                        f"(condition {condition}, not implying {GLUE_CONDITION})")
+            targets = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
+            for target in targets:
+                text = json.dumps(target)
+                if "*" == target or ('"Ref": "' + REGISTRY_URI + '"' not in text and "${" + REGISTRY_URI + "}" not in text):
+                    problem(f"{name} {s.get('Sid')}: glue resource {target!r} is not derived from {REGISTRY_URI}")
+
+
+def check_secret_read(who, role, parameter, reads, conditions, parameters):
+    """who reads the secret parameter names whenever condition reads holds: role must be granted
+    secretsmanager:GetSecretValue on it then, and kms:Decrypt on SecretsKmsKeyArn when that key is given."""
+    grants = [(c, granted_to(r, parameter)) for c, r in secret_grants(role, "secretsmanager:GetSecretValue")]
+    grants = [(c, inner) for c, inner in grants if inner is not None]
+    keys = [c for c, r in secret_grants(role, "kms:Decrypt") if r == {"Ref": "SecretsKmsKeyArn"}]
+    names = [reads] + [c for g in grants for c in g if c] + [c for c in keys if c]
+    for row, holds in truth_table(conditions, parameters, names, extra=["SecretsKmsKeyArn"]):
+        if not holds(reads):
+            continue
+        if not any((c is None or holds(c)) and (inner == "" or holds(inner)) for c, inner in grants):
+            problem(f"{who} reads {parameter} but its role may not get it when {row}")
+            break
+        if row["SecretsKmsKeyArn"] != "" and not any(c is None or holds(c) for c in keys):
+            problem(f"{who} reads {parameter} but its role may not decrypt it with SecretsKmsKeyArn when {row}")
+            break
 
 
 if __name__ == "__main__":

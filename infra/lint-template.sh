@@ -2,7 +2,8 @@
 # Lints template.yaml offline: cfn-lint, `sam validate --lint`, then infra/check-template.py (invariants
 # cfn-lint cannot see: Rules-level wiring of each on-failure destination, the 22-entry limit of
 # SourceAccessConfigurations, IAM against the store's DynamoDB calls, parameters against
-# docs/template-parameters.md). Exits non-zero on any finding.
+# docs/template-parameters.md, every secret read is granted, the schema registry in provisioned mode only
+# with its Glue statements under the Glue condition). Exits non-zero on any finding.
 #
 #   bash infra/lint-template.sh
 #
@@ -57,7 +58,7 @@ say "cfn-lint $("$venv/bin/cfn-lint" --version 2>&1 | awk '{print $NF}') $templa
 "$venv/bin/cfn-lint" "$template" || status=1
 say "sam validate --lint ($("$venv/bin/sam" --version 2>&1 | awk '{print $NF}'))"
 "$venv/bin/sam" validate --lint --region us-east-1 --template-file "$template" || status=1
-say "check-template.py (invariants: destinations, SourceAccessConfigurations, IAM, docs)"
+say "check-template.py (invariants: destinations, SourceAccessConfigurations, IAM, docs, schema registry)"
 "$venv/bin/python" infra/check-template.py "$template" docs/template-parameters.md || status=1
 
 if [ "$status" -eq 0 ]; then
