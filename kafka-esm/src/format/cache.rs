@@ -2,8 +2,10 @@
 //! need it, and however many ask at the same moment.
 //!
 //! A Lambda container lives for many invocations; a schema id, once written, always names the same
-//! schema. So the cache keeps every schema it fetched for the container's life, and a fetch that
-//! fails is not kept: the next record asks again (a registry that was down may be back).
+//! schema. So the cache keeps every schema it fetched for the container's life, and the poison
+//! answers too (not found, unusable): every record of that schema is dead-lettered without asking
+//! again, even when the answer came to a prefetch and the record is decoded later. A transient
+//! failure (the source unreachable) is not kept: the next record asks again.
 //!
 //! Concurrent askers of one id share one fetch: each id has a [`tokio::sync::OnceCell`], and only
 //! the first asker runs the source while the others wait for its answer.
@@ -16,10 +18,13 @@ use tokio::sync::OnceCell;
 
 use super::schema::{Schema, SchemaError, SchemaId, SchemaSource};
 
+/// What the source answered for an id, once it is final: the schema, or a poison error.
+type Answer = Result<Arc<Schema>, SchemaError>;
+
 /// A [`SchemaSource`] behind a cache shared by the formats of a container (wrap it in an `Arc`).
 pub struct SchemaCache {
     source: Box<dyn SchemaSource>,
-    cells: RwLock<HashMap<SchemaId, Arc<OnceCell<Arc<Schema>>>>>,
+    cells: RwLock<HashMap<SchemaId, Arc<OnceCell<Answer>>>>,
 }
 
 impl std::fmt::Debug for SchemaCache {
@@ -41,30 +46,37 @@ impl SchemaCache {
     }
 
     /// The schema with this id: from the cache, or fetched once from the source (concurrent
-    /// callers for the same id wait for the one fetch). An error is not cached.
+    /// callers for the same id wait for the one fetch). A transient error is not cached; a
+    /// poison one is.
     pub async fn get(&self, id: &SchemaId) -> Result<Arc<Schema>, SchemaError> {
         let cell = self.cell(id);
-        cell.get_or_try_init(|| async { self.source.schema(id).await.map(Arc::new) })
-            .await
-            .cloned()
+        cell.get_or_try_init(|| async {
+            match self.source.schema(id).await {
+                Ok(schema) => Ok(Ok(Arc::new(schema))),
+                Err(error) if error.is_transient() => Err(error),
+                Err(poison) => Ok(Err(poison)),
+            }
+        })
+        .await?
+        .clone()
     }
 
     /// The schema with this id without waiting: from the cache, or from a source that can answer
     /// at once ([`SchemaSource::schema_now`]); else [`SchemaError::NotFetched`] (transient).
     pub fn get_now(&self, id: &SchemaId) -> Result<Arc<Schema>, SchemaError> {
         let cell = self.cell(id);
-        if let Some(schema) = cell.get() {
-            return Ok(schema.clone());
+        if let Some(answer) = cell.get() {
+            return answer.clone();
         }
-        match self.source.schema_now(id) {
-            Some(Ok(schema)) => {
-                // Another caller may have set it meanwhile: the first one stays.
-                let _ = cell.set(Arc::new(schema));
-                Ok(cell.get().cloned().expect("the cell was just set"))
-            }
-            Some(Err(error)) => Err(error),
-            None => Err(SchemaError::NotFetched { id: *id }),
-        }
+        let answer = match self.source.schema_now(id) {
+            Some(Ok(schema)) => Ok(Arc::new(schema)),
+            Some(Err(error)) if error.is_transient() => return Err(error),
+            Some(Err(poison)) => Err(poison),
+            None => return Err(SchemaError::NotFetched { id: *id }),
+        };
+        // Another caller may have set it meanwhile: the first answer stays.
+        let _ = cell.set(answer);
+        cell.get().cloned().expect("the cell was just set")
     }
 
     /// The schema with this id if it is cached.
@@ -73,7 +85,7 @@ impl SchemaCache {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
-            .and_then(|cell| cell.get().cloned())
+            .and_then(|cell| cell.get().and_then(|answer| answer.clone().ok()))
     }
 
     /// Fetches every schema of `ids` not cached yet, concurrently, so that synchronous decodes
@@ -98,7 +110,7 @@ impl SchemaCache {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .filter(|cell| cell.initialized())
+            .filter(|cell| matches!(cell.get(), Some(Ok(_))))
             .count()
     }
 
@@ -112,7 +124,7 @@ impl SchemaCache {
         self.source.name()
     }
 
-    fn cell(&self, id: &SchemaId) -> Arc<OnceCell<Arc<Schema>>> {
+    fn cell(&self, id: &SchemaId) -> Arc<OnceCell<Answer>> {
         if let Some(cell) = self.cells.read().unwrap_or_else(|e| e.into_inner()).get(id) {
             return cell.clone();
         }
@@ -199,6 +211,23 @@ mod tests {
         assert_eq!(source.fetches.load(Ordering::SeqCst), 2);
         let err = cache.get(&SchemaId::Confluent(404)).await.unwrap_err();
         assert!(!err.is_transient(), "{err}");
+    }
+
+    /// A schema the registry does not have stays poison for the container: a record decoded after
+    /// the prefetch that met it is dead-lettered, never retried as "not fetched yet" (which would
+    /// block its partition for good).
+    #[tokio::test]
+    async fn a_poison_answer_is_kept_for_later_decodes() {
+        let source = Arc::new(Counting::default());
+        let cache = SchemaCache::new(source.clone());
+        let missing = SchemaId::Confluent(404);
+        let err = cache.prefetch([missing]).await.unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+        let err = cache.get_now(&missing).unwrap_err();
+        assert!(matches!(err, SchemaError::NotFound { .. }), "{err}");
+        assert!(!cache.get(&missing).await.unwrap_err().is_transient());
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
+        assert!(cache.is_empty(), "only schemas count");
     }
 
     #[tokio::test]
