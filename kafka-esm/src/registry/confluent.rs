@@ -189,7 +189,7 @@ impl ConfluentRegistryBuilder {
 /// A sensitive header value (never logged by hyper), or why the credentials cannot be one.
 fn header_value(text: &str, what: &str) -> Result<HeaderValue, RegistryError> {
     let mut value = HeaderValue::from_str(text).map_err(|_| {
-        RegistryError::Tls(format!(
+        RegistryError::Credentials(format!(
             "{what} hold characters an HTTP header cannot carry (a line break?)"
         ))
     })?;

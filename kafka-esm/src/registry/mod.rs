@@ -89,6 +89,9 @@ pub enum RegistryError {
     /// The TLS material (root CA, client certificate) cannot be used. Never shows a key.
     #[error("schema registry TLS: {0}")]
     Tls(String),
+    /// The credentials cannot be sent (a character no HTTP header carries). Never shows them.
+    #[error("schema registry credentials: {0}")]
+    Credentials(String),
     /// The configuration names a registry this build cannot talk to.
     #[error(
         "{registry} needs the `{feature}` feature of kafka-esm, which this build does not have"
