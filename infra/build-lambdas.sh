@@ -7,6 +7,15 @@
 #   bash infra/build-lambdas.sh --cargo    # no SAM CLI: cargo lambda build --release --arm64 --bin consumer --bin producer
 #                                          #   -> <target dir>/lambda/{consumer,producer}/bootstrap
 #   bash infra/build-lambdas.sh [--cargo] -- ARGS...   # extra arguments for `sam build` / `cargo lambda build`
+#   bash infra/build-lambdas.sh [--cargo] --consumer-bin NAME   # your handler's binary instead of `consumer`
+#                                          #   (or KAFKA_ESM_CONSUMER_BIN=NAME, also through infra/deploy.sh)
+#
+# --consumer-bin: the consumer function's binary is named in template.yaml (ConsumerFunction's
+# Metadata.BuildProperties.Binary), which cannot take a parameter. With SAM the script builds from a copy of
+# template.yaml with that one line changed, written next to it as .kafka-esm-build.template.yaml and removed
+# afterwards; .aws-sam/build/template.yaml (what `sam deploy` deploys) then names NAME's bootstrap. The binary
+# must be in this workspace (CodeUri: .); for a package elsewhere edit CodeUri in your copy of the template
+# (docs/deploy.md, "Deploy your own handler"). With --cargo: `--bin NAME --bin producer`.
 #
 # Installs what is missing, outside the clone, once (a second run only checks, in about a second):
 #   - Debian build packages (infra/install-build-deps.sh: compiler, make, perl, pkg-config);
@@ -33,7 +42,6 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${KAFKA_ESM_CACHE:-$HOME/.cache/kafka-esm}"
 target=aarch64-unknown-linux-gnu
-bins=(consumer producer)
 # Pinned so a new release cannot change the build on its own; bump on purpose.
 cargo_lambda_requirement='cargo-lambda==1.9.2'
 # The SAM CLI version infra/lint-template.sh pins (used only when neither its venv nor `sam` on PATH exists).
@@ -46,21 +54,33 @@ say() { echo "build-lambdas: $*" >&2; }
 die() { say "$*"; exit 1; }
 
 usage() {
-  sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 mode=sam
 extra=()
+consumer_bin="${KAFKA_ESM_CONSUMER_BIN:-consumer}"
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --cargo) mode=cargo ;;
     --sam) mode=sam ;;
+    --consumer-bin)
+      [ "$#" -ge 2 ] || { usage >&2; die "--consumer-bin needs a binary name"; }
+      consumer_bin="$2"
+      shift
+      ;;
+    --consumer-bin=*) consumer_bin="${1#--consumer-bin=}" ;;
     -h | --help) usage; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
   shift
 done
+# A cargo binary name (the template line and the bootstrap's directory are built from it).
+[[ "$consumer_bin" =~ ^[A-Za-z0-9_][A-Za-z0-9_-]*$ ]] \
+  || die "--consumer-bin (or KAFKA_ESM_CONSUMER_BIN) must be a binary name (letters, digits, _ and -): ${consumer_bin:-empty}"
+[ "$consumer_bin" != producer ] || die "--consumer-bin producer: that is the producer function's binary"
+bins=("$consumer_bin" producer)
 
 began=$SECONDS
 
@@ -145,13 +165,28 @@ say "tools ready in $((SECONDS - began)) s (cargo-lambda $(cargo-lambda lambda -
 # --- build ---------------------------------------------------------------------------------------
 build_began=$SECONDS
 if [ "$mode" = sam ]; then
+  build_template=template.yaml
+  if [ "$consumer_bin" != consumer ]; then
+    # The same template with ConsumerFunction's `Binary: consumer` (its only one) naming your binary. Next to
+    # template.yaml so CodeUri (.) and samconfig.toml resolve as they do for it.
+    build_template=.kafka-esm-build.template.yaml
+    trap 'rm -f "$repo/.kafka-esm-build.template.yaml"' EXIT
+    awk -v bin="$consumer_bin" '
+      /^  [A-Za-z0-9]+:/ { inside = ($0 == "  ConsumerFunction:") }
+      inside && $0 == "        Binary: consumer" { print "        Binary: " bin; changed++; next }
+      { print }
+      END { if (changed != 1) exit 1 }
+    ' template.yaml >"$build_template" \
+      || die "template.yaml: found no single \`Binary: consumer\` line under ConsumerFunction's Metadata to replace"
+    say "building ConsumerFunction from binary $consumer_bin ($build_template: template.yaml with its Binary line changed)"
+  fi
   say "sam build ($("$sam" --version 2>&1 | awk '{print $NF}')): ${bins[*]} for provided.al2023/arm64"
-  "$sam" build --template-file template.yaml ${extra[@]+"${extra[@]}"}
+  "$sam" build --template-file "$build_template" ${extra[@]+"${extra[@]}"}
   artifacts=("$repo/.aws-sam/build/ConsumerFunction/bootstrap" "$repo/.aws-sam/build/ProducerFunction/bootstrap")
 else
   say "cargo lambda build --release --arm64 --bin ${bins[*]}"
-  cargo lambda build --release --arm64 --bin consumer --bin producer ${extra[@]+"${extra[@]}"}
-  artifacts=("$target_dir/lambda/consumer/bootstrap" "$target_dir/lambda/producer/bootstrap")
+  cargo lambda build --release --arm64 --bin "$consumer_bin" --bin producer ${extra[@]+"${extra[@]}"}
+  artifacts=("$target_dir/lambda/$consumer_bin/bootstrap" "$target_dir/lambda/producer/bootstrap")
 fi
 say "built in $((SECONDS - build_began)) s (total $((SECONDS - began)) s)"
 
