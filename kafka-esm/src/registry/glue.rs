@@ -3,7 +3,9 @@
 //! A Glue-framed record (and the event source mapping's `schemaId` for a Glue registry) carries
 //! the schema *version*'s id, a UUID unique in the account and region; `GetSchemaVersion` with
 //! `SchemaVersionId` answers its `SchemaDefinition` and `DataFormat` (`AVRO`, `PROTOBUF`, `JSON`).
-//! Glue schemas have no references. The function's role needs `glue:GetSchemaVersion`; the
+//! Glue schemas have no references. The function's role needs `glue:GetSchemaVersion` (the call
+//! names no registry, and a statement scoped to the registry's ARN was reported not to match it:
+//! awslabs/aws-glue-schema-registry#68, where `Resource: "*"` did); the
 //! endpoint follows the AWS SDK's settings (`AWS_ENDPOINT_URL_GLUE` or `AWS_ENDPOINT_URL` point it
 //! at a local server) in the registry's region.
 
@@ -106,7 +108,7 @@ impl GlueRegistry {
                     return SchemaError::Unavailable {
                         id: *id,
                         message: format!(
-                            "{} denied GetSchemaVersion ({}): the function's role needs glue:GetSchemaVersion",
+                            "{} denied GetSchemaVersion ({}): the function's role needs glue:GetSchemaVersion (asked by SchemaVersionId, which names no registry: a statement scoped to the registry's ARN may not match; see awslabs/aws-glue-schema-registry#68)",
                             self.name(),
                             e.message().unwrap_or("access denied")
                         ),
