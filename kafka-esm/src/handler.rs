@@ -14,7 +14,7 @@ use std::fmt;
 use async_trait::async_trait;
 
 use crate::idempotency::Interrupted;
-use crate::record::KafkaRecord;
+use crate::record::{DecodedRecord, KafkaRecord};
 use crate::retry::Deadline;
 
 /// Why a record's value could not become the handler's event: the record is poison, unless the
@@ -108,8 +108,23 @@ pub trait RecordHandler: Send + Sync {
     /// The typed event a record's value becomes.
     type Event: Send + Sync;
 
+    /// Called once per chunk (up to 100 records of one partition, in offset order) before its
+    /// records are deserialized: the place to fetch what they need, such as the schemas a
+    /// registry format decodes them with (`prefetch`). The default does nothing. An error is
+    /// logged and the chunk goes on: each record's [`RecordHandler::deserialize`] decides.
+    async fn prepare_chunk(
+        &self,
+        records: &[DecodedRecord],
+        invocation: &InvocationInfo,
+    ) -> Result<(), HandlerError> {
+        let _ = (records, invocation);
+        Ok(())
+    }
+
     /// Reads the record (usually its value) into the typed event. An error makes the record poison:
-    /// it is dead-lettered and never handled. See [`crate::format`] for ready-made formats.
+    /// it is dead-lettered and never handled, unless the error is transient
+    /// ([`DeserializeError::transient`]: a schema registry out of reach), which leaves the record
+    /// unfinished so that it is retried. See [`crate::format`] for ready-made formats.
     fn deserialize(&self, record: &KafkaRecord) -> Result<Self::Event, DeserializeError>;
 
     /// The event's business id, when it has one: duplicates of the same id are skipped even at other
@@ -150,6 +165,14 @@ pub trait RecordHandler: Send + Sync {
 #[async_trait]
 impl<H: RecordHandler + ?Sized> RecordHandler for std::sync::Arc<H> {
     type Event = H::Event;
+
+    async fn prepare_chunk(
+        &self,
+        records: &[DecodedRecord],
+        invocation: &InvocationInfo,
+    ) -> Result<(), HandlerError> {
+        (**self).prepare_chunk(records, invocation).await
+    }
 
     fn deserialize(&self, record: &KafkaRecord) -> Result<Self::Event, DeserializeError> {
         (**self).deserialize(record)

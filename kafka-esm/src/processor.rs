@@ -231,6 +231,9 @@ struct Prepared<'a, E> {
     slot: &'a DecodedRecord,
     work: Result<E, Failure>,
     key: String,
+    /// Deserializing failed for a reason that may pass (a schema registry out of reach): the
+    /// record stays unfinished and is retried, never dead-lettered for it.
+    retry_later: Option<String>,
 }
 
 impl<H: RecordHandler> Processor<H> {
@@ -297,6 +300,12 @@ impl<H: RecordHandler> Processor<H> {
                 );
                 continue;
             }
+            // The handler's look at the chunk before its records are read (a format fetches the
+            // schemas they name): a failure is only logged, deserializing each record says what
+            // it means for that record.
+            if let Err(error) = self.handler.prepare_chunk(chunk, invocation).await {
+                warn!(%error, partition = %partition.key, "preparing a chunk failed; its records are read one by one");
+            }
             let prepared: Vec<Prepared<'_, H::Event>> =
                 chunk.iter().map(|slot| self.prepare(slot)).collect();
             let done_before = self
@@ -352,10 +361,12 @@ impl<H: RecordHandler> Processor<H> {
         for (item, done) in prepared.iter().zip(done_before) {
             let first_of_key = distinct.insert(item.key.as_str());
             repeated.push(!first_of_key);
-            claim_slot.push((first_of_key && done.is_none()).then(|| {
-                wanted.push(&item.key);
-                wanted.len() - 1
-            }));
+            claim_slot.push(
+                (first_of_key && done.is_none() && item.retry_later.is_none()).then(|| {
+                    wanted.push(&item.key);
+                    wanted.len() - 1
+                }),
+            );
         }
         // A key of this chunk that the previous chunk ran is still claimed by it until its
         // acknowledgements come and it is completed: settle that chunk first, so the key is a
@@ -428,6 +439,8 @@ impl<H: RecordHandler> Processor<H> {
                 // Done before, or earlier in this chunk (the same business id twice: the first
                 // finished, or the partition would have stopped there).
                 RecordOutcome::Duplicate
+            } else if let Some(reason) = &item.retry_later {
+                RecordOutcome::Unfinished(reason.clone())
             } else if invocation.deadline.expired() {
                 RecordOutcome::Unfinished("the invocation's time budget ran out".into())
             } else {
@@ -599,6 +612,7 @@ impl<H: RecordHandler> Processor<H> {
                     Some(offset) => coordinates_key(&u.topic, u.partition, offset),
                     None => raw_record_key(&u.topic, u.partition, &u.raw_json),
                 },
+                retry_later: None,
             },
             DecodedRecord::Record(record) => {
                 let coordinates =
@@ -613,10 +627,14 @@ impl<H: RecordHandler> Processor<H> {
                             slot,
                             work: Ok(event),
                             key,
+                            retry_later: None,
                         }
                     }
                     Err(error) => Prepared {
                         slot,
+                        retry_later: error
+                            .is_transient()
+                            .then(|| format!("the value could not be read yet: {}", error.message)),
                         work: Err(Failure {
                             kind: PoisonKind::Deserialization,
                             message: error.message,

@@ -13,7 +13,7 @@ use kafka_esm::handler::{DeserializeError, HandlerError, InvocationInfo, RecordH
 use kafka_esm::idempotency::keys::coordinates_key;
 use kafka_esm::idempotency::{CompletedOutcome, IdempotencyStore, MemoryStore};
 use kafka_esm::processor::{Processor, ProcessorSettings, RecordOutcome};
-use kafka_esm::record::KafkaRecord;
+use kafka_esm::record::{DecodedRecord, KafkaRecord};
 use kafka_esm::retry::{Backoff, Deadline};
 use kafka_esm::sink::{MemorySink, MessageSink};
 use serde::Deserialize;
@@ -34,6 +34,10 @@ struct ScriptedHandler {
     /// Side effects performed, by offset, in order.
     effects: Mutex<Vec<i64>>,
     slow: Option<Duration>,
+    /// While set, a record whose action is `schema` cannot be read yet (a registry out of reach).
+    registry_down: std::sync::atomic::AtomicBool,
+    /// The size of each chunk the handler was shown before its records were read.
+    chunks: Mutex<Vec<usize>>,
 }
 
 impl ScriptedHandler {
@@ -49,12 +53,29 @@ impl ScriptedHandler {
 impl RecordHandler for ScriptedHandler {
     type Event = Script;
 
+    async fn prepare_chunk(
+        &self,
+        records: &[DecodedRecord],
+        _: &InvocationInfo,
+    ) -> Result<(), HandlerError> {
+        self.chunks.lock().unwrap().push(records.len());
+        Ok(())
+    }
+
     fn deserialize(&self, record: &KafkaRecord) -> Result<Script, DeserializeError> {
         let value = record
             .value
             .as_deref()
             .ok_or_else(|| DeserializeError::new("no value"))?;
-        serde_json::from_slice(value).map_err(|e| DeserializeError::new(e.to_string()))
+        let script: Script =
+            serde_json::from_slice(value).map_err(|e| DeserializeError::new(e.to_string()))?;
+        if script.action == "schema" && self.registry_down.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(DeserializeError::transient(
+                "schema 7 is unavailable: connection refused",
+            ));
+        }
+        Ok(script)
     }
 
     fn idempotency_key(&self, event: &Script) -> Option<String> {
@@ -673,4 +694,56 @@ fn one_publish_must_fit_in_the_functions_time_budget() {
         check_time_budget(s(2), s(2), s(0)).is_err(),
         "no time at all"
     );
+}
+
+/// A record that cannot be read *yet* (its schema registry is out of reach) is not poison: it stays
+/// unfinished, nothing after it in its partition runs, and the retry processes it once the registry
+/// answers.
+#[tokio::test(start_paused = true)]
+async fn a_record_that_cannot_be_read_yet_is_retried_not_dead_lettered() {
+    let store: Arc<dyn IdempotencyStore> = Arc::new(MemoryStore::new());
+    let handler = Arc::new(ScriptedHandler::default());
+    handler
+        .registry_down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let h = harness(true, store, handler);
+    let records = [
+        ok(1),
+        record("metrics.v1-eu", 0, 2, r#"{"action":"schema"}"#),
+        ok(3),
+    ];
+    let inv = h
+        .consumer
+        .invoke(&event(&records), &invocation(Duration::from_secs(5)))
+        .await;
+    assert_eq!(
+        serde_json::to_value(inv.result.unwrap()).unwrap(),
+        serde_json::json!({"batchItemFailures": [{"itemIdentifier": {"partition": "metrics.v1-eu-0", "offset": 2}}]})
+    );
+    assert!(h.dlq.is_empty(), "not poison");
+    assert_eq!(h.handler.effects(), vec![1]);
+    assert_eq!(h.handler.calls(3), 0, "nothing after it runs");
+
+    h.handler
+        .registry_down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let retry = h
+        .consumer
+        .invoke(&event(&records[1..]), &invocation(Duration::from_secs(5)))
+        .await;
+    assert_eq!(retry.result.unwrap().batch_item_failures, vec![]);
+    assert_eq!(h.handler.effects(), vec![1, 2, 3]);
+    assert!(h.dlq.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_handler_sees_each_chunk_before_its_records_are_read() {
+    let h = simple(false);
+    let records: Vec<KafkaRecord> = (0..250).map(ok).collect();
+    let inv = h
+        .consumer
+        .invoke(&event(&records), &invocation(Duration::from_secs(30)))
+        .await;
+    assert_eq!(inv.report.counts().processed, 250);
+    assert_eq!(*h.handler.chunks.lock().unwrap(), vec![100, 100, 50]);
 }
