@@ -18,9 +18,19 @@ impl RecordHandler for Orders {
         serde_json::from_slice(record.value.as_deref().unwrap_or_default())
             .map_err(|e| DeserializeError::new(e.to_string()))
     }
-    async fn handle(&self, _: &KafkaRecord, event: &Self::Event, _: &InvocationInfo) -> Result<(), HandlerError> {
-        match event.get("id") { Some(_) => Ok(()), None => Err(HandlerError::Permanent("no id".into())) }
+    async fn handle(
+        &self,
+        _: &KafkaRecord,
+        event: &Self::Event,
+        _: &InvocationInfo,
+    ) -> Result<(), HandlerError> {
+        match event.get("id") {
+            Some(_) => Ok(()),
+            None => Err(HandlerError::Permanent("no id".into())),
+        }
     }
 }
 #[tokio::main]
-async fn main() -> Result<(), kafka_esm::lambda::Error> { kafka_esm::lambda::run(Orders).await }
+async fn main() -> Result<(), kafka_esm::lambda::Error> {
+    kafka_esm::lambda::run(Orders).await
+}
