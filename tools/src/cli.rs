@@ -1,4 +1,4 @@
-//! The tools as a command line over any handler: `replay`, `poll`, `redrive` and `lag`, as the
+//! The tools as a command line over any handler: `replay`, `poll`, `redrive`, `lag` and `decode`, as the
 //! `esm` binary has them for the reference app.
 //!
 //! A team's own binary gets them for its handler in a few lines:
@@ -34,6 +34,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::decode::DecodeArgs;
 use crate::handler::HandlerFactory;
 use crate::poll::cli::{LagArgs, PollArgs};
 use crate::redrive::cli::RedriveArgs;
@@ -60,13 +61,16 @@ pub enum Command {
     Redrive(RedriveArgs),
     /// Committed offset, watermarks and lag per partition of a consumer group (the ESM's OffsetLag).
     Lag(LagArgs),
+    /// Print each record of ESM event files decoded (Avro, Protobuf, JSON, JSON Schema; Confluent
+    /// or Glue framing; schemas from files, a directory or a registry), one JSON line per record.
+    Decode(DecodeArgs),
 }
 
 /// The command line of [`run`]: one of the [`Command`]s.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     version,
-    about = "Kafka event source mapping tools: replay, a local ESM (poll), redrive, lag"
+    about = "Kafka event source mapping tools: replay, a local ESM (poll), redrive, lag, decode"
 )]
 pub struct Cli {
     /// The command.
@@ -75,13 +79,14 @@ pub struct Cli {
 }
 
 /// Runs `command` with the handler `factory` builds; the exit code says how it went (0: done,
-/// 1: something failed or was given up or left, 2: it could not start). `lag` needs no handler.
+/// 1: something failed or was given up or left, 2: it could not start). `lag` and `decode` need no handler.
 pub async fn run_command<F: HandlerFactory>(command: Command, factory: F) -> ExitCode {
     match command {
         Command::Replay(args) => crate::replay::cli::run(args, factory).await,
         Command::Poll(args) => crate::poll::cli::run_poll(args, factory).await,
         Command::Redrive(args) => crate::redrive::cli::run(args, factory).await,
         Command::Lag(args) => crate::poll::cli::run_lag(args).await,
+        Command::Decode(args) => crate::decode::run(args).await,
     }
 }
 

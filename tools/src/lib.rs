@@ -1,6 +1,6 @@
 //! The `esm` tools over any `kafka-esm` handler: [`replay`] event files through a consumer, [`poll`] a
-//! real broker as a local event source mapping, [`redrive`] on-failure records, and [`verify`] a load
-//! run of the reference app.
+//! real broker as a local event source mapping, [`redrive`] on-failure records, [`verify`] a load
+//! run of the reference app, and [`decode`] event files' records as a handler sees them.
 //!
 //! The tools build the consumer themselves and ask a [`HandlerFactory`] for the handler, handing
 //! it the sink they publish to; [`cli`] is the command line of `replay`, `poll`, `redrive` and `lag`
@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod decode;
 pub mod handler;
 pub mod poll;
 pub mod redrive;

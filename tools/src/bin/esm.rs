@@ -1,7 +1,8 @@
 //! `esm`: the command-line tool. `esm replay` runs event files through the consumer locally;
 //! `esm produce` writes metric events to Kafka through the producer's code; `esm generate` writes
 //! realistic batches; `esm poll` is a local event source mapping on a real broker and `esm lag` its
-//! offset lag; `esm redrive` recovers batches the ESM gave up on.
+//! offset lag; `esm redrive` recovers batches the ESM gave up on; `esm decode` prints event files'
+//! records decoded (Avro, Protobuf, JSON).
 //!
 //! `replay`, `poll` and `redrive` are the generic tools of `kafka_esm_tools` wired to the reference
 //! app's handler ([`Telemetry`]); `produce`, `generate` and `verify` are the reference app's own.
@@ -80,6 +81,9 @@ enum Command {
     Poll(kafka_esm_tools::poll::cli::PollArgs),
     /// Committed offset, watermarks and lag per partition of a consumer group (the ESM's OffsetLag).
     Lag(kafka_esm_tools::poll::cli::LagArgs),
+    /// Print each record of ESM event files decoded (Avro, Protobuf, JSON, JSON Schema; Confluent
+    /// or Glue framing; schemas from files, a directory or a registry), one JSON line per record.
+    Decode(kafka_esm_tools::decode::DecodeArgs),
     /// After a run: prove every record of the source topic is accounted for exactly once (an alert,
     /// a completion in the idempotency store, or a dead letter), and measure produce-to-alert latency.
     Verify(kafka_esm_tools::verify::VerifyArgs),
@@ -175,6 +179,7 @@ async fn main() -> ExitCode {
         Command::Redrive(args) => kafka_esm_tools::redrive::cli::run(args, Telemetry::new()).await,
         Command::Poll(args) => kafka_esm_tools::poll::cli::run_poll(args, Telemetry::new()).await,
         Command::Lag(args) => kafka_esm_tools::poll::cli::run_lag(args).await,
+        Command::Decode(args) => kafka_esm_tools::decode::run(args).await,
         Command::Verify(args) => kafka_esm_tools::verify::run_verify(args).await,
         Command::Generate {
             records,
