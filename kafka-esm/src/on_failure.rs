@@ -41,8 +41,13 @@ pub enum FailureCondition {
     MaximumPayloadSizeExceeded,
     /// Retries were used up (the Kafka-topic destination's spelling).
     RetriesExhausted,
-    /// A condition this library does not know (`RecordAgeExceeded`, schema-registry failures such
-    /// as `SCHEMA_NOT_FOUND`), kept verbatim.
+    /// `SCHEMA_NOT_FOUND`: the mapping's schema registry (provisioned mode) did not find the
+    /// schema the record names; the record never reached the function.
+    SchemaNotFound,
+    /// `DESERIALIZATION_ERROR`: the mapping's schema registry validation could not deserialize
+    /// the record with its schema; the record never reached the function.
+    DeserializationError,
+    /// A condition this library does not know (`RecordAgeExceeded`, ...), kept verbatim.
     Other(String),
 }
 
@@ -53,6 +58,8 @@ impl FailureCondition {
             "RetryAttemptsExhausted" => Self::RetryAttemptsExhausted,
             "MaximumPayloadSizeExceeded" => Self::MaximumPayloadSizeExceeded,
             "RetriesExhausted" => Self::RetriesExhausted,
+            "SCHEMA_NOT_FOUND" => Self::SchemaNotFound,
+            "DESERIALIZATION_ERROR" => Self::DeserializationError,
             other => Self::Other(other.to_owned()),
         }
     }
@@ -63,6 +70,8 @@ impl FailureCondition {
             Self::RetryAttemptsExhausted => "RetryAttemptsExhausted",
             Self::MaximumPayloadSizeExceeded => "MaximumPayloadSizeExceeded",
             Self::RetriesExhausted => "RetriesExhausted",
+            Self::SchemaNotFound => "SCHEMA_NOT_FOUND",
+            Self::DeserializationError => "DESERIALIZATION_ERROR",
             Self::Other(other) => other,
         }
     }
@@ -858,7 +867,7 @@ mod tests {
         let r = OnFailureRecord::from_value(&v).unwrap();
         assert_eq!(
             r.request_context.condition,
-            FailureCondition::Other("SCHEMA_NOT_FOUND".into())
+            FailureCondition::SchemaNotFound
         );
         assert_eq!(r.request_context.approximate_invoke_count, Some(2));
         assert_eq!(r.version, None);
@@ -872,6 +881,8 @@ mod tests {
             "RetryAttemptsExhausted",
             "MaximumPayloadSizeExceeded",
             "RetriesExhausted",
+            "SCHEMA_NOT_FOUND",
+            "DESERIALIZATION_ERROR",
             "RecordAgeExceeded",
         ] {
             let condition = FailureCondition::parse(text);

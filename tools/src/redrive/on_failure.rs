@@ -253,6 +253,33 @@ mod tests {
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
+    /// The documented MSK record (`msk-retry-attempts-exhausted.json`) with only its `condition`
+    /// changed: no public sample of a schema-validation failure record was found, and the ESM
+    /// writes these conditions into the same `requestContext` (kafka-esm `FailureCondition`).
+    fn with_condition(condition: &str) -> OnFailureRecord {
+        let mut value: Value =
+            serde_json::from_str(&sample("msk-retry-attempts-exhausted.json")).unwrap();
+        value["requestContext"]["condition"] = Value::from(condition);
+        OnFailureRecord::from_value(&value).unwrap()
+    }
+
+    #[test]
+    fn a_schema_not_found_record_is_accepted() {
+        let r = with_condition("SCHEMA_NOT_FOUND");
+        assert_eq!(r.condition, FailureCondition::SchemaNotFound);
+        assert_eq!(r.condition.to_string(), "SCHEMA_NOT_FOUND");
+        assert_eq!(r.request_id, "a3b2c1d0-0f1e-4d3c-8b7a-6f5e4d3c2b1a");
+        assert!(r.record_count() > 0);
+    }
+
+    #[test]
+    fn a_deserialization_error_record_is_accepted() {
+        let r = with_condition("DESERIALIZATION_ERROR");
+        assert_eq!(r.condition, FailureCondition::DeserializationError);
+        assert_eq!(r.condition.to_string(), "DESERIALIZATION_ERROR");
+        assert!(r.record_count() > 0);
+    }
+
     #[test]
     fn the_documented_sqs_record_of_an_msk_mapping() {
         let r = OnFailureRecord::parse(&sample("msk-retry-attempts-exhausted.json")).unwrap();

@@ -352,6 +352,24 @@ mod tests {
     }
 
     #[test]
+    fn schema_validation_conditions_are_reported() {
+        for condition in [
+            FailureCondition::SchemaNotFound,
+            FailureCondition::DeserializationError,
+        ] {
+            let mut r = report(MessageStatus::Deleted);
+            r.condition = Some(condition.clone());
+            let text = render_message(&r);
+            assert!(
+                text.contains(&format!("[deleted; {condition}; request req")),
+                "{text}"
+            );
+            let json = serde_json::to_value(&r).unwrap();
+            assert_eq!(json["condition"], condition.as_str());
+        }
+    }
+
+    #[test]
     fn the_human_lines_say_what_was_missing_and_what_a_dry_run_would_do() {
         let text = render_message(&report(MessageStatus::Deleted));
         assert!(
