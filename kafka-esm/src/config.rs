@@ -6,12 +6,12 @@
 //! [`ConsumerConfig::read`], so that its problems are reported with these ones
 //! ([`ConfigError::from_reader`]).
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use std::sync::Arc;
 
+pub use crate::env::ConfigError;
 use crate::env::EnvReader;
 #[cfg(feature = "dynamodb")]
 use crate::idempotency::DynamoDbStore;
@@ -21,37 +21,8 @@ use crate::idempotency::{ClaimMode, IdempotencyStore, MemoryStore, StoreError};
 use crate::kafka::KafkaSettings;
 pub use crate::observability::LogFormat;
 use crate::processor::{ProcessorSettings, READ_AHEAD};
+use crate::registry::SchemaSourceConfig;
 use crate::retry::Backoff;
-
-/// The configuration is not usable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
-    /// One line per problem.
-    pub problems: Vec<String>,
-}
-
-impl ConfigError {
-    /// `value` when `reader` found no problem, else every problem it found.
-    pub fn from_reader<T>(reader: EnvReader<'_>, value: T) -> Result<T, ConfigError> {
-        if reader.problems.is_empty() {
-            Ok(value)
-        } else {
-            Err(ConfigError {
-                problems: reader.problems,
-            })
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the configuration is invalid:")?;
-        for problem in &self.problems {
-            write!(f, "\n  - {problem}")?;
-        }
-        Ok(())
-    }
-}
 
 /// Which idempotency store to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +109,9 @@ pub struct ConsumerConfig {
     pub function_name: String,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
+    /// `SCHEMA_DIR` or `SCHEMA_REGISTRY_URL` (+ `SCHEMA_REGISTRY_*`): where a schema format finds
+    /// the schemas records name (see [`crate::registry`]); `None` when neither is set.
+    pub schemas: Option<SchemaSourceConfig>,
 }
 
 impl ConsumerConfig {
@@ -258,6 +232,7 @@ impl ConsumerConfig {
         };
         let kafka = KafkaSettings::from_env(r, &function_name, processor.publish_timeout);
         let log_format = read_log_format(r, on_lambda);
+        let schemas = SchemaSourceConfig::read(r);
         Self {
             partial_batch_response,
             processor,
@@ -266,6 +241,7 @@ impl ConsumerConfig {
             kafka,
             function_name,
             log_format,
+            schemas,
         }
     }
 }

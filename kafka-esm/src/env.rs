@@ -6,6 +6,8 @@
 //! its default) and `ALERT_RULES`, whose blank value is refused because "the default rule" and
 //! "no alert" are both plausible readings of it (`none` says the latter).
 
+use std::fmt;
+
 /// Reads variables through a lookup function and keeps one line per problem.
 pub struct EnvReader<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
@@ -79,5 +81,35 @@ impl<'a> EnvReader<'a> {
                 default
             }
         }
+    }
+}
+
+/// The configuration is not usable: every problem an [`EnvReader`] found, one line each.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    /// `value` when `reader` found no problem, else every problem it found.
+    pub fn from_reader<T>(reader: EnvReader<'_>, value: T) -> Result<T, ConfigError> {
+        if reader.problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigError {
+                problems: reader.problems,
+            })
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the configuration is invalid:")?;
+        for problem in &self.problems {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
     }
 }

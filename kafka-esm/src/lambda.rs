@@ -63,11 +63,13 @@ use serde_json::value::RawValue;
 use crate::config::{ConfigError, ConsumerConfig};
 use crate::consumer::Consumer;
 use crate::env::EnvReader;
+use crate::format::SchemaCache;
 use crate::handler::{InvocationInfo, RecordHandler};
 use crate::idempotency::{IdempotencyStore, StoreError};
 use crate::kafka::KafkaSetupError;
 use crate::observability;
 use crate::processor::{Processor, check_time_budget};
+use crate::registry::RegistryError;
 use crate::response::KafkaBatchResponse;
 use crate::retry::Deadline;
 use crate::sink::{KafkaSink, MessageSink};
@@ -110,6 +112,11 @@ pub enum Error {
         "cannot set up the Kafka producer for dead letters: {0}; check the KAFKA_* variables (and KAFKA_PROPERTIES)"
     )]
     Kafka(#[from] KafkaSetupError),
+    /// The schema source `SCHEMA_REGISTRY_URL` names could not be set up (a secret, TLS material).
+    #[error(
+        "cannot set up the schema registry: {0}; check the SCHEMA_REGISTRY_* variables and the secrets they name"
+    )]
+    Schemas(#[from] RegistryError),
     /// Serving the Lambda Runtime API failed.
     #[error(
         "the Lambda Runtime API at AWS_LAMBDA_RUNTIME_API failed: {0}; on Lambda the container is replaced, locally check that the emulator (such as `cargo lambda watch`) is running at that address"
@@ -135,6 +142,10 @@ pub struct Parts {
     /// unless [`Builder::dead_letters`] gave another sink. A handler that publishes clones it, so
     /// that its messages and the dead letters share the producer.
     pub sink: Arc<dyn MessageSink>,
+    /// Where schema formats find the schemas records name: the source `SCHEMA_DIR` or
+    /// `SCHEMA_REGISTRY_URL` names, opened once (its secrets fetched), behind one cache for the
+    /// container; `None` when neither is set. Give it to a format with its `schemas` setter.
+    pub schemas: Option<Arc<SchemaCache>>,
 }
 
 /// Builds the function from the environment and what only code can give. Start with
@@ -212,6 +223,7 @@ pub struct Builder {
     function_timeout: Option<Duration>,
     store: Option<Arc<dyn IdempotencyStore>>,
     dead_letters: Option<Arc<dyn MessageSink>>,
+    schemas: Option<Arc<SchemaCache>>,
 }
 
 impl Builder {
@@ -275,6 +287,7 @@ impl Builder {
             function_timeout: None,
             store: None,
             dead_letters: None,
+            schemas: None,
         }
     }
 
@@ -301,6 +314,13 @@ impl Builder {
     /// producer is created then.
     pub fn dead_letters(mut self, sink: Arc<dyn MessageSink>) -> Self {
         self.dead_letters = Some(sink);
+        self
+    }
+
+    /// Uses `schemas` as the schema source instead of the one `SCHEMA_DIR` or `SCHEMA_REGISTRY_URL`
+    /// names (a source of your own, or schemas compiled into the binary).
+    pub fn schemas(mut self, schemas: Arc<SchemaCache>) -> Self {
+        self.schemas = Some(schemas);
         self
     }
 
@@ -332,6 +352,7 @@ impl Builder {
             function_timeout,
             store,
             dead_letters,
+            schemas,
         } = self;
         let mut problems = Vec::new();
         if let Some(timeout) = function_timeout
@@ -358,10 +379,16 @@ impl Builder {
             Some(store) => store,
             None => config.store.open().await.map_err(Error::Store)?,
         };
+        let schemas = match (schemas, &config.schemas) {
+            (Some(schemas), _) => Some(schemas),
+            (None, Some(source)) => Some(source.open().await?),
+            (None, None) => None,
+        };
         let parts = Parts {
             config,
             store,
             sink,
+            schemas,
         };
         let handler = make(&parts);
         Ok(Lambda::new(handler, parts))
@@ -384,6 +411,7 @@ impl<H: RecordHandler> Lambda<H> {
             config,
             store,
             sink,
+            schemas: _,
         } = parts;
         let processor = Processor::new(handler, store, sink, config.processor);
         Self {

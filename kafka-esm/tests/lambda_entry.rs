@@ -880,6 +880,7 @@ async fn a_lambda_from_parts_made_by_hand() {
             config,
             store: Arc::new(MemoryStore::new()),
             sink: Arc::new(MemorySink::new()),
+            schemas: None,
         },
     );
     lambda

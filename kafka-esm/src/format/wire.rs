@@ -440,6 +440,53 @@ fn read_confluent_indexes(body: &[u8], zigzag: bool) -> Option<(Vec<u32>, usize)
     Some((indexes, at))
 }
 
+/// Frames `body` as a Confluent serializer writes it, for a producer: [`CONFLUENT_MAGIC`], the
+/// schema id (4 bytes, big endian), for Protobuf the message-index path (`Some(&[0])`, the
+/// file's first message, is the single byte `0x00`), then the body. What [`unframe`] reads back.
+pub fn frame_confluent(schema_id: u32, message_index: Option<&[u32]>, body: &[u8]) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(CONFLUENT_HEADER_LEN + 4 + body.len());
+    framed.push(CONFLUENT_MAGIC);
+    framed.extend_from_slice(&schema_id.to_be_bytes());
+    match message_index {
+        None => {}
+        Some([0]) => framed.push(0),
+        Some(path) => {
+            write_uvarint(&mut framed, zigzag(path.len() as i64));
+            for index in path {
+                write_uvarint(&mut framed, zigzag(i64::from(*index)));
+            }
+        }
+    }
+    framed.extend_from_slice(body);
+    framed
+}
+
+/// Frames `body` as the AWS Glue Schema Registry serializer writes it (uncompressed), for a
+/// producer: [`GLUE_HEADER_VERSION`], [`GLUE_COMPRESSION_NONE`], the schema version's UUID, for
+/// Protobuf the message index (one unsigned varint), then the body.
+pub fn frame_glue(schema_version: Uuid, message_index: Option<u32>, body: &[u8]) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(GLUE_HEADER_LEN + 5 + body.len());
+    framed.extend_from_slice(&[GLUE_HEADER_VERSION, GLUE_COMPRESSION_NONE]);
+    framed.extend_from_slice(schema_version.as_bytes());
+    if let Some(index) = message_index {
+        write_uvarint(&mut framed, u64::from(index));
+    }
+    framed.extend_from_slice(body);
+    framed
+}
+
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+fn write_uvarint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
 /// An unsigned LEB128 varint (at most 10 bytes) and the bytes it used.
 fn read_uvarint(bytes: &[u8]) -> Option<(u64, usize)> {
     let mut value = 0u64;
@@ -456,6 +503,39 @@ fn read_uvarint(bytes: &[u8]) -> Option<(u64, usize)> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn what_a_producer_frames_reads_back() {
+        let body = b"\x08\x96\x01";
+        // Avro (no index), Protobuf's first message (one 0x00), a nested path.
+        let framed = frame_confluent(300, None, body);
+        assert_eq!(framed[..5], [0, 0, 0, 1, 44]);
+        let unframed = unframe(&framed, None, WireFormat::Auto, Payload::Binary).unwrap();
+        assert_eq!(unframed.schema_id(), Some(SchemaId::Confluent(300)));
+        assert_eq!(&*unframed.body, body);
+        for path in [vec![0], vec![1, 0], vec![3, 200, 70_000]] {
+            let framed = frame_confluent(7, Some(&path), body);
+            if path == [0] {
+                assert_eq!(framed[5], 0, "[0] is the single byte 0x00");
+            }
+            let unframed = unframe(&framed, None, WireFormat::Confluent, Payload::Binary).unwrap();
+            let (index, rest) = read_message_index(&unframed.body, unframed.index).unwrap();
+            assert_eq!((index, rest), (MessageIndex::Confluent(path), &body[..]));
+        }
+        let version = Uuid::parse_str("7d55d475-2244-4485-8341-f74468c1e058").unwrap();
+        for index in [None, Some(0), Some(300)] {
+            let framed = frame_glue(version, index, body);
+            let unframed = unframe(&framed, None, WireFormat::Glue, Payload::Binary).unwrap();
+            assert_eq!(unframed.schema_id(), Some(SchemaId::Glue(version)));
+            match index {
+                None => assert_eq!(&*unframed.body, body),
+                Some(i) => {
+                    let (read, rest) = read_message_index(&unframed.body, unframed.index).unwrap();
+                    assert_eq!((read, rest), (MessageIndex::Glue(i), &body[..]));
+                }
+            }
+        }
+    }
 
     fn metadata(data_format: &str, schema_id: Option<&str>) -> SchemaMetadata {
         SchemaMetadata {

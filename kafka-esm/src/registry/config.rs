@@ -4,9 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::ConfigError;
-use crate::env::EnvReader;
-use crate::format::{LocalDirectory, SchemaCache};
+use crate::env::{ConfigError, EnvReader};
+use crate::format::{LocalDirectory, Schema, SchemaCache, SchemaError, SchemaId, SchemaSource};
 
 use super::RegistryError;
 
@@ -185,6 +184,55 @@ impl SchemaSourceConfig {
             }
         };
         Ok(Arc::new(cache))
+    }
+
+    /// A per-container [`SchemaCache`] at once, without waiting: a directory is opened now; a
+    /// registry is set up ([`Self::open`]) on the first schema asked for, and a setup that fails
+    /// then (a secret that cannot be read) makes that lookup, and the next, transient
+    /// ([`SchemaError::Unavailable`]): the records are retried, never dead-lettered for it. For
+    /// tools that build handlers synchronously; a Lambda opens at start-up, to fail fast.
+    pub fn open_lazily(&self) -> Arc<SchemaCache> {
+        match self {
+            Self::Directory(dir) => Arc::new(SchemaCache::new(LocalDirectory::new(dir))),
+            registry => Arc::new(SchemaCache::new(Lazy {
+                config: registry.clone(),
+                opened: tokio::sync::OnceCell::new(),
+            })),
+        }
+    }
+
+    /// What to call the source in messages: the directory, the registry's URL or ARN.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Directory(dir) => dir.display().to_string(),
+            Self::Confluent(config) => config.url.clone(),
+            Self::Glue(config) => config.registry_arn.clone(),
+        }
+    }
+}
+
+/// A registry set up on first use ([`SchemaSourceConfig::open_lazily`]).
+struct Lazy {
+    config: SchemaSourceConfig,
+    opened: tokio::sync::OnceCell<Arc<SchemaCache>>,
+}
+
+#[async_trait::async_trait]
+impl SchemaSource for Lazy {
+    async fn schema(&self, id: &SchemaId) -> Result<Schema, SchemaError> {
+        let cache = self
+            .opened
+            .get_or_try_init(|| self.config.open())
+            .await
+            .map_err(|e| SchemaError::Unavailable {
+                id: *id,
+                message: format!("the schema registry cannot be set up: {e}"),
+            })?;
+        cache.get(id).await.map(|schema| (*schema).clone())
+    }
+
+    fn name(&self) -> String {
+        self.config.name()
     }
 }
 

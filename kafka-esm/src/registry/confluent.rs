@@ -20,9 +20,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::header::{ACCEPT, AUTHORIZATION, HeaderValue, LOCATION, USER_AGENT};
-use hyper::{Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION, USER_AGENT};
+use hyper::{Method, Request, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -52,6 +52,16 @@ const SCHEMA_NOT_FOUND: i64 = 40403;
 const SUBJECT_OR_VERSION_NOT_FOUND: [i64; 2] = [40401, 40402];
 /// The bearer-token secret's format, for messages.
 const BEARER_FORMAT: &str = r#"a bearer-token secret, JSON {"token": "..."} or the token alone"#;
+
+/// A schema could not be registered ([`ConfluentRegistry::register`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot register the schema under subject {subject:?}: {message}")]
+pub struct RegisterError {
+    /// The subject.
+    pub subject: String,
+    /// What failed, and what to fix where something can be.
+    pub message: String,
+}
 
 /// How requests authenticate: nothing, HTTP basic, or a bearer token. Never printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +214,7 @@ enum AuthKind {
     Bearer,
 }
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A Confluent Schema Registry as a [`SchemaSource`]: schemas by their numeric id, with their
 /// references. Build it with [`ConfluentRegistry::builder`], or from the environment's
@@ -362,15 +372,30 @@ impl ConfluentRegistry {
 
     /// One GET of `path` (which starts with `/`) within the timeout; `Err` says why no answer came.
     async fn get(&self, path: &str) -> Result<Answer, String> {
+        self.exchange(Method::GET, path, None).await
+    }
+
+    /// One request within the timeout: a GET, or a POST of a JSON `body`.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, String> {
         let uri = format!("{}{path}", self.base);
-        let mut request = Request::get(&uri)
+        let mut request = Request::builder()
+            .method(method)
+            .uri(&uri)
             .header(ACCEPT, ACCEPTED)
             .header(USER_AGENT, "kafka-esm");
+        if body.is_some() {
+            request = request.header(CONTENT_TYPE, "application/vnd.schemaregistry.v1+json");
+        }
         if let Some(authorization) = &self.authorization {
             request = request.header(AUTHORIZATION, authorization.clone());
         }
         let request = request
-            .body(Empty::new())
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| format!("cannot request {uri}: {e}"))?;
         let exchange = async {
             let response = self
@@ -404,6 +429,50 @@ impl ConfluentRegistry {
                     self.timeout.as_millis()
                 )
             })?
+    }
+
+    /// Registers `text` (a schema of `kind`) under `subject` and returns its id, as a producer's
+    /// serializer does before it frames its first record: `POST /subjects/{subject}/versions`
+    /// with `{"schema", "schemaType"}` (no `schemaType` for Avro), answered `{"id": N}`. A schema
+    /// the subject already has keeps its id. Subjects are usually `<topic>-value` and
+    /// `<topic>-key` (the serializers' default naming strategy). The credentials need write access.
+    pub async fn register(
+        &self,
+        subject: &str,
+        kind: SchemaKind,
+        text: &str,
+    ) -> Result<u32, RegisterError> {
+        let path = format!("/subjects/{}/versions", path_segment(subject));
+        let mut body = serde_json::json!({ "schema": text });
+        match kind {
+            SchemaKind::Avro => {}
+            SchemaKind::Protobuf => body["schemaType"] = "PROTOBUF".into(),
+            SchemaKind::Json => body["schemaType"] = "JSON".into(),
+        }
+        let failed = |message: String| RegisterError {
+            subject: subject.to_owned(),
+            message,
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| failed(e.to_string()))?;
+        let answer = self
+            .exchange(Method::POST, &path, Some(body))
+            .await
+            .map_err(failed)?;
+        if answer.status != StatusCode::OK {
+            return Err(failed(self.refusal(&path, &answer)));
+        }
+        #[derive(Deserialize)]
+        struct Registered {
+            id: u32,
+        }
+        serde_json::from_slice::<Registered>(&answer.body)
+            .map(|r| r.id)
+            .map_err(|e| {
+                failed(format!(
+                    "{}{path} answered HTTP 200 without a schema id ({e})",
+                    self.base
+                ))
+            })
     }
 
     /// Why an answer that is neither the schema nor "not found" is no schema: a message that

@@ -66,7 +66,7 @@ mod glue;
 
 pub use config::{ConfluentConfig, GlueConfig, RegistryAuth, SchemaSourceConfig};
 #[cfg(feature = "confluent-registry")]
-pub use confluent::{ConfluentAuth, ConfluentRegistry, ConfluentRegistryBuilder};
+pub use confluent::{ConfluentAuth, ConfluentRegistry, ConfluentRegistryBuilder, RegisterError};
 #[cfg(feature = "glue-registry")]
 pub use glue::GlueRegistry;
 

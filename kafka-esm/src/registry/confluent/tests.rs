@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode as AxumStatus, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode as AxumStatus, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -47,6 +47,9 @@ struct Registry {
     seen: Mutex<Vec<Seen>>,
     forced: Mutex<Option<Forced>>,
     delay: Mutex<Option<Duration>>,
+    /// Schemas registered through `POST /subjects/{subject}/versions`: (subject, body), the id is
+    /// 1000 + the position.
+    registered: Mutex<Vec<(String, serde_json::Value)>>,
 }
 
 impl Registry {
@@ -113,7 +116,13 @@ fn registry_json(status: u16, body: serde_json::Value) -> Response {
         .into_response()
 }
 
-async fn answer(State(registry): State<Arc<Registry>>, uri: Uri, headers: HeaderMap) -> Response {
+async fn answer(
+    State(registry): State<Arc<Registry>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     let text = |name: header::HeaderName| {
         headers
             .get(name)
@@ -153,6 +162,37 @@ async fn answer(State(registry): State<Arc<Registry>>, uri: Uri, headers: Header
                 json!({"error_code": 40403, "message": format!("Schema {id} not found")}),
             ),
         },
+        ["subjects", subject, "versions"] if method == Method::POST => {
+            let subject = percent_decode(subject);
+            let Ok(body) = serde_json::from_str::<serde_json::Value>(&body) else {
+                return registry_json(
+                    422,
+                    json!({"error_code": 42201, "message": "Invalid schema"}),
+                );
+            };
+            if headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                != Some("application/vnd.schemaregistry.v1+json")
+            {
+                return registry_json(
+                    415,
+                    json!({"error_code": 415, "message": "Unsupported Media Type"}),
+                );
+            }
+            let mut registered = registry.registered.lock().unwrap();
+            let at = match registered
+                .iter()
+                .position(|(s, b)| *s == subject && *b == body)
+            {
+                Some(at) => at,
+                None => {
+                    registered.push((subject, body));
+                    registered.len() - 1
+                }
+            };
+            registry_json(200, json!({"id": 1000 + at}))
+        }
         ["subjects", subject, "versions", version] => {
             let subject = percent_decode(subject);
             let version = percent_decode(version);
@@ -251,6 +291,56 @@ fn client_certificate() -> ClientCertificatePem {
         key: Secret::new(CLIENT_KEY),
         key_password: None,
     }
+}
+
+#[tokio::test]
+async fn a_producer_registers_its_schema_and_gets_the_same_id_again() {
+    let registry = Arc::new(Registry::default());
+    let url = serve(registry.clone(), Serve::Http).await;
+    let client = ConfluentRegistry::builder(&url)
+        .bearer_token(Secret::new("t0ken"))
+        .build()
+        .unwrap();
+    let avsc = r#"{"type":"record","name":"M","fields":[{"name":"v","type":"double"}]}"#;
+    let proto = "syntax = \"proto3\"; message M { double v = 1; }";
+    let avro = client
+        .register("metrics-value", SchemaKind::Avro, avsc)
+        .await
+        .unwrap();
+    let protobuf = client
+        .register("metrics-value", SchemaKind::Protobuf, proto)
+        .await
+        .unwrap();
+    assert_eq!((avro, protobuf), (1000, 1001));
+    assert_eq!(
+        client
+            .register("metrics-value", SchemaKind::Avro, avsc)
+            .await
+            .unwrap(),
+        1000,
+        "a schema the subject holds keeps its id"
+    );
+    let registered = registry.registered.lock().unwrap().clone();
+    assert_eq!(
+        registered[0].1,
+        json!({"schema": avsc}),
+        "Avro has no schemaType"
+    );
+    assert_eq!(
+        registered[1].1,
+        json!({"schema": proto, "schemaType": "PROTOBUF"})
+    );
+    let seen = registry.seen();
+    assert_eq!(seen[0].path, "/subjects/metrics-value/versions");
+    assert_eq!(seen[0].authorization.as_deref(), Some("Bearer t0ken"));
+    // A refusal says what failed.
+    registry.force(401, r#"{"error_code":40101,"message":"Unauthorized"}"#, &[]);
+    let error = client
+        .register("metrics-value", SchemaKind::Avro, avsc)
+        .await
+        .unwrap_err();
+    assert_eq!(error.subject, "metrics-value");
+    assert!(error.message.contains("HTTP 401"), "{error}");
 }
 
 fn short(url: &str) -> ConfluentRegistry {
