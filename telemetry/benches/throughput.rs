@@ -10,6 +10,11 @@
 //!   publication, the ESM response.
 //!
 //! Run: `cargo bench --bench throughput`. The batch is ~9,500 records over 4 partitions, 1% poison.
+//!
+//! `paired_avro` does the same with the metrics in Avro (Confluent-framed, schema id 1, the writer
+//! schema found in a schema source): 6 MB holds more of them. Its floor parses the envelope,
+//! base64-decodes every key and value, and decodes every value's Avro body into a struct with the
+//! metric's schema; the full path is the telemetry consumer with `METRIC_FORMAT=avro`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use base64::Engine as _;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use kafka_esm::consumer::Consumer;
 use kafka_esm::event::decode_event;
+use kafka_esm::format::SchemaId;
 use kafka_esm::handler::{InvocationInfo, RecordHandler};
 use kafka_esm::idempotency::MemoryStore;
 use kafka_esm::retry::Deadline;
@@ -26,7 +32,8 @@ use kafka_esm::sink::MemorySink;
 use kafka_esm_telemetry::app::telemetry_consumer;
 use kafka_esm_telemetry::config::TelemetryConfig;
 use kafka_esm_telemetry::generate::{GenerateOptions, generate_event};
-use kafka_esm_telemetry::{MetricEvent, TelemetryHandler};
+use kafka_esm_telemetry::metric_format::METRIC_AVSC;
+use kafka_esm_telemetry::{MetricEncoder, MetricEvent, MetricFormat, TelemetryHandler};
 use serde::Deserialize;
 
 // Same allocator as the binaries (src/bin/*.rs), for floor and full path alike.
@@ -72,14 +79,62 @@ fn floor(json: &str) -> usize {
 }
 
 fn batch() -> String {
+    batch_in(MetricEncoder::json())
+}
+
+fn batch_in(encoder: MetricEncoder) -> String {
     let options = GenerateOptions {
         records: None,
         max_bytes: Some(6_000_000),
         partitions: 4,
         poison_percent: 1.0,
+        encoder,
         ..GenerateOptions::default()
     };
     generate_event(&options).0
+}
+
+/// The metric as the Avro floor reads it.
+#[allow(dead_code)]
+#[derive(Deserialize)]
+struct FloorAvroMetric {
+    event_id: Option<String>,
+    timestamp: i64,
+    database_type: String,
+    instance_id: String,
+    metric_name: String,
+    value: f64,
+    tags: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// The Avro floor: envelope, base64, and each value's body (after its 5-byte Confluent header)
+/// decoded with the metric's schema into a struct. Returns how many values decoded.
+fn floor_avro(json: &str, schema: &apache_avro::Schema) -> usize {
+    let event: FloorEvent<'_> = serde_json::from_str(json).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let reader = apache_avro::reader::datum::GenericDatumReader::builder(schema)
+        .build()
+        .unwrap();
+    let mut parsed = 0;
+    for records in event.records.values() {
+        for r in records {
+            let _key = r.key.map(|k| b64.decode(k).unwrap());
+            if let Some(v) = r.value {
+                let bytes = b64.decode(v).unwrap();
+                if let [0, _, _, _, _, body @ ..] = &bytes[..] {
+                    let mut body: &[u8] = body;
+                    parsed += usize::from(
+                        reader
+                            .read_value(&mut body)
+                            .ok()
+                            .and_then(|v| apache_avro::from_value::<FloorAvroMetric>(&v).ok())
+                            .is_some(),
+                    );
+                }
+            }
+        }
+    }
+    parsed
 }
 
 /// A consumer with an empty in-memory store and sink (so nothing is a duplicate), and a long deadline.
@@ -198,5 +253,86 @@ fn paired(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench, paired);
+/// As [`paired`], with the metrics in Avro: `paired_avro`.
+fn paired_avro(c: &mut Criterion) {
+    let _ = c;
+    let json =
+        batch_in(MetricEncoder::new(MetricFormat::Avro, Some(SchemaId::Confluent(1))).unwrap());
+    let schema = apache_avro::Schema::parse_str(METRIC_AVSC).unwrap();
+    let schemas = tempfile::tempdir().unwrap();
+    std::fs::write(schemas.path().join("1.avsc"), METRIC_AVSC).unwrap();
+    let config = TelemetryConfig::from_lookup(&|name| match name {
+        "METRIC_FORMAT" => Some("avro".into()),
+        "SCHEMA_DIR" => Some(schemas.path().display().to_string()),
+        _ => None,
+    })
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let records = decode_event(&json).unwrap().record_count();
+    let decoded = floor_avro(&json, &schema);
+    assert!(
+        decoded * 100 >= records * 98,
+        "{decoded} of {records} decode"
+    );
+    let (mut floors, mut fulls, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..120 {
+        let sink = Arc::new(MemorySink::new());
+        let consumer = telemetry_consumer(
+            &config,
+            Arc::new(MemoryStore::new()),
+            sink.clone(),
+            sink.clone(),
+        );
+        let invocation = InvocationInfo::new(
+            "bench",
+            "bench",
+            Deadline::after(Duration::from_secs(900), Duration::from_secs(2)),
+        );
+        let started = std::time::Instant::now();
+        std::hint::black_box(floor_avro(&json, &schema));
+        let floor_time = started.elapsed();
+        let started = std::time::Instant::now();
+        let result = runtime.block_on(consumer.invoke(&json, &invocation));
+        let full_time = started.elapsed();
+        assert!(result.result.is_ok());
+        if round == 0 {
+            // Only the 1% poison is dead-lettered: the Avro values decode.
+            let dead_letters = sink
+                .messages()
+                .iter()
+                .filter(|m| m.topic.ends_with(".dlq"))
+                .count();
+            assert!(
+                dead_letters * 50 <= records,
+                "{dead_letters} dead letters of {records}"
+            );
+        }
+        drop((result, consumer));
+        if round >= 20 {
+            floors.push(floor_time.as_secs_f64());
+            fulls.push(full_time.as_secs_f64());
+            ratios.push(full_time.as_secs_f64() / floor_time.as_secs_f64());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (floor_ms, full_ms, ratio) = (
+        median(&mut floors) * 1e3,
+        median(&mut fulls) * 1e3,
+        median(&mut ratios),
+    );
+    println!(
+        "paired_avro (100 interleaved pairs, {records} records, {} bytes): floor {floor_ms:.2} ms, full path {full_ms:.2} ms, ratio {ratio:.3}; \
+         full path {:.0} records/s",
+        json.len(),
+        records as f64 / (full_ms / 1e3),
+    );
+}
+
+criterion_group!(benches, bench, paired, paired_avro);
 criterion_main!(benches);

@@ -9,6 +9,10 @@ use kafka_esm::kafka::KafkaSettings;
 
 pub use kafka_esm::config::{ConfigError, ConsumerConfig, LogFormat, StoreChoice};
 
+use kafka_esm::format::SchemaId;
+use kafka_esm::registry::{ConfluentConfig, ConfluentRegistry, SchemaSourceConfig};
+
+use crate::metric_format::{MetricEncoder, MetricFormat};
 use crate::producer::ProducerSettings;
 use crate::{AlertRule, DEFAULT_ALERT_RULES, DEFAULT_ALERTS_TOPIC, RuleError, parse_rules};
 
@@ -47,13 +51,28 @@ impl AlertSettings {
     }
 }
 
-/// The telemetry consumer's configuration: the generic settings and the alert settings.
+/// `METRIC_FORMAT`: `json` (the default), `avro` or `protobuf`.
+pub fn read_metric_format(r: &mut EnvReader<'_>) -> MetricFormat {
+    match r.text("METRIC_FORMAT").map(|text| text.parse()) {
+        None => MetricFormat::Json,
+        Some(Ok(format)) => format,
+        Some(Err(problem)) => {
+            r.problem(format!("METRIC_FORMAT={problem}"));
+            MetricFormat::Json
+        }
+    }
+}
+
+/// The telemetry consumer's configuration: the generic settings, the alert settings and the
+/// metrics' format.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetryConfig {
-    /// Store, dead letters, retries, Kafka, logging.
+    /// Store, dead letters, retries, Kafka, logging, schema source.
     pub consumer: ConsumerConfig,
     /// `ALERTS_TOPIC`, `ALERT_RULES`.
     pub alerts: AlertSettings,
+    /// `METRIC_FORMAT`.
+    pub metric_format: MetricFormat,
 }
 
 impl TelemetryConfig {
@@ -73,7 +92,15 @@ impl TelemetryConfig {
         let mut r = EnvReader::new(lookup);
         let consumer = ConsumerConfig::read(&mut r);
         let alerts = AlertSettings::read(&mut r);
-        ConfigError::from_reader(r, Self { consumer, alerts })
+        let metric_format = read_metric_format(&mut r);
+        ConfigError::from_reader(
+            r,
+            Self {
+                consumer,
+                alerts,
+                metric_format,
+            },
+        )
     }
 
     /// As [`Self::from_env_requiring_kafka`], through `lookup`.
@@ -83,7 +110,15 @@ impl TelemetryConfig {
         let mut r = EnvReader::new(lookup);
         let consumer = ConsumerConfig::read_requiring_kafka(&mut r);
         let alerts = AlertSettings::read(&mut r);
-        ConfigError::from_reader(r, Self { consumer, alerts })
+        let metric_format = read_metric_format(&mut r);
+        ConfigError::from_reader(
+            r,
+            Self {
+                consumer,
+                alerts,
+                metric_format,
+            },
+        )
     }
 }
 
@@ -100,6 +135,109 @@ pub struct ProducerConfig {
     pub safety_margin: Duration,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
+    /// `METRIC_FORMAT`, and the schema id Avro and Protobuf metrics are framed with.
+    pub metrics: MetricWriting,
+}
+
+/// Where the id of the schema a producer frames its metrics with comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricSchema {
+    /// JSON metrics: written plain, no schema.
+    None,
+    /// `METRIC_SCHEMA_ID`: a Confluent schema id (a number; Confluent framing) or a Glue schema
+    /// version (a UUID; Glue framing), registered beforehand.
+    Id(SchemaId),
+    /// `SCHEMA_REGISTRY_URL` (a Confluent registry): the app's schema is registered at start-up
+    /// under the subject `<METRICS_TOPIC>-value`, and framed with the id the registry answers.
+    Register(ConfluentConfig),
+}
+
+/// How the producer writes metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricWriting {
+    /// `METRIC_FORMAT`.
+    pub format: MetricFormat,
+    /// Where the schema id comes from.
+    pub schema: MetricSchema,
+    /// The registry subject the schema is registered under: `<METRICS_TOPIC>-value`.
+    pub subject: String,
+}
+
+impl MetricWriting {
+    /// The encoder, after registering the schema when [`MetricSchema::Register`] says so (its
+    /// secrets are fetched then: call it once, at start-up).
+    pub async fn encoder(&self) -> Result<MetricEncoder, String> {
+        let id = match &self.schema {
+            MetricSchema::None => None,
+            MetricSchema::Id(id) => Some(*id),
+            MetricSchema::Register(config) => {
+                let (kind, text) = self
+                    .format
+                    .schema()
+                    .ok_or("JSON metrics have no schema to register")?;
+                let registry = ConfluentRegistry::from_config(config)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let id = registry
+                    .register(&self.subject, kind, text)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Some(SchemaId::Confluent(id))
+            }
+        };
+        MetricEncoder::new(self.format, id)
+    }
+}
+
+/// `METRIC_FORMAT`, `METRIC_SCHEMA_ID` and the registry the producer registers with.
+fn read_metric_writing(r: &mut EnvReader<'_>, topic: &str) -> MetricWriting {
+    let format = read_metric_format(r);
+    let id = r.text("METRIC_SCHEMA_ID").and_then(|text| match text.parse::<SchemaId>() {
+        Ok(id) => Some(id),
+        Err(_) => {
+            r.problem(format!(
+                "METRIC_SCHEMA_ID={text:?} is not a schema id: expected a Confluent schema id (a number) or a Glue schema version (a UUID)"
+            ));
+            None
+        }
+    });
+    let source = SchemaSourceConfig::read(r);
+    let subject = format!("{topic}-value");
+    let schema = match (format, id, source) {
+        (MetricFormat::Json, None, _) => MetricSchema::None,
+        (MetricFormat::Json, Some(_), _) => {
+            r.problem("METRIC_SCHEMA_ID is set but METRIC_FORMAT is json: JSON metrics are written plain; set METRIC_FORMAT=avro or protobuf, or unset METRIC_SCHEMA_ID");
+            MetricSchema::None
+        }
+        (_, Some(id), _) => MetricSchema::Id(id),
+        (_, None, Some(SchemaSourceConfig::Confluent(config))) => MetricSchema::Register(config),
+        (format, None, Some(SchemaSourceConfig::Glue(_))) => {
+            r.problem(format!(
+                "METRIC_FORMAT={format} with a Glue registry: the producer does not register schemas with Glue; register events/schemas/metric.{} as a schema version and set METRIC_SCHEMA_ID to its UUID",
+                extension(format)
+            ));
+            MetricSchema::None
+        }
+        (format, None, _) => {
+            r.problem(format!(
+                "METRIC_FORMAT={format} frames each metric with its schema's id: set SCHEMA_REGISTRY_URL to a Confluent registry (the schema is registered under {subject:?}), or METRIC_SCHEMA_ID to the id of events/schemas/metric.{} in the consumer's registry",
+                extension(format)
+            ));
+            MetricSchema::None
+        }
+    };
+    MetricWriting {
+        format,
+        schema,
+        subject,
+    }
+}
+
+fn extension(format: MetricFormat) -> &'static str {
+    match format {
+        MetricFormat::Protobuf => "proto",
+        _ => "avsc",
+    }
 }
 
 impl ProducerConfig {
@@ -146,6 +284,7 @@ impl ProducerConfig {
         ) as usize;
         let safety_margin = Duration::from_millis(r.number("SAFETY_MARGIN_MS", 2_000, 0, 600_000));
         let log_format = read_log_format(&mut r, on_lambda);
+        let metrics = read_metric_writing(&mut r, &topic);
         match (r.problems.is_empty(), kafka) {
             (true, Some(kafka)) => Ok(Self {
                 kafka,
@@ -156,6 +295,7 @@ impl ProducerConfig {
                 scheduled_count,
                 safety_margin,
                 log_format,
+                metrics,
             }),
             _ => Err(ConfigError {
                 problems: r.problems,
@@ -278,6 +418,64 @@ mod tests {
         );
         assert!(text.contains("must differ"), "{text}");
         assert!(text.contains("needs credentials"), "{text}");
+    }
+
+    #[test]
+    fn the_metric_format_and_its_schema_id() {
+        let producer = |vars: &[(&str, &str)]| {
+            let mut map: HashMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            map.insert("KAFKA_BOOTSTRAP_SERVERS".into(), "b:9092".into());
+            ProducerConfig::from_lookup(&move |k| map.get(k).cloned())
+        };
+        let c = producer(&[]).unwrap();
+        assert_eq!(
+            (c.metrics.format, &c.metrics.schema),
+            (MetricFormat::Json, &MetricSchema::None)
+        );
+        let c = producer(&[("METRIC_FORMAT", "avro"), ("METRIC_SCHEMA_ID", "12")]).unwrap();
+        assert_eq!(c.metrics.schema, MetricSchema::Id(SchemaId::Confluent(12)));
+        let c = producer(&[
+            ("METRIC_FORMAT", "protobuf"),
+            ("SCHEMA_REGISTRY_URL", "https://registry.example:8081"),
+            ("METRICS_TOPIC", "m"),
+        ])
+        .unwrap();
+        assert!(matches!(c.metrics.schema, MetricSchema::Register(_)));
+        assert_eq!(c.metrics.subject, "m-value");
+        for (vars, says) in [
+            (&[("METRIC_FORMAT", "avro")][..], "set SCHEMA_REGISTRY_URL"),
+            (
+                &[("METRIC_FORMAT", "xml")][..],
+                "METRIC_FORMAT=\"xml\" is not a metric format",
+            ),
+            (&[("METRIC_SCHEMA_ID", "7")][..], "METRIC_FORMAT is json"),
+            (
+                &[("METRIC_FORMAT", "avro"), ("METRIC_SCHEMA_ID", "x")][..],
+                "is not a schema id",
+            ),
+            (
+                &[
+                    ("METRIC_FORMAT", "avro"),
+                    (
+                        "SCHEMA_REGISTRY_URL",
+                        "arn:aws:glue:eu-west-1:123456789012:registry/r",
+                    ),
+                ][..],
+                "does not register schemas with Glue",
+            ),
+        ] {
+            let e = producer(vars).unwrap_err().to_string();
+            assert!(e.contains(says), "{vars:?}: {e}");
+        }
+        assert_eq!(
+            config(&[("METRIC_FORMAT", "Protobuf")])
+                .unwrap()
+                .metric_format,
+            MetricFormat::Protobuf
+        );
     }
 
     #[test]

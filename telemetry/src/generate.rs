@@ -5,7 +5,7 @@
 //! headers carry a content type and a binary trace id; a chosen share is poison of the kinds real
 //! topics see (not JSON, a missing field, a wrong type). The same seed gives the same batch.
 
-use crate::MetricEvent;
+use crate::{MetricEncoder, MetricEvent, MetricFormat};
 use kafka_esm::encode::{Source, encode_event};
 use kafka_esm::record::{Header, KafkaRecord, TimestampType};
 
@@ -28,6 +28,8 @@ pub struct GenerateOptions {
     pub seed: u64,
     /// First offset of every partition.
     pub first_offset: i64,
+    /// How values are written (JSON unless an Avro or Protobuf encoder is given).
+    pub encoder: MetricEncoder,
 }
 
 impl Default for GenerateOptions {
@@ -41,6 +43,7 @@ impl Default for GenerateOptions {
             source: Source::SelfManaged,
             seed: 42,
             first_offset: 0,
+            encoder: MetricEncoder::json(),
         }
     }
 }
@@ -66,6 +69,11 @@ pub fn generate_records(options: &GenerateOptions, count: usize) -> Vec<KafkaRec
         usize::MAX
     };
     let base_ms: i64 = 1_795_000_000_000;
+    let content_type = match options.encoder.format() {
+        MetricFormat::Json => "application/json",
+        MetricFormat::Avro => "application/avro",
+        MetricFormat::Protobuf => "application/x-protobuf",
+    };
     (0..count)
         .map(|n| {
             let partition = (n as i32) % partitions;
@@ -77,7 +85,10 @@ pub fn generate_records(options: &GenerateOptions, count: usize) -> Vec<KafkaRec
             let value = if n % poison_every == poison_every / 2 {
                 poison(n / poison_every, &metric)
             } else {
-                serde_json::to_vec(&metric).expect("a metric serializes")
+                options
+                    .encoder
+                    .encode(&metric)
+                    .expect("a generated metric encodes")
             };
             let mut trace = [0u8; 16];
             trace.iter_mut().for_each(|b| *b = rng.u8(..));
@@ -90,7 +101,7 @@ pub fn generate_records(options: &GenerateOptions, count: usize) -> Vec<KafkaRec
                 key: Some(key),
                 value: Some(value),
                 headers: vec![
-                    Header::new("content-type", "application/json"),
+                    Header::new("content-type", content_type),
                     Header::new("trace-id", trace.to_vec()),
                 ],
                 key_schema: None,
@@ -138,7 +149,8 @@ pub fn generate_metrics(seed: u64, count: usize) -> Vec<MetricEvent> {
         .collect()
 }
 
-/// A poison value of the `k`-th kind, made from a good metric.
+/// A poison value of the `k`-th kind, made from a good metric (JSON that is not a metric: poison in
+/// every format).
 fn poison(k: usize, metric: &MetricEvent) -> Vec<u8> {
     let mut json = serde_json::to_value(metric).expect("a metric serializes");
     match k % 3 {

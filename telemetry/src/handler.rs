@@ -1,6 +1,6 @@
 //! The telemetry handler: what a record means, and the alert it may publish.
 //!
-//! A value is a JSON [`MetricEvent`]. Each event that breaks an [`AlertRule`] publishes an [`Alert`]
+//! A value is a [`MetricEvent`], in JSON by default, or in Avro or Protobuf ([`MetricDecoder`]). Each event that breaks an [`AlertRule`] publishes an [`Alert`]
 //! to the alerts topic, keyed `database_type:instance_id`: that publish is the side effect idempotency
 //! protects. A value that is not a valid metric is poison; a tombstone is a delete marker and done.
 
@@ -11,13 +11,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
+use crate::metric_format::MetricDecoder;
 use crate::{AlertRule, MetricEvent};
 
-use kafka_esm::format::{Json, ValueFormat};
 use kafka_esm::handler::{DeserializeError, HandlerError, InvocationInfo, RecordHandler};
 use kafka_esm::idempotency::Interrupted;
 use kafka_esm::idempotency::keys::{business_key, coordinates_key};
-use kafka_esm::record::KafkaRecord;
+use kafka_esm::record::{DecodedRecord, KafkaRecord};
 use kafka_esm::sink::{self, MessageSink, OutboundMessage, PublishWindow};
 
 /// The default alerts topic.
@@ -77,7 +77,7 @@ pub struct TelemetryHandler {
     alerts: Arc<dyn MessageSink>,
     publish_timeout: Duration,
     published: AtomicU64,
-    format: Json<MetricEvent>,
+    metrics: MetricDecoder,
 }
 
 impl TelemetryHandler {
@@ -94,8 +94,19 @@ impl TelemetryHandler {
             alerts,
             publish_timeout,
             published: AtomicU64::new(0),
-            format: Json::new(),
+            metrics: MetricDecoder::json(),
         }
+    }
+
+    /// Reads metrics with `metrics` (Avro or Protobuf) instead of as JSON.
+    pub fn with_metrics(mut self, metrics: MetricDecoder) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// How metrics are read.
+    pub fn metrics(&self) -> &MetricDecoder {
+        &self.metrics
     }
 
     /// How many alerts this handler has published (handed to the sink: one whose acknowledgement
@@ -114,13 +125,27 @@ impl TelemetryHandler {
 impl RecordHandler for TelemetryHandler {
     type Event = TelemetryEvent;
 
+    /// Fetches the schemas the chunk's records name (Avro behind a registry), concurrently and
+    /// once per container, so that each record then decodes without waiting.
+    async fn prepare_chunk(
+        &self,
+        records: &[DecodedRecord],
+        _invocation: &InvocationInfo,
+    ) -> Result<(), HandlerError> {
+        self.metrics
+            .prefetch(records.iter().filter_map(|slot| match slot {
+                DecodedRecord::Record(record) => Some(record),
+                DecodedRecord::Undecodable(_) => None,
+            }))
+            .await
+            .map_err(|e| HandlerError::transient(e.to_string()))
+    }
+
     fn deserialize(&self, record: &KafkaRecord) -> Result<TelemetryEvent, DeserializeError> {
         if record.is_tombstone() {
             return Ok(TelemetryEvent::Tombstone);
         }
-        let metric = self.format.decode(record)?;
-        metric.validate()?;
-        Ok(TelemetryEvent::Metric(metric))
+        Ok(TelemetryEvent::Metric(self.metrics.decode(record)?))
     }
 
     fn idempotency_key(&self, event: &TelemetryEvent) -> Option<String> {

@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::MetricEvent;
+use crate::metric_format::MetricEncoder;
 use kafka_esm::kafka::KafkaClientContext;
 use kafka_esm::retry::Deadline;
 
@@ -188,12 +189,30 @@ struct Outgoing {
 pub struct MetricProducer {
     producer: FutureProducer<KafkaClientContext>,
     settings: ProducerSettings,
+    encoder: MetricEncoder,
 }
 
 impl MetricProducer {
-    /// A producer over an idempotent rdkafka producer (see [`kafka_esm::kafka::KafkaSettings::create_producer`]).
+    /// A producer of JSON metrics over an idempotent rdkafka producer (see
+    /// [`kafka_esm::kafka::KafkaSettings::create_producer`]).
     pub fn new(producer: FutureProducer<KafkaClientContext>, settings: ProducerSettings) -> Self {
-        Self { producer, settings }
+        Self {
+            producer,
+            settings,
+            encoder: MetricEncoder::json(),
+        }
+    }
+
+    /// Writes metrics with `encoder` (Avro or Protobuf, framed with their schema's id) instead of
+    /// as JSON.
+    pub fn with_encoder(mut self, encoder: MetricEncoder) -> Self {
+        self.encoder = encoder;
+        self
+    }
+
+    /// How metrics are written.
+    pub fn encoder(&self) -> &MetricEncoder {
+        &self.encoder
     }
 
     /// The settings.
@@ -207,7 +226,7 @@ impl MetricProducer {
         let mut results: Vec<Option<RecordResult>> = vec![None; inputs.len()];
         let mut outgoing = Vec::with_capacity(inputs.len());
         for (index, input) in inputs.into_iter().enumerate() {
-            match prepare(input) {
+            match prepare(input, &self.encoder) {
                 Ok((metric, payload)) => outgoing.push(Outgoing {
                     index,
                     event_id: metric.event_id.clone().unwrap_or_default(),
@@ -390,7 +409,7 @@ enum Failure {
 }
 
 /// Validates one input; fills in a missing `event_id`; returns the payload to produce.
-fn prepare(input: Value) -> Result<(MetricEvent, Vec<u8>), String> {
+fn prepare(input: Value, encoder: &MetricEncoder) -> Result<(MetricEvent, Vec<u8>), String> {
     let mut metric: MetricEvent =
         serde_json::from_value(input).map_err(|e| format!("not a metric event: {e}"))?;
     metric
@@ -405,7 +424,9 @@ fn prepare(input: Value) -> Result<(MetricEvent, Vec<u8>), String> {
             metric.timestamp.timestamp_millis()
         ));
     }
-    let payload = serde_json::to_vec(&metric).map_err(|e| format!("cannot serialize: {e}"))?;
+    let payload = encoder
+        .encode(&metric)
+        .map_err(|e| format!("cannot serialize: {e}"))?;
     Ok((metric, payload))
 }
 
@@ -450,18 +471,24 @@ mod tests {
 
     #[test]
     fn validation_names_the_problem_and_derives_an_event_id() {
-        let (metric, payload) = prepare(json!({
-            "timestamp": "2026-11-22T10:00:00Z", "database_type": "postgres", "instance_id": "pg-1",
-            "metric_name": "cpu_usage_percent", "value": 91.5
-        }))
+        let (metric, payload) = prepare(
+            json!({
+                "timestamp": "2026-11-22T10:00:00Z", "database_type": "postgres", "instance_id": "pg-1",
+                "metric_name": "cpu_usage_percent", "value": 91.5
+            }),
+            &MetricEncoder::json(),
+        )
         .unwrap();
         assert_eq!(
             metric.event_id.as_deref(),
             Some("postgres:pg-1:cpu_usage_percent:1795341600000")
         );
         assert!(String::from_utf8(payload).unwrap().contains("\"event_id\""));
-        let error = prepare(json!({"timestamp": "2026-11-22T10:00:00Z", "database_type": "p"}))
-            .unwrap_err();
+        let error = prepare(
+            json!({"timestamp": "2026-11-22T10:00:00Z", "database_type": "p"}),
+            &MetricEncoder::json(),
+        )
+        .unwrap_err();
         assert!(error.contains("missing field"), "{error}");
     }
 }

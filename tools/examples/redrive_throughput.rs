@@ -37,7 +37,10 @@ type Telemetry = Box<
 >;
 
 fn telemetry(config: &TelemetryConfig) -> Telemetry {
-    Box::new(telemetry_factory(config.alerts.clone()))
+    Box::new(telemetry_factory(
+        config.alerts.clone(),
+        config.metric_format,
+    ))
 }
 
 #[tokio::main]

@@ -16,7 +16,8 @@ use kafka_esm::dead_letter::headers as dlq;
 use kafka_esm::idempotency::IdempotencyStore;
 use kafka_esm::idempotency::keys::{business_key, coordinates_key};
 use kafka_esm::kafka::{KafkaClientContext, KafkaSettings};
-use kafka_esm_telemetry::{AlertRule, MetricEvent};
+use kafka_esm::record::KafkaRecord;
+use kafka_esm_telemetry::{AlertRule, MetricDecoder};
 
 /// A message read back, reduced to what the verifier needs.
 #[derive(Debug, Clone)]
@@ -202,7 +203,8 @@ impl Verdict {
 }
 
 /// Accounts for every record of `inputs` against `alerts` and `dead_letters` (read back with
-/// [`read_topic`]), checking non-alert completions in `store`.
+/// [`read_topic`]), checking non-alert completions in `store`. Inputs are read with `metrics`, as
+/// the consumer reads them (JSON, Avro or Protobuf).
 pub async fn verify(
     source_topic: &str,
     inputs: &[ReadBack],
@@ -210,6 +212,7 @@ pub async fn verify(
     dead_letters: &[ReadBack],
     rules: &[AlertRule],
     store: &dyn IdempotencyStore,
+    metrics: &MetricDecoder,
 ) -> Verdict {
     let mut verdict = Verdict {
         input_records: inputs.len(),
@@ -220,12 +223,24 @@ pub async fn verify(
     let mut completions_expected: Vec<String> = Vec::new();
     let mut seen_ids: HashSet<String> = HashSet::new();
     let mut poison: HashSet<(i32, i64)> = HashSet::new();
-    for input in inputs {
-        let metric = input
-            .value
-            .as_deref()
-            .and_then(|v| serde_json::from_slice::<MetricEvent>(v).ok())
-            .filter(|m| m.validate().is_ok());
+    let records: Vec<KafkaRecord> = inputs
+        .iter()
+        .map(|input| {
+            let mut record = KafkaRecord::new(source_topic, input.partition, input.offset);
+            record.value = input.value.clone();
+            record
+        })
+        .collect();
+    if let Err(e) = metrics.prefetch(&records).await {
+        verdict
+            .lost
+            .push(format!("the inputs' schemas cannot be fetched: {e}"));
+    }
+    for (input, record) in inputs.iter().zip(&records) {
+        let metric = match input.value {
+            Some(_) => metrics.decode(record).ok(),
+            None => None,
+        };
         let Some(metric) = metric else {
             if input.value.is_some() {
                 poison.insert((input.partition, input.offset));
@@ -432,6 +447,7 @@ pub async fn run_verify(args: VerifyArgs) -> std::process::ExitCode {
         &dead_letters,
         &config.alerts.rules,
         store.as_ref(),
+        &kafka_esm_telemetry::app::metric_decoder(config.metric_format, &config.consumer, None),
     )
     .await;
     println!(

@@ -17,11 +17,15 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::pipeline;
+use kafka_esm::format::{LocalDirectory, SchemaCache, SchemaId};
 use kafka_esm::kafka::KafkaSettings;
 use kafka_esm_telemetry::generate::generate_metrics;
+use kafka_esm_telemetry::{MetricDecoder, MetricEncoder, MetricFormat};
 use kafka_esm_tools::verify::Verdict;
 
 const RULES: &str = "cpu_usage_percent > 80";
+/// The schema id Avro and Protobuf metrics are framed with.
+const SCHEMA_ID: u32 = 41;
 const PARTITIONS: i32 = 3;
 
 /// The broker (`KAFKA_ESM_BROKER`); a panic that says how to start it when it is not set.
@@ -38,6 +42,8 @@ struct Pipeline {
     dlq: String,
     group: String,
     dir: tempfile::TempDir,
+    /// How metrics are written and read (JSON unless [`Pipeline::in_format`] says otherwise).
+    format: MetricFormat,
 }
 
 impl Pipeline {
@@ -50,6 +56,7 @@ impl Pipeline {
             dlq: format!("e2e.{unique}.metrics.dlq"),
             group: format!("e2e-{unique}"),
             dir: tempfile::tempdir().unwrap(),
+            format: MetricFormat::Json,
         };
         pipeline.create_topic(&pipeline.source, PARTITIONS).await;
         pipeline.create_topic(&pipeline.alerts, PARTITIONS).await;
@@ -57,6 +64,38 @@ impl Pipeline {
             pipeline.create_topic(&pipeline.dlq, 1).await;
         }
         pipeline
+    }
+
+    /// Metrics in `format`, framed by the producer with the Confluent schema id [`SCHEMA_ID`],
+    /// whose schema the consumer finds in the pipeline's schema directory (`SCHEMA_DIR`), as it
+    /// would in a registry.
+    fn in_format(mut self, format: MetricFormat) -> Self {
+        self.format = format;
+        let (kind, text) = format.schema().expect("a schema format");
+        let dir = self.schema_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = LocalDirectory::new(&dir).path_of(&SchemaId::Confluent(SCHEMA_ID), kind);
+        std::fs::write(file, text).unwrap();
+        self
+    }
+
+    fn schema_dir(&self) -> PathBuf {
+        self.dir.path().join("schemas")
+    }
+
+    /// How the producer writes metrics.
+    fn encoder(&self) -> MetricEncoder {
+        match self.format {
+            MetricFormat::Json => MetricEncoder::json(),
+            format => MetricEncoder::new(format, Some(SchemaId::Confluent(SCHEMA_ID))).unwrap(),
+        }
+    }
+
+    /// How the consumer (and the verifier) read metrics.
+    fn decoder(&self) -> MetricDecoder {
+        let schemas = (self.format != MetricFormat::Json)
+            .then(|| Arc::new(SchemaCache::new(LocalDirectory::new(self.schema_dir()))));
+        MetricDecoder::new(self.format, schemas)
     }
 
     async fn create_topic(&self, topic: &str, partitions: i32) {
@@ -78,7 +117,7 @@ impl Pipeline {
     }
 
     async fn produce_values(&self, metrics: Vec<serde_json::Value>) {
-        pipeline::produce_values(&self.broker, &self.source, metrics).await;
+        pipeline::produce_values_with(&self.broker, &self.source, metrics, self.encoder()).await;
     }
 
     /// One poison value in every partition, produced around the producer's validation.
@@ -138,7 +177,11 @@ impl Pipeline {
                 "KAFKA_PROPERTIES",
                 format!("session.timeout.ms=6000;heartbeat.interval.ms=500;{properties}"),
             )
-            .env_remove("KAFKA_BOOTSTRAP_SERVERS");
+            .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+            .env("METRIC_FORMAT", self.format.as_str());
+        if self.format != MetricFormat::Json {
+            command.env("SCHEMA_DIR", self.schema_dir());
+        }
     }
 
     /// Starts `command` (an `esm poll`) with its log going to `<name>.log` in the pipeline's
@@ -173,6 +216,7 @@ impl Pipeline {
             [&self.source, &self.alerts, &self.dlq],
             RULES,
             &self.store_path(),
+            &self.decoder(),
         )
         .await
         .0
@@ -257,6 +301,32 @@ async fn every_record_is_accounted_for_once_with_poison_and_duplicated_inputs() 
     // A second run finds nothing new: the group's offsets hold.
     let again = pipeline.poll_until_idle(&[]);
     assert_eq!(again["records"], 0);
+}
+
+/// Avro and Protobuf metrics, Confluent-framed by the producer, read by the consumer with the
+/// schema the frame names: the same pipeline, the same exact accounting, poison and duplicates
+/// included.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a broker (infra/broker.sh)"]
+async fn avro_and_protobuf_metrics_run_end_to_end() {
+    let broker = broker();
+    for format in [MetricFormat::Avro, MetricFormat::Protobuf] {
+        let pipeline = Pipeline::new(&broker, format.as_str(), true)
+            .await
+            .in_format(format);
+        let metrics = pipeline.produce_metrics(7, 300).await;
+        pipeline.produce_poison().await;
+        pipeline
+            .produce_values(metrics.iter().step_by(10).cloned().collect())
+            .await;
+        let summary = pipeline.poll_until_idle(&[]);
+        assert_eq!(summary["records"], 300 + 30 + 3, "{format}: {summary}");
+        assert_eq!(summary["given_up"], 0, "{format}");
+        assert_eq!(pipeline.lag(), 0, "{format}: every offset committed");
+        let verdict = pipeline.verify().await;
+        assert_exact(&verdict, 300);
+        assert_eq!(verdict.duplicated_inputs, 30, "{format}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -12,6 +12,7 @@ use kafka_esm::event::decode_event;
 use kafka_esm::idempotency::MemoryStore;
 use kafka_esm::kafka::KafkaSettings;
 use kafka_esm::sink::{KafkaSink, MessageSink};
+use kafka_esm_telemetry::MetricDecoder;
 use kafka_esm_telemetry::app::telemetry_consumer;
 use kafka_esm_telemetry::config::TelemetryConfig;
 use kafka_esm_tools::poll::{
@@ -165,6 +166,7 @@ async fn the_telemetry_consumer_in_process_accounts_for_every_record_once() {
         &read("metrics.dlq"),
         &config.alerts.rules,
         store.as_ref(),
+        &MetricDecoder::json(),
     )
     .await;
     assert!(verdict.exact(), "{verdict:?}");

@@ -88,7 +88,7 @@ fn redriver(
     options: RedriveOptions,
     store: Arc<dyn IdempotencyStore>,
 ) -> Redriver<Telemetry> {
-    let factory: Telemetry = Box::new(telemetry_factory(config.alerts));
+    let factory: Telemetry = Box::new(telemetry_factory(config.alerts, config.metric_format));
     Redriver::new(config.consumer, options, store, factory).unwrap()
 }
 

@@ -36,7 +36,10 @@ fn defaults() -> ConsumerConfig {
 
 /// The telemetry handler with the default alert settings.
 fn telemetry() -> impl HandlerFactory<Handler = TelemetryHandler> {
-    telemetry_factory(AlertSettings::from_lookup(&|_| None).unwrap())
+    telemetry_factory(
+        AlertSettings::from_lookup(&|_| None).unwrap(),
+        Default::default(),
+    )
 }
 
 fn options(state_dir: &Path, fresh: bool) -> ReplayOptions {

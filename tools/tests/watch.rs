@@ -21,6 +21,7 @@ mod common;
 
 use common::{pipeline, servers};
 use kafka_esm::dead_letter::headers;
+use kafka_esm_telemetry::MetricDecoder;
 use kafka_esm_telemetry::generate::generate_metrics;
 use kafka_esm_tools::poll::{Answer, Invoke, RuntimeApi};
 
@@ -290,8 +291,14 @@ async fn esm_poll_drives_the_consumer_binary_under_cargo_lambda_watch() {
 
     // The function holds the redb store open: stop it before the verifier opens the store.
     watch.stop();
-    let (verdict, dead_letters) =
-        pipeline::verify_pipeline(&broker, [&source, &alerts, &dlq], RULES, &store).await;
+    let (verdict, dead_letters) = pipeline::verify_pipeline(
+        &broker,
+        [&source, &alerts, &dlq],
+        RULES,
+        &store,
+        &MetricDecoder::json(),
+    )
+    .await;
     pipeline::assert_exact(&verdict);
     assert_eq!(verdict.distinct_events, METRICS);
     assert_eq!(verdict.poison_inputs, PARTITIONS as usize);

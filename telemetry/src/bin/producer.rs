@@ -22,7 +22,10 @@ async fn start() -> Result<(ProducerConfig, MetricProducer), Box<dyn std::error:
     let config = ProducerConfig::from_env()?;
     observability::init(config.log_format);
     let kafka = config.kafka.clone().resolve_secrets().await?;
-    let producer = MetricProducer::new(kafka.create_producer()?, config.producer.clone());
+    // Avro and Protobuf metrics: the schema is registered now (or its id was given), once.
+    let encoder = config.metrics.encoder().await?;
+    let producer = MetricProducer::new(kafka.create_producer()?, config.producer.clone())
+        .with_encoder(encoder);
     Ok((config, producer))
 }
 

@@ -19,11 +19,11 @@ use kafka_esm::env::EnvReader;
 use kafka_esm::observability;
 use kafka_esm::retry::{Deadline, now_ms};
 use kafka_esm::sink::MessageSink;
-use kafka_esm_telemetry::TelemetryHandler;
-use kafka_esm_telemetry::app::telemetry_handler;
-use kafka_esm_telemetry::config::{AlertSettings, ProducerConfig};
+use kafka_esm_telemetry::app::{metric_decoder, telemetry_handler};
+use kafka_esm_telemetry::config::{AlertSettings, ProducerConfig, read_metric_format};
 use kafka_esm_telemetry::generate::{GenerateOptions, generate_event, generate_metrics};
 use kafka_esm_telemetry::producer::{MetricProducer, ProducerRequest, RecordStatus};
+use kafka_esm_telemetry::{MetricEncoder, MetricFormat, TelemetryHandler};
 use kafka_esm_tools::HandlerFactory;
 use kafka_esm_tools::replay::cli::ReplayArgs;
 
@@ -52,7 +52,9 @@ enum Command {
     Replay(ReplayArgs),
     /// Produce metric events to Kafka through the producer Lambda's code (idempotent, acks=all):
     /// from a file (a JSON array, `{"metrics": [...]}`, or one metric per line) or generated.
-    /// Authentication comes from the KAFKA_* variables, as for the Lambda.
+    /// Authentication comes from the KAFKA_* variables, as for the Lambda. Avro and Protobuf
+    /// metrics are framed with their schema's id: registered with the Confluent registry
+    /// SCHEMA_REGISTRY_URL names (subject `<topic>-value`), or given with --schema-id.
     Produce {
         /// Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS).
         #[arg(long)]
@@ -63,6 +65,13 @@ enum Command {
         /// A file of metric events.
         #[arg(long, conflicts_with = "generate")]
         file: Option<PathBuf>,
+        /// Write metrics as json, avro or protobuf (default: METRIC_FORMAT, else json).
+        #[arg(long)]
+        format: Option<String>,
+        /// The id of the metric's schema in the consumer's registry: a number (Confluent framing)
+        /// or a UUID (Glue framing) (default: METRIC_SCHEMA_ID; else registered, see above).
+        #[arg(long)]
+        schema_id: Option<String>,
         /// Generate this many metrics instead.
         #[arg(long)]
         generate: Option<usize>,
@@ -110,6 +119,13 @@ enum Command {
         /// Seed: the same seed gives the same batch.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Values as json, avro or protobuf (Avro and Protobuf framed with --schema-id).
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// The schema id Avro and Protobuf values are framed with: a number (Confluent framing)
+        /// or a UUID (Glue framing).
+        #[arg(long)]
+        schema_id: Option<String>,
         /// Output file (standard output when absent).
         #[arg(long, short)]
         out: Option<PathBuf>,
@@ -127,6 +143,7 @@ enum SourceKind {
 /// and its alerts go through the tool's sink.
 struct Telemetry {
     alerts: AlertSettings,
+    metric_format: MetricFormat,
 }
 
 impl Telemetry {
@@ -134,6 +151,7 @@ impl Telemetry {
     fn new() -> Self {
         Self {
             alerts: AlertSettings::read(&mut EnvReader::new(&|_| None)),
+            metric_format: MetricFormat::Json,
         }
     }
 }
@@ -143,6 +161,7 @@ impl HandlerFactory for Telemetry {
 
     fn read_settings(&mut self, env: &mut EnvReader<'_>) {
         self.alerts = AlertSettings::read(env);
+        self.metric_format = read_metric_format(env);
     }
 
     fn messages_name(&self) -> &str {
@@ -154,7 +173,13 @@ impl HandlerFactory for Telemetry {
         config: &ConsumerConfig,
         sink: Arc<dyn MessageSink>,
     ) -> Result<TelemetryHandler, String> {
-        Ok(telemetry_handler(config, &self.alerts, sink))
+        Ok(
+            telemetry_handler(config, &self.alerts, sink).with_metrics(metric_decoder(
+                self.metric_format,
+                config,
+                None,
+            )),
+        )
     }
 }
 
@@ -172,10 +197,20 @@ async fn main() -> ExitCode {
             brokers,
             topic,
             file,
+            format,
+            schema_id,
             generate,
             rate,
             json,
-        } => produce(brokers, topic, file, generate, rate, json).await,
+        } => {
+            let overrides = [
+                ("KAFKA_BOOTSTRAP_SERVERS", brokers),
+                ("METRICS_TOPIC", topic),
+                ("METRIC_FORMAT", format),
+                ("METRIC_SCHEMA_ID", schema_id),
+            ];
+            produce(overrides, file, generate, rate, json).await
+        }
         Command::Redrive(args) => kafka_esm_tools::redrive::cli::run(args, Telemetry::new()).await,
         Command::Poll(args) => kafka_esm_tools::poll::cli::run_poll(args, Telemetry::new()).await,
         Command::Lag(args) => kafka_esm_tools::poll::cli::run_lag(args).await,
@@ -189,8 +224,28 @@ async fn main() -> ExitCode {
             poison_percent,
             source,
             seed,
+            format,
+            schema_id,
             out,
         } => {
+            let encoder = format
+                .parse::<MetricFormat>()
+                .and_then(|format| {
+                    let id = schema_id
+                        .map(|id| {
+                            id.parse()
+                                .map_err(|_| format!("--schema-id {id:?} is not a schema id"))
+                        })
+                        .transpose()?;
+                    MetricEncoder::new(format, id)
+                });
+            let encoder = match encoder {
+                Ok(encoder) => encoder,
+                Err(e) => {
+                    eprintln!("esm generate: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let options = GenerateOptions {
                 topic,
                 partitions,
@@ -205,6 +260,7 @@ async fn main() -> ExitCode {
                 },
                 seed,
                 first_offset: 0,
+                encoder,
             };
             let (event, count) = generate_event(&options);
             match out {
@@ -223,17 +279,12 @@ async fn main() -> ExitCode {
 }
 
 async fn produce(
-    brokers: Option<String>,
-    topic: Option<String>,
+    overrides: [(&str, Option<String>); 4],
     file: Option<PathBuf>,
     generate: Option<usize>,
     rate: Option<u64>,
     json: bool,
 ) -> ExitCode {
-    let overrides = [
-        ("KAFKA_BOOTSTRAP_SERVERS", brokers),
-        ("METRICS_TOPIC", topic),
-    ];
     let lookup = |name: &str| {
         overrides
             .iter()
@@ -250,11 +301,17 @@ async fn produce(
     };
     observability::init_with_default(config.log_format, "warn");
     let started = async {
-        let kafka = config.kafka.clone().resolve_secrets().await?;
-        Ok::<_, kafka_esm::kafka::KafkaSetupError>(MetricProducer::new(
-            kafka.create_producer()?,
-            config.producer.clone(),
-        ))
+        let encoder = config.metrics.encoder().await?;
+        let kafka = config
+            .kafka
+            .clone()
+            .resolve_secrets()
+            .await
+            .map_err(|e| e.to_string())?;
+        let producer = kafka.create_producer().map_err(|e| e.to_string())?;
+        Ok::<_, String>(
+            MetricProducer::new(producer, config.producer.clone()).with_encoder(encoder),
+        )
     };
     let producer = match started.await {
         Ok(producer) => producer,

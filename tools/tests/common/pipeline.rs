@@ -8,8 +8,8 @@ use std::time::Duration;
 use kafka_esm::idempotency::LocalStore;
 use kafka_esm::kafka::KafkaSettings;
 use kafka_esm::retry::Deadline;
-use kafka_esm_telemetry::parse_rules;
 use kafka_esm_telemetry::producer::{MetricProducer, ProducerSettings};
+use kafka_esm_telemetry::{MetricDecoder, MetricEncoder, parse_rules};
 use kafka_esm_tools::verify::{ReadBack, Verdict, read_topics, verify};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -36,6 +36,16 @@ pub async fn create_topic(broker: &str, topic: &str, partitions: i32) {
 
 /// Produces `values` to `topic` through the producer Lambda's code; every one must be delivered.
 pub async fn produce_values(broker: &str, topic: &str, values: Vec<serde_json::Value>) {
+    produce_values_with(broker, topic, values, MetricEncoder::json()).await;
+}
+
+/// As [`produce_values`], written by `encoder` (Avro or Protobuf, framed).
+pub async fn produce_values_with(
+    broker: &str,
+    topic: &str,
+    values: Vec<serde_json::Value>,
+    encoder: MetricEncoder,
+) {
     let producer = MetricProducer::new(
         KafkaSettings::new(broker.to_owned())
             .create_producer()
@@ -44,7 +54,8 @@ pub async fn produce_values(broker: &str, topic: &str, values: Vec<serde_json::V
             topic: topic.to_owned(),
             dead_letter_topic: format!("{topic}.producer-dlq"),
         },
-    );
+    )
+    .with_encoder(encoder);
     let count = values.len();
     let report = producer
         .produce(
@@ -91,13 +102,14 @@ pub fn poll_summary(output: &Output, context: &str) -> serde_json::Value {
 }
 
 /// Reads the source, alerts and dead-letter topics back (a topic that cannot be read counts as
-/// empty) and accounts for every input against `rules` and the redb store at `store`; prints the
-/// verdict. Also returns the dead letters read.
+/// empty) and accounts for every input (read with `metrics`) against `rules` and the redb store at
+/// `store`; prints the verdict. Also returns the dead letters read.
 pub async fn verify_pipeline(
     broker: &str,
     [source, alerts, dlq]: [&str; 3],
     rules: &str,
     store: &Path,
+    metrics: &MetricDecoder,
 ) -> (Verdict, Vec<ReadBack>) {
     let topics = [source.to_owned(), alerts.to_owned(), dlq.to_owned()];
     let [inputs, alerts, dead_letters] = read_topics(
@@ -114,6 +126,7 @@ pub async fn verify_pipeline(
         &dead_letters,
         &parse_rules(rules).unwrap(),
         &LocalStore::open(store).unwrap(),
+        metrics,
     )
     .await;
     println!("verdict: {}", serde_json::to_string(&verdict).unwrap());
