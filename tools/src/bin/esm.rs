@@ -228,17 +228,15 @@ async fn main() -> ExitCode {
             schema_id,
             out,
         } => {
-            let encoder = format
-                .parse::<MetricFormat>()
-                .and_then(|format| {
-                    let id = schema_id
-                        .map(|id| {
-                            id.parse()
-                                .map_err(|_| format!("--schema-id {id:?} is not a schema id"))
-                        })
-                        .transpose()?;
-                    MetricEncoder::new(format, id)
-                });
+            let encoder = format.parse::<MetricFormat>().and_then(|format| {
+                let id = schema_id
+                    .map(|id| {
+                        id.parse()
+                            .map_err(|_| format!("--schema-id {id:?} is not a schema id"))
+                    })
+                    .transpose()?;
+                MetricEncoder::new(format, id)
+            });
             let encoder = match encoder {
                 Ok(encoder) => encoder,
                 Err(e) => {
