@@ -206,45 +206,9 @@ fn bench(c: &mut Criterion) {
 fn paired(c: &mut Criterion) {
     let _ = c;
     let json = batch();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let config = TelemetryConfig::from_lookup(&|_| None).unwrap();
     let records = decode_event(&json).unwrap().record_count();
-    let (mut floors, mut fulls, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..120 {
-        let sink = Arc::new(MemorySink::new());
-        let consumer =
-            telemetry_consumer(&config, Arc::new(MemoryStore::new()), sink.clone(), sink);
-        let invocation = InvocationInfo::new(
-            "bench",
-            "bench",
-            Deadline::after(Duration::from_secs(900), Duration::from_secs(2)),
-        );
-        let started = std::time::Instant::now();
-        std::hint::black_box(floor(&json));
-        let floor_time = started.elapsed();
-        let started = std::time::Instant::now();
-        let result = runtime.block_on(consumer.invoke(&json, &invocation));
-        let full_time = started.elapsed();
-        assert!(result.result.is_ok());
-        drop((result, consumer));
-        if round >= 20 {
-            floors.push(floor_time.as_secs_f64());
-            fulls.push(full_time.as_secs_f64());
-            ratios.push(full_time.as_secs_f64() / floor_time.as_secs_f64());
-        }
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (floor_ms, full_ms, ratio) = (
-        median(&mut floors) * 1e3,
-        median(&mut fulls) * 1e3,
-        median(&mut ratios),
-    );
+    let (floor_ms, full_ms, ratio) = interleaved(&json, &config, || floor(&json), |_| {});
     println!(
         "paired (100 interleaved pairs): floor {floor_ms:.2} ms, full path {full_ms:.2} ms, ratio {ratio:.3}; \
          full path {:.0} records/s, {:.0} MB/s",
@@ -267,21 +231,48 @@ fn paired_avro(c: &mut Criterion) {
         _ => None,
     })
     .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let records = decode_event(&json).unwrap().record_count();
     let decoded = floor_avro(&json, &schema);
     assert!(
         decoded * 100 >= records * 98,
         "{decoded} of {records} decode"
     );
+    // Only the 1% poison is dead-lettered: the Avro values decode.
+    let check = |sink: &MemorySink| {
+        let dead_letters = sink.messages_to("telemetry.metrics.dlq").len();
+        assert!(
+            dead_letters * 50 <= records,
+            "{dead_letters} dead letters of {records}"
+        );
+    };
+    let (floor_ms, full_ms, ratio) =
+        interleaved(&json, &config, || floor_avro(&json, &schema), check);
+    println!(
+        "paired_avro (100 interleaved pairs, {records} records, {} bytes): floor {floor_ms:.2} ms, full path {full_ms:.2} ms, ratio {ratio:.3}; \
+         full path {:.0} records/s",
+        json.len(),
+        records as f64 / (full_ms / 1e3),
+    );
+}
+
+/// `floor` and the telemetry consumer's `invoke` of `json` alternated over 120 rounds (the first 20
+/// warm up; `check` looks at the first round's sink): the median floor and full-path times (ms) and
+/// the median of the per-pair ratios.
+fn interleaved(
+    json: &str,
+    config: &TelemetryConfig,
+    floor: impl Fn() -> usize,
+    check: impl Fn(&MemorySink),
+) -> (f64, f64, f64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (mut floors, mut fulls, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..120 {
         let sink = Arc::new(MemorySink::new());
         let consumer = telemetry_consumer(
-            &config,
+            config,
             Arc::new(MemoryStore::new()),
             sink.clone(),
             sink.clone(),
@@ -292,23 +283,14 @@ fn paired_avro(c: &mut Criterion) {
             Deadline::after(Duration::from_secs(900), Duration::from_secs(2)),
         );
         let started = std::time::Instant::now();
-        std::hint::black_box(floor_avro(&json, &schema));
+        std::hint::black_box(floor());
         let floor_time = started.elapsed();
         let started = std::time::Instant::now();
-        let result = runtime.block_on(consumer.invoke(&json, &invocation));
+        let result = runtime.block_on(consumer.invoke(json, &invocation));
         let full_time = started.elapsed();
         assert!(result.result.is_ok());
         if round == 0 {
-            // Only the 1% poison is dead-lettered: the Avro values decode.
-            let dead_letters = sink
-                .messages()
-                .iter()
-                .filter(|m| m.topic.ends_with(".dlq"))
-                .count();
-            assert!(
-                dead_letters * 50 <= records,
-                "{dead_letters} dead letters of {records}"
-            );
+            check(&sink);
         }
         drop((result, consumer));
         if round >= 20 {
@@ -321,17 +303,11 @@ fn paired_avro(c: &mut Criterion) {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (floor_ms, full_ms, ratio) = (
+    (
         median(&mut floors) * 1e3,
         median(&mut fulls) * 1e3,
         median(&mut ratios),
-    );
-    println!(
-        "paired_avro (100 interleaved pairs, {records} records, {} bytes): floor {floor_ms:.2} ms, full path {full_ms:.2} ms, ratio {ratio:.3}; \
-         full path {:.0} records/s",
-        json.len(),
-        records as f64 / (full_ms / 1e3),
-    );
+    )
 }
 
 criterion_group!(benches, bench, paired, paired_avro);

@@ -89,26 +89,23 @@ impl TelemetryConfig {
 
     /// As [`Self::from_env`], through `lookup`.
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut r = EnvReader::new(lookup);
-        let consumer = ConsumerConfig::read(&mut r);
-        let alerts = AlertSettings::read(&mut r);
-        let metric_format = read_metric_format(&mut r);
-        ConfigError::from_reader(
-            r,
-            Self {
-                consumer,
-                alerts,
-                metric_format,
-            },
-        )
+        Self::read_with(lookup, ConsumerConfig::read)
     }
 
     /// As [`Self::from_env_requiring_kafka`], through `lookup`.
     pub fn from_lookup_requiring_kafka(
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
+        Self::read_with(lookup, ConsumerConfig::read_requiring_kafka)
+    }
+
+    /// The generic settings as `consumer` reads them, then the app's, every problem at once.
+    fn read_with(
+        lookup: &dyn Fn(&str) -> Option<String>,
+        consumer: fn(&mut EnvReader<'_>) -> ConsumerConfig,
+    ) -> Result<Self, ConfigError> {
         let mut r = EnvReader::new(lookup);
-        let consumer = ConsumerConfig::read_requiring_kafka(&mut r);
+        let consumer = consumer(&mut r);
         let alerts = AlertSettings::read(&mut r);
         let metric_format = read_metric_format(&mut r);
         ConfigError::from_reader(

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value as AvroValue;
@@ -18,21 +19,35 @@ use crate::record::KafkaRecord;
 struct AvroSchema {
     main: apache_avro::Schema,
     references: Vec<apache_avro::Schema>,
+    /// The schema as parsed, written back as JSON (logical types, defaults and references
+    /// included): two schemas with the same text resolve to each other unchanged.
+    text: String,
+    /// Whether records of this schema are read straight into `T` (apache-avro's schema-aware
+    /// deserializer, one pass); cleared the first time that reader refuses a record the value
+    /// path reads (it does not take every shape, such as a union of null and two types into an
+    /// `Option`), so that such a schema is not read twice per record.
+    direct: AtomicBool,
 }
 
 impl AvroSchema {
     fn parse(text: &str, references: &[&str]) -> Result<Self, String> {
-        if references.is_empty() {
-            return apache_avro::Schema::parse_str(text)
-                .map(|main| Self {
-                    main,
-                    references: Vec::new(),
-                })
-                .map_err(|e| format!("not an Avro schema: {e}"));
+        let (main, references) = if references.is_empty() {
+            apache_avro::Schema::parse_str(text).map(|main| (main, Vec::new()))
+        } else {
+            apache_avro::Schema::parse_str_with_list(text, references)
         }
-        apache_avro::Schema::parse_str_with_list(text, references)
-            .map(|(main, references)| Self { main, references })
-            .map_err(|e| format!("not an Avro schema: {e}"))
+        .map_err(|e| format!("not an Avro schema: {e}"))?;
+        let mut written = serde_json::to_string(&main).map_err(|e| e.to_string())?;
+        for reference in &references {
+            written.push('\n');
+            written.push_str(&serde_json::to_string(reference).map_err(|e| e.to_string())?);
+        }
+        Ok(Self {
+            main,
+            references,
+            text: written,
+            direct: AtomicBool::new(true),
+        })
     }
 }
 
@@ -185,26 +200,44 @@ impl<T> Avro<T> {
             return Ok(Decoded::Json(json));
         }
         let writer = self.writer_for(&unframed)?;
+        let value = self.read(&unframed, &writer, true, |reader, body| {
+            reader.read_value(body)
+        })?;
+        Ok(Decoded::Avro(value))
+    }
+
+    /// Reads one datum from the body with `read`, through the writer schema, resolved to the
+    /// reader schema when `resolve` says so (never for `read_deser`, which does not resolve); the
+    /// whole body must be that datum.
+    fn read<V>(
+        &self,
+        unframed: &Unframed<'_>,
+        writer: &AvroSchema,
+        resolve: bool,
+        read: impl FnOnce(&GenericDatumReader<'_>, &mut &[u8]) -> apache_avro::AvroResult<V>,
+    ) -> Result<V, DeserializeError> {
         let reader = GenericDatumReader::builder(&writer.main)
             .writer_schemata(writer.references.iter().collect())
             .and_then(|builder| {
                 builder
-                    .maybe_reader_schema(self.reader.as_deref().map(|r| &r.main))
+                    .maybe_reader_schema(
+                        self.reader.as_deref().filter(|_| resolve).map(|r| &r.main),
+                    )
                     .build()
             })
             .map_err(|e| {
                 DeserializeError::new(format!(
                     "the {} cannot be read with {}: {e}",
                     self.part,
-                    self.schema_name(&unframed)
+                    self.schema_name(unframed)
                 ))
             })?;
         let mut body: &[u8] = &unframed.body;
-        let value = reader.read_value(&mut body).map_err(|e| {
+        let value = read(&reader, &mut body).map_err(|e| {
             DeserializeError::new(format!(
                 "the {} is not Avro of {}: {e}",
                 self.part,
-                self.schema_name(&unframed)
+                self.schema_name(unframed)
             ))
         })?;
         if !body.is_empty() {
@@ -212,10 +245,10 @@ impl<T> Avro<T> {
                 "{} bytes are left after the Avro datum: the {} was not written with {}",
                 body.len(),
                 self.part,
-                self.schema_name(&unframed)
+                self.schema_name(unframed)
             )));
         }
-        Ok(Decoded::Avro(value))
+        Ok(value)
     }
 
     fn writer_for(&self, unframed: &Unframed<'_>) -> Result<Arc<AvroSchema>, DeserializeError> {
@@ -254,17 +287,41 @@ impl<T> Avro<T> {
 
 impl<T: DeserializeOwned> ValueFormat<T> for Avro<T> {
     fn decode(&self, record: &KafkaRecord) -> Result<T, DeserializeError> {
-        match self.decoded(record)? {
-            Decoded::Avro(value) => apache_avro::from_value(&value).map_err(|e| {
-                DeserializeError::new(format!("the {} is not the expected Avro: {e}", self.part))
-            }),
-            Decoded::Json(json) => serde_json::from_value(json).map_err(|e| {
+        let (bytes, metadata) = self.part.read(record)?;
+        let unframed = wire::unframe(bytes, metadata, self.wire, Payload::Binary)?;
+        if unframed.looks_like_esm_json()
+            && let Ok(json) = serde_json::from_slice::<serde_json::Value>(&unframed.body)
+        {
+            return serde_json::from_value(json).map_err(|e| {
                 DeserializeError::new(format!(
                     "the {} (JSON from the ESM) is not the expected JSON: {e}",
                     self.part
                 ))
-            }),
+            });
         }
+        let writer = self.writer_for(&unframed)?;
+        let direct = writer.direct.load(Ordering::Relaxed)
+            && self.reader.as_ref().is_none_or(|r| r.text == writer.text);
+        // Nothing to resolve: the body straight into `T` through the schema, in one pass.
+        if direct
+            && let Ok(value) = self.read(&unframed, &writer, false, |reader, body| {
+                reader.read_deser(body)
+            })
+        {
+            return Ok(value);
+        }
+        // Through an Avro value: resolved to the reader schema, then serde. Its error is the one
+        // a record gets.
+        let value = self.read(&unframed, &writer, true, |reader, body| {
+            reader.read_value(body)
+        })?;
+        let value = apache_avro::from_value(&value).map_err(|e| {
+            DeserializeError::new(format!("the {} is not the expected Avro: {e}", self.part))
+        })?;
+        if direct {
+            writer.direct.store(false, Ordering::Relaxed);
+        }
+        Ok(value)
     }
 }
 
@@ -311,6 +368,11 @@ mod tests {
         ));
         let format = Avro::<Product>::new().writer_schema(PRODUCT).unwrap();
         let decoded: Vec<Product> = records.iter().map(|r| format.decode(r).unwrap()).collect();
+        let writer = format.writer.as_ref().unwrap();
+        assert!(
+            writer.direct.load(Ordering::Relaxed),
+            "a plain record schema is read in one pass"
+        );
         assert_eq!(
             decoded[0],
             Product {
@@ -477,6 +539,17 @@ mod tests {
             format.decode(&record(confluent)).unwrap(),
             expected(Some("calibrated"))
         );
+        // `value` is a union of null and two types, which the one-pass reader does not take into
+        // an `Option`: the record is read through a value, and the schema is not tried again so.
+        let writer = format
+            .compiled
+            .get(
+                &SchemaId::Confluent(42),
+                SchemaKind::Avro,
+                |_| unreachable!(),
+            )
+            .unwrap();
+        assert!(!writer.direct.load(Ordering::Relaxed));
         let body = reading_bytes(None);
         assert_eq!(
             format.decode(&record(glue_frame(0, &body))).unwrap(),
