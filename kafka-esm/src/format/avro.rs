@@ -15,10 +15,27 @@ use super::{Compiled, Part, SchemaCache, ValueFormat, WireFormat};
 use crate::handler::DeserializeError;
 use crate::record::KafkaRecord;
 
-/// A parsed Avro schema with the named schemas it refers to.
-struct AvroSchema {
+/// A parsed Avro schema and the named schemas it refers to.
+struct Parsed {
     main: apache_avro::Schema,
     references: Vec<apache_avro::Schema>,
+}
+
+type DatumReader<'a> = GenericDatumReader<'a>;
+
+self_cell::self_cell!(
+    /// A parsed schema and its datum reader (which borrows it), built once: resolving a schema's
+    /// names for a reader costs more than reading a small record.
+    struct ParsedWithReader {
+        owner: Parsed,
+        #[covariant]
+        dependent: DatumReader,
+    }
+);
+
+/// A parsed Avro schema with the named schemas it refers to, and a reader of its data.
+struct AvroSchema {
+    parsed: ParsedWithReader,
     /// The schema as parsed, written back as JSON (logical types, defaults and references
     /// included): two schemas with the same text resolve to each other unchanged.
     text: String,
@@ -42,12 +59,30 @@ impl AvroSchema {
             written.push('\n');
             written.push_str(&serde_json::to_string(reference).map_err(|e| e.to_string())?);
         }
+        let parsed = ParsedWithReader::try_new(Parsed { main, references }, |parsed| {
+            GenericDatumReader::builder(&parsed.main)
+                .writer_schemata(parsed.references.iter().collect())
+                .and_then(|builder| builder.build())
+        })
+        .map_err(|e| format!("the Avro schema cannot be read with: {e}"))?;
         Ok(Self {
-            main,
-            references,
+            parsed,
             text: written,
             direct: AtomicBool::new(true),
         })
+    }
+
+    fn main(&self) -> &apache_avro::Schema {
+        &self.parsed.borrow_owner().main
+    }
+
+    fn references(&self) -> &[apache_avro::Schema] {
+        &self.parsed.borrow_owner().references
+    }
+
+    /// A reader of data written with this schema, unresolved.
+    fn reader(&self) -> &GenericDatumReader<'_> {
+        self.parsed.borrow_dependent()
     }
 }
 
@@ -216,24 +251,24 @@ impl<T> Avro<T> {
         resolve: bool,
         read: impl FnOnce(&GenericDatumReader<'_>, &mut &[u8]) -> apache_avro::AvroResult<V>,
     ) -> Result<V, DeserializeError> {
-        let reader = GenericDatumReader::builder(&writer.main)
-            .writer_schemata(writer.references.iter().collect())
-            .and_then(|builder| {
-                builder
-                    .maybe_reader_schema(
-                        self.reader.as_deref().filter(|_| resolve).map(|r| &r.main),
-                    )
-                    .build()
-            })
-            .map_err(|e| {
-                DeserializeError::new(format!(
-                    "the {} cannot be read with {}: {e}",
-                    self.part,
-                    self.schema_name(unframed)
-                ))
-            })?;
+        let resolving = match self.reader.as_deref() {
+            Some(target) if resolve => Some(
+                GenericDatumReader::builder(writer.main())
+                    .writer_schemata(writer.references().iter().collect())
+                    .and_then(|builder| builder.reader_schema(target.main()).build())
+                    .map_err(|e| {
+                        DeserializeError::new(format!(
+                            "the {} cannot be read with {}: {e}",
+                            self.part,
+                            self.schema_name(unframed)
+                        ))
+                    })?,
+            ),
+            _ => None,
+        };
+        let reader = resolving.as_ref().unwrap_or_else(|| writer.reader());
         let mut body: &[u8] = &unframed.body;
-        let value = read(&reader, &mut body).map_err(|e| {
+        let value = read(reader, &mut body).map_err(|e| {
             DeserializeError::new(format!(
                 "the {} is not Avro of {}: {e}",
                 self.part,
