@@ -90,8 +90,10 @@ impl FromStr for MetricFormat {
     }
 }
 
-/// A metric as [`METRIC_AVSC`] has it (serde; `timestamp` in epoch milliseconds).
+/// A metric as [`METRIC_AVSC`] has it (serde; `timestamp` in epoch milliseconds). Named like the
+/// Avro record, so that the library reads it in one pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename = "MetricEvent")]
 struct AvroMetric {
     event_id: Option<String>,
     timestamp: i64,
