@@ -94,9 +94,10 @@ fn batch_in(encoder: MetricEncoder) -> String {
     generate_event(&options).0
 }
 
-/// The metric as the Avro floor reads it.
+/// The metric as the Avro floor reads it (named like the Avro record, as the one-pass reader wants).
 #[allow(dead_code)]
 #[derive(Deserialize)]
+#[serde(rename = "MetricEvent")]
 struct FloorAvroMetric {
     event_id: Option<String>,
     timestamp: i64,
@@ -108,7 +109,8 @@ struct FloorAvroMetric {
 }
 
 /// The Avro floor: envelope, base64, and each value's body (after its 5-byte Confluent header)
-/// decoded with the metric's schema into a struct. Returns how many values decoded.
+/// decoded with the metric's schema into a struct by apache-avro's fastest way (one pass, the
+/// reader built once). Returns how many values decoded.
 fn floor_avro(json: &str, schema: &apache_avro::Schema) -> usize {
     let event: FloorEvent<'_> = serde_json::from_str(json).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -123,13 +125,7 @@ fn floor_avro(json: &str, schema: &apache_avro::Schema) -> usize {
                 let bytes = b64.decode(v).unwrap();
                 if let [0, _, _, _, _, body @ ..] = &bytes[..] {
                     let mut body: &[u8] = body;
-                    parsed += usize::from(
-                        reader
-                            .read_value(&mut body)
-                            .ok()
-                            .and_then(|v| apache_avro::from_value::<FloorAvroMetric>(&v).ok())
-                            .is_some(),
-                    );
+                    parsed += usize::from(reader.read_deser::<FloorAvroMetric>(&mut body).is_ok());
                 }
             }
         }
