@@ -63,6 +63,14 @@ struct FloorRecord<'a> {
 
 /// Returns how many values parsed, so the work cannot be optimised away.
 fn floor(json: &str) -> usize {
+    floor_with(json, |bytes| {
+        serde_json::from_slice::<MetricEvent>(bytes).is_ok()
+    })
+}
+
+/// The envelope parsed, every key and value base64-decoded, and each value given to `parse`:
+/// how many it parsed.
+fn floor_with(json: &str, parse: impl Fn(&[u8]) -> bool) -> usize {
     let event: FloorEvent<'_> = serde_json::from_str(json).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut parsed = 0;
@@ -71,7 +79,7 @@ fn floor(json: &str) -> usize {
             let _key = r.key.map(|k| b64.decode(k).unwrap());
             if let Some(v) = r.value {
                 let bytes = b64.decode(v).unwrap();
-                parsed += usize::from(serde_json::from_slice::<MetricEvent>(&bytes).is_ok());
+                parsed += usize::from(parse(&bytes));
             }
         }
     }
@@ -112,25 +120,16 @@ struct FloorAvroMetric {
 /// decoded with the metric's schema into a struct by apache-avro's fastest way (one pass, the
 /// reader built once). Returns how many values decoded.
 fn floor_avro(json: &str, schema: &apache_avro::Schema) -> usize {
-    let event: FloorEvent<'_> = serde_json::from_str(json).unwrap();
-    let b64 = base64::engine::general_purpose::STANDARD;
     let reader = apache_avro::reader::datum::GenericDatumReader::builder(schema)
         .build()
         .unwrap();
-    let mut parsed = 0;
-    for records in event.records.values() {
-        for r in records {
-            let _key = r.key.map(|k| b64.decode(k).unwrap());
-            if let Some(v) = r.value {
-                let bytes = b64.decode(v).unwrap();
-                if let [0, _, _, _, _, body @ ..] = &bytes[..] {
-                    let mut body: &[u8] = body;
-                    parsed += usize::from(reader.read_deser::<FloorAvroMetric>(&mut body).is_ok());
-                }
-            }
+    floor_with(json, |bytes| match bytes {
+        [0, _, _, _, _, body @ ..] => {
+            let mut body: &[u8] = body;
+            reader.read_deser::<FloorAvroMetric>(&mut body).is_ok()
         }
-    }
-    parsed
+        _ => false,
+    })
 }
 
 /// A consumer with an empty in-memory store and sink (so nothing is a duplicate), and a long deadline.
