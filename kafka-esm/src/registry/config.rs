@@ -408,6 +408,33 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    #[tokio::test]
+    async fn a_lazily_opened_source_is_a_directory_now_or_a_registry_on_first_use() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("7.avsc"), r#""string""#).unwrap();
+        let cache = SchemaSourceConfig::Directory(dir.path().into()).open_lazily();
+        assert!(
+            cache.get_now(&SchemaId::Confluent(7)).is_ok(),
+            "a directory answers at once"
+        );
+        // A registry whose client cannot be set up: each lookup is transient (retried), never
+        // poison, and says why.
+        let cache = SchemaSourceConfig::Confluent(ConfluentConfig {
+            url: "ftp://registry.example".into(),
+            auth: RegistryAuth::None,
+            client_certificate_secret_arn: None,
+            root_ca_secret_arn: None,
+            timeout: Duration::from_secs(1),
+        })
+        .open_lazily();
+        assert_eq!(cache.source_name(), "ftp://registry.example");
+        for _ in 0..2 {
+            let error = cache.get(&SchemaId::Confluent(7)).await.unwrap_err();
+            assert!(error.is_transient(), "{error}");
+            assert!(error.to_string().contains("cannot be set up"), "{error}");
+        }
+    }
+
     fn read(vars: &[(&str, &str)]) -> Result<Option<SchemaSourceConfig>, ConfigError> {
         let map: HashMap<String, String> = vars
             .iter()
