@@ -17,10 +17,10 @@ use crate::env::EnvReader;
 use crate::idempotency::DynamoDbStore;
 #[cfg(feature = "local-store")]
 use crate::idempotency::LocalStore;
-use crate::idempotency::{ClaimMode, DEFAULT_CHUNK, IdempotencyStore, MemoryStore, StoreError};
+use crate::idempotency::{ClaimMode, IdempotencyStore, MemoryStore, StoreError};
 use crate::kafka::KafkaSettings;
 pub use crate::observability::LogFormat;
-use crate::processor::ProcessorSettings;
+use crate::processor::{ProcessorSettings, READ_AHEAD};
 use crate::registry::SchemaSourceConfig;
 use crate::retry::Backoff;
 
@@ -272,7 +272,7 @@ fn read_claim_mode(r: &mut EnvReader<'_>) -> ClaimMode {
     match r.text("IDEMPOTENCY_CLAIMS").as_deref() {
         None | Some("transaction") => ClaimMode::Transaction,
         Some("puts") => ClaimMode::ConcurrentPuts {
-            concurrency: DEFAULT_CHUNK,
+            concurrency: READ_AHEAD,
         },
         Some(other) => {
             r.problems.push(format!(

@@ -38,6 +38,9 @@ use crate::record::{DecodedRecord, TopicPartition};
 use crate::retry::{Backoff, OutOfTime, Tried, now_ms};
 use crate::sink::{self, MessageSink, PendingAck, PublishWindow, SinkError};
 
+/// Records prepared and looked up together: DynamoDB's `BatchGetItem` takes up to 100 keys.
+pub const READ_AHEAD: usize = 100;
+
 /// How the processor behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessorSettings {
@@ -285,11 +288,10 @@ impl<H: RecordHandler> Processor<H> {
         // the next chunk's records ran, so a partition waits for them once, at its end, unless
         // they are slower than a chunk.
         let mut carried: Option<Carried<'_, H::Event>> = None;
-        // Records are prepared, looked up, claimed and completed a chunk at a time (the store's
-        // size: 100 for DynamoDB's batch calls): one batch read and (with stores that write many
-        // keys at once) one write each way per chunk, and each chunk's events are still in cache
-        // when their records run.
-        for chunk in partition.records.chunks(self.store.chunk_size().max(1)) {
+        // Records are prepared, looked up, claimed and completed READ_AHEAD at a time: one batch
+        // read and (with stores that write many keys at once) one write each way per chunk, and
+        // each chunk's events are still in cache when their records run.
+        for chunk in partition.records.chunks(READ_AHEAD) {
             if stopped {
                 outcomes.extend(
                     chunk

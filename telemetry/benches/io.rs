@@ -35,7 +35,7 @@
 //! records and per chunk (by operation), store round trips in sequence per chunk, Kafka produce
 //! requests and acknowledgement waits in sequence per chunk; then one JSON line per case
 //! (`{"bench":"io",...}`) and the goals. A chunk is up to 100 records of one partition
-//! (`idempotency::DEFAULT_CHUNK`, the DynamoDB store's); the partitions run concurrently, a partition's chunks one after the
+//! (`processor::READ_AHEAD`); the partitions run concurrently, a partition's chunks one after the
 //! other. "In sequence" is counted per partition: every request (message) is attributed to the
 //! partition of the record whose key it carries, and a partition's requests are cut into waves, a
 //! new wave starting with the first request sent after an answer of the current wave came back
@@ -85,13 +85,12 @@ use aws_sdk_dynamodb::config::{BehaviorVersion, Region};
 use futures::FutureExt;
 use kafka_esm::event::decode_event;
 use kafka_esm::handler::{InvocationInfo, RecordHandler};
-use kafka_esm::idempotency::DEFAULT_CHUNK;
 use kafka_esm::idempotency::keys::{business_key, coordinates_key};
 use kafka_esm::idempotency::{
     Claim, ClaimMode, CompletedOutcome, DynamoDbStore, IdempotencyStore, StoreError,
 };
 use kafka_esm::kafka::KafkaSettings;
-use kafka_esm::processor::Counts;
+use kafka_esm::processor::{Counts, READ_AHEAD};
 use kafka_esm::record::DecodedRecord;
 use kafka_esm::retry::Deadline;
 use kafka_esm::sink::{
@@ -244,7 +243,7 @@ impl Path {
                 name: "puts",
                 one_at_a_time: false,
                 claims: ClaimMode::ConcurrentPuts {
-                    concurrency: DEFAULT_CHUNK,
+                    concurrency: READ_AHEAD,
                 },
                 pipeline_publishes: true,
             },
@@ -800,8 +799,7 @@ impl Event {
         };
         let json = generate_event(&options).0;
         let batch = decode_event(&json).map_err(|e| format!("generated event: {e}"))?;
-        let chunks_of =
-            |p: &kafka_esm::event::PartitionBatch| p.records.len().div_ceil(DEFAULT_CHUNK);
+        let chunks_of = |p: &kafka_esm::event::PartitionBatch| p.records.len().div_ceil(READ_AHEAD);
         // The keys as the processor derives them: the handler's id, else the coordinates.
         let handler = TelemetryHandler::new(
             config.alerts.rules.clone(),
@@ -1068,7 +1066,7 @@ fn run() -> Result<(), String> {
     for name in bench.settings.events.clone() {
         let event = Event::generate(if name == "1k" { "1k" } else { "6MB" }, &bench.config)?;
         println!(
-            "event {}: {} bytes, {} records, {} partitions, {} chunks of up to {DEFAULT_CHUNK} ({} in the longest partition)",
+            "event {}: {} bytes, {} records, {} partitions, {} chunks of up to {READ_AHEAD} ({} in the longest partition)",
             event.name,
             event.json.len(),
             event.records,

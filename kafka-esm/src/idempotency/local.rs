@@ -430,17 +430,8 @@ fn claim(
     Ok(claim)
 }
 
-/// The records the processor handles together with a [`LocalStore`].
-const LOCAL_CHUNK: usize = 1_000;
-
 #[async_trait]
 impl IdempotencyStore for LocalStore {
-    /// 1,000: each chunk costs one redb write transaction each way, whatever its size (the 1M-record
-    /// load run measured chunks of 1,000 about 30% faster than chunks of 100).
-    fn chunk_size(&self) -> usize {
-        LOCAL_CHUNK
-    }
-
     async fn completed(
         &self,
         keys: &[&str],

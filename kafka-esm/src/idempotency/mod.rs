@@ -196,20 +196,7 @@ pub trait IdempotencyStore: Send + Sync {
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
-
-    /// How many records of a partition the processor looks up, claims and completes together with
-    /// this store: one `completed`, one `try_claim_many` and one `complete_many` per chunk of this
-    /// many. The default, [`DEFAULT_CHUNK`], is DynamoDB's: `BatchGetItem` and
-    /// `TransactWriteItems` take up to 100 keys. A store whose cost is per call rather than per
-    /// key may say more.
-    fn chunk_size(&self) -> usize {
-        DEFAULT_CHUNK
-    }
 }
-
-/// The records a processor handles together with a store, unless the store says otherwise
-/// ([`IdempotencyStore::chunk_size`]).
-pub const DEFAULT_CHUNK: usize = 100;
 
 impl Claim {
     /// True when the caller now holds the key.
