@@ -200,6 +200,8 @@ fn read_metric_writing(r: &mut EnvReader<'_>, topic: &str) -> MetricWriting {
     });
     let source = SchemaSourceConfig::read(r);
     let subject = format!("{topic}-value");
+    // The schema file's extension, for messages (`avsc`, `proto`).
+    let extension = format.schema().map_or("json", |(kind, _)| kind.extension());
     let schema = match (format, id, source) {
         (MetricFormat::Json, None, _) => MetricSchema::None,
         (MetricFormat::Json, Some(_), _) => {
@@ -211,14 +213,14 @@ fn read_metric_writing(r: &mut EnvReader<'_>, topic: &str) -> MetricWriting {
         (format, None, Some(SchemaSourceConfig::Glue(_))) => {
             r.problem(format!(
                 "METRIC_FORMAT={format} with a Glue registry: the producer does not register schemas with Glue; register events/schemas/metric.{} as a schema version and set METRIC_SCHEMA_ID to its UUID",
-                extension(format)
+                extension
             ));
             MetricSchema::None
         }
         (format, None, _) => {
             r.problem(format!(
                 "METRIC_FORMAT={format} frames each metric with its schema's id: set SCHEMA_REGISTRY_URL to a Confluent registry (the schema is registered under {subject:?}), or METRIC_SCHEMA_ID to the id of events/schemas/metric.{} in the consumer's registry",
-                extension(format)
+                extension
             ));
             MetricSchema::None
         }
@@ -227,13 +229,6 @@ fn read_metric_writing(r: &mut EnvReader<'_>, topic: &str) -> MetricWriting {
         format,
         schema,
         subject,
-    }
-}
-
-fn extension(format: MetricFormat) -> &'static str {
-    match format {
-        MetricFormat::Protobuf => "proto",
-        _ => "avsc",
     }
 }
 
