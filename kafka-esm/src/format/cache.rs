@@ -39,8 +39,13 @@ impl std::fmt::Debug for SchemaCache {
 impl SchemaCache {
     /// A cache in front of `source`.
     pub fn new(source: impl SchemaSource + 'static) -> Self {
+        Self::from_boxed(Box::new(source))
+    }
+
+    /// A cache in front of a source already boxed (one chosen at run time).
+    pub fn from_boxed(source: Box<dyn SchemaSource>) -> Self {
         Self {
-            source: Box::new(source),
+            source,
             cells: RwLock::new(HashMap::new()),
         }
     }

@@ -160,11 +160,16 @@ impl SchemaSourceConfig {
     /// The source behind a new per-container [`SchemaCache`]: fetches the secrets the
     /// configuration names (once: call it at start-up) and builds the registry's client.
     pub async fn open(&self) -> Result<Arc<SchemaCache>, RegistryError> {
-        let cache = match self {
-            Self::Directory(dir) => SchemaCache::new(LocalDirectory::new(dir)),
+        Ok(Arc::new(SchemaCache::from_boxed(self.source().await?)))
+    }
+
+    /// The source itself: the directory, or the registry's client (its secrets fetched).
+    async fn source(&self) -> Result<Box<dyn SchemaSource>, RegistryError> {
+        Ok(match self {
+            Self::Directory(dir) => Box::new(LocalDirectory::new(dir)),
             #[cfg(feature = "confluent-registry")]
             Self::Confluent(config) => {
-                SchemaCache::new(super::ConfluentRegistry::from_config(config).await?)
+                Box::new(super::ConfluentRegistry::from_config(config).await?)
             }
             #[cfg(not(feature = "confluent-registry"))]
             Self::Confluent(_) => {
@@ -174,7 +179,7 @@ impl SchemaSourceConfig {
                 });
             }
             #[cfg(feature = "glue-registry")]
-            Self::Glue(config) => SchemaCache::new(super::GlueRegistry::from_config(config).await),
+            Self::Glue(config) => Box::new(super::GlueRegistry::from_config(config).await),
             #[cfg(not(feature = "glue-registry"))]
             Self::Glue(_) => {
                 return Err(RegistryError::FeatureMissing {
@@ -182,8 +187,7 @@ impl SchemaSourceConfig {
                     feature: "glue-registry",
                 });
             }
-        };
-        Ok(Arc::new(cache))
+        })
     }
 
     /// A per-container [`SchemaCache`] at once, without waiting: a directory is opened now; a
@@ -211,24 +215,25 @@ impl SchemaSourceConfig {
     }
 }
 
-/// A registry set up on first use ([`SchemaSourceConfig::open_lazily`]).
+/// A registry set up on first use ([`SchemaSourceConfig::open_lazily`]); the cache around it
+/// keeps what it answers.
 struct Lazy {
     config: SchemaSourceConfig,
-    opened: tokio::sync::OnceCell<Arc<SchemaCache>>,
+    opened: tokio::sync::OnceCell<Box<dyn SchemaSource>>,
 }
 
 #[async_trait::async_trait]
 impl SchemaSource for Lazy {
     async fn schema(&self, id: &SchemaId) -> Result<Schema, SchemaError> {
-        let cache = self
+        let source = self
             .opened
-            .get_or_try_init(|| self.config.open())
+            .get_or_try_init(|| self.config.source())
             .await
             .map_err(|e| SchemaError::Unavailable {
                 id: *id,
                 message: format!("the schema registry cannot be set up: {e}"),
             })?;
-        cache.get(id).await.map(|schema| (*schema).clone())
+        source.schema(id).await
     }
 
     fn name(&self) -> String {
