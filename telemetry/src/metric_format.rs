@@ -16,8 +16,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
+use apache_avro::writer::datum::GenericDatumWriter;
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -308,8 +309,19 @@ impl MetricDecoder {
 pub struct MetricEncoder {
     format: MetricFormat,
     schema_id: Option<SchemaId>,
-    avro: Option<Arc<apache_avro::Schema>>,
 }
+
+/// [`METRIC_AVSC`], parsed once per process.
+static METRIC_SCHEMA: LazyLock<apache_avro::Schema> = LazyLock::new(|| {
+    apache_avro::Schema::parse_str(METRIC_AVSC).expect("metric.avsc parses (a unit test checks it)")
+});
+
+/// The Avro writer of metrics, built once (building one resolves the schema's names).
+static METRIC_WRITER: LazyLock<GenericDatumWriter<'static>> = LazyLock::new(|| {
+    GenericDatumWriter::builder(&METRIC_SCHEMA)
+        .build()
+        .expect("metric.avsc makes a writer (a unit test checks it)")
+});
 
 impl MetricEncoder {
     /// Plain JSON, as the producer has always written.
@@ -317,7 +329,6 @@ impl MetricEncoder {
         Self {
             format: MetricFormat::Json,
             schema_id: None,
-            avro: None,
         }
     }
 
@@ -337,12 +348,6 @@ impl MetricEncoder {
             (format, Some(id)) => Ok(Self {
                 format,
                 schema_id: Some(id),
-                avro: (format == MetricFormat::Avro).then(|| {
-                    Arc::new(
-                        apache_avro::Schema::parse_str(METRIC_AVSC)
-                            .expect("metric.avsc parses (a unit test checks it)"),
-                    )
-                }),
             }),
         }
     }
@@ -361,13 +366,9 @@ impl MetricEncoder {
     pub fn encode(&self, metric: &MetricEvent) -> Result<Vec<u8>, String> {
         let body = match self.format {
             MetricFormat::Json => return serde_json::to_vec(metric).map_err(|e| e.to_string()),
-            MetricFormat::Avro => {
-                let schema = self.avro.as_deref().expect("set for Avro");
-                apache_avro::writer::datum::GenericDatumWriter::builder(schema)
-                    .build()
-                    .and_then(|w| w.write_ser_to_vec(&AvroMetric::from(metric)))
-                    .map_err(|e| format!("the metric does not encode as Avro: {e}"))?
-            }
+            MetricFormat::Avro => METRIC_WRITER
+                .write_ser_to_vec(&AvroMetric::from(metric))
+                .map_err(|e| format!("the metric does not encode as Avro: {e}"))?,
             MetricFormat::Protobuf => prost::Message::encode_to_vec(&MetricProto::from(metric)),
         };
         // Protobuf names its message: the first (and only) of metric.proto.
@@ -405,7 +406,7 @@ mod tests {
 
     #[test]
     fn the_schemas_compile() {
-        apache_avro::Schema::parse_str(METRIC_AVSC).unwrap();
+        LazyLock::force(&METRIC_WRITER);
         Protobuf::<MetricProto>::new()
             .proto(METRIC_PROTO, METRIC_MESSAGE)
             .unwrap();
