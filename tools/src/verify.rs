@@ -223,49 +223,54 @@ pub async fn verify(
     let mut completions_expected: Vec<String> = Vec::new();
     let mut seen_ids: HashSet<String> = HashSet::new();
     let mut poison: HashSet<(i32, i64)> = HashSet::new();
-    let records: Vec<KafkaRecord> = inputs
-        .iter()
-        .map(|input| {
-            let mut record = KafkaRecord::new(source_topic, input.partition, input.offset);
-            record.value = input.value.clone();
-            record
-        })
-        .collect();
-    if let Err(e) = metrics.prefetch(&records).await {
-        verdict
-            .lost
-            .push(format!("the inputs' schemas cannot be fetched: {e}"));
-    }
-    for (input, record) in inputs.iter().zip(&records) {
-        let metric = match input.value {
-            Some(_) => metrics.decode(record).ok(),
-            None => None,
-        };
-        let Some(metric) = metric else {
-            if input.value.is_some() {
-                poison.insert((input.partition, input.offset));
-            }
-            continue;
-        };
-        // The consumer's idempotency key for it (the store holds it; alert ids start with it).
-        let identity = metric.event_id.as_deref().map_or_else(
-            || coordinates_key(source_topic, input.partition, input.offset),
-            business_key,
-        );
-        if !seen_ids.insert(identity.clone()) {
-            verdict.duplicated_inputs += 1;
-            continue;
-        }
-        let mut alerting = false;
-        for (index, rule) in rules.iter().enumerate() {
-            if rule.matches(&metric) {
-                alerting = true;
-                let alert_id = format!("{identity}#{index}");
-                expected_alerts.insert(alert_id, (input.timestamp.unwrap_or(0), identity.clone()));
+    // Read as records a chunk at a time (a copy of each value), the chunk's schemas fetched first.
+    for chunk in inputs.chunks(1_000) {
+        let records: Vec<KafkaRecord> = chunk
+            .iter()
+            .map(|input| {
+                let mut record = KafkaRecord::new(source_topic, input.partition, input.offset);
+                record.value = input.value.clone();
+                record
+            })
+            .collect();
+        if let Err(e) = metrics.prefetch(&records).await {
+            let problem = format!("the inputs' schemas cannot be fetched: {e}");
+            if !verdict.lost.contains(&problem) {
+                verdict.lost.push(problem);
             }
         }
-        if !alerting {
-            completions_expected.push(identity);
+        for (input, record) in chunk.iter().zip(&records) {
+            let metric = match input.value {
+                Some(_) => metrics.decode(record).ok(),
+                None => None,
+            };
+            let Some(metric) = metric else {
+                if input.value.is_some() {
+                    poison.insert((input.partition, input.offset));
+                }
+                continue;
+            };
+            // The consumer's idempotency key for it (the store holds it; alert ids start with it).
+            let identity = metric.event_id.as_deref().map_or_else(
+                || coordinates_key(source_topic, input.partition, input.offset),
+                business_key,
+            );
+            if !seen_ids.insert(identity.clone()) {
+                verdict.duplicated_inputs += 1;
+                continue;
+            }
+            let mut alerting = false;
+            for (index, rule) in rules.iter().enumerate() {
+                if rule.matches(&metric) {
+                    alerting = true;
+                    let alert_id = format!("{identity}#{index}");
+                    expected_alerts
+                        .insert(alert_id, (input.timestamp.unwrap_or(0), identity.clone()));
+                }
+            }
+            if !alerting {
+                completions_expected.push(identity);
+            }
         }
     }
     verdict.distinct_events = seen_ids.len();
