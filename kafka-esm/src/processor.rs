@@ -10,8 +10,10 @@
 //!    held until the Lambda deadline;
 //! 4. the handler's side effect, retried with backoff on transient failures while time allows;
 //!    poison records are published to the dead-letter topic instead (with the key as message id);
-//! 5. the key marked completed (one write per chunk); or, when the work could not be done, the
-//!    claim abandoned and the record left unfinished for the ESM to retry. Nothing is dropped.
+//! 5. the key marked completed (one write per chunk, in whole batches of [`COMPLETION_BATCH`]
+//!    keys: the rest wait for the next chunk's write, the partition's last chunk writes all); or,
+//!    when the work could not be done, the claim abandoned and the record left unfinished for the
+//!    ESM to retry. Nothing is dropped.
 //!
 //! A claim that takes over an interrupted attempt (a crash or timeout between claim and
 //! completion), and every try after a failed one, asks the handler to *resume*: look for the side
@@ -40,6 +42,14 @@ use crate::sink::{self, MessageSink, PendingAck, PublishWindow, SinkError};
 
 /// Records prepared and looked up together: DynamoDB's `BatchGetItem` takes up to 100 keys.
 pub const READ_AHEAD: usize = 100;
+
+/// Completions are written in whole batches of this many keys (DynamoDB's `BatchWriteItem` takes up
+/// to 25): a chunk's completions beyond the last whole batch (at most 24 records, done and
+/// acknowledged) wait for the next chunk's, and the partition's last chunk writes what is left. A
+/// chunk's completions are those of its records that needed no acknowledgement plus those of the
+/// chunk before whose acknowledgements came, rarely a multiple of 25: without this, a chunk of 100
+/// records would often cost five writes instead of four.
+pub const COMPLETION_BATCH: usize = 25;
 
 /// How the processor behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,10 +298,14 @@ impl<H: RecordHandler> Processor<H> {
         // the next chunk's records ran, so a partition waits for them once, at its end, unless
         // they are slower than a chunk.
         let mut carried: Option<Carried<'_, H::Event>> = None;
+        // Done records whose completion waits for a whole batch (see COMPLETION_BATCH).
+        let mut held = Held::default();
         // Records are prepared, looked up, claimed and completed READ_AHEAD at a time: one batch
         // read and (with stores that write many keys at once) one write each way per chunk, and
         // each chunk's events are still in cache when their records run.
-        for chunk in partition.records.chunks(READ_AHEAD) {
+        let chunks = partition.records.chunks(READ_AHEAD);
+        let last_chunk = chunks.len().saturating_sub(1);
+        for (number, chunk) in chunks.enumerate() {
             if stopped {
                 outcomes.extend(
                     chunk
@@ -316,6 +330,8 @@ impl<H: RecordHandler> Processor<H> {
                     &prepared,
                     &done_before,
                     carried.take(),
+                    &mut held,
+                    number == last_chunk,
                     invocation,
                     &mut outcomes,
                 )
@@ -326,11 +342,20 @@ impl<H: RecordHandler> Processor<H> {
                 unsettled,
             });
         }
-        if let Some(last) = carried
-            && !last.unsettled.is_empty()
-        {
-            self.settle_and_complete(Some(last), Vec::new(), invocation, &mut outcomes)
-                .await;
+        // What a partition stopped early left: the acknowledgements still to come, and the held
+        // completions.
+        let (prepared, unsettled) =
+            carried.map_or_else(Default::default, |c| (c.prepared, c.unsettled));
+        if !unsettled.is_empty() || !held.is_empty() {
+            self.settle_and_complete(
+                vec![(&prepared, unsettled)],
+                Vec::new(),
+                &mut held,
+                Write::All,
+                invocation,
+                &mut outcomes,
+            )
+            .await;
         }
         PartitionReport {
             key: partition.key.clone(),
@@ -340,14 +365,20 @@ impl<H: RecordHandler> Processor<H> {
     }
 
     /// Runs one chunk of a partition in offset order, appending one outcome per record, then
-    /// settles the `previous` chunk's acknowledgements and completes what is done. Returns true
-    /// when a record is left unfinished (the partition stops there), and the chunk's records whose
-    /// acknowledgements are still to come.
-    async fn run_chunk(
+    /// settles the `previous` chunk's acknowledgements and completes what is done, in whole
+    /// batches (the rest is `held` for the next chunk). Returns true when a record is left
+    /// unfinished (the partition stops there), and the chunk's records whose acknowledgements are
+    /// still to come. The `last` chunk of a partition waits for its own acknowledgements too and
+    /// completes everything in the same write, so that a partition costs no write of its own after
+    /// its last chunk.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_chunk<'p>(
         &self,
-        prepared: &[Prepared<'_, H::Event>],
+        prepared: &'p [Prepared<'p, H::Event>],
         done_before: &[Option<CompletedOutcome>],
-        previous: Option<Carried<'_, H::Event>>,
+        previous: Option<Carried<'p, H::Event>>,
+        held: &mut Held,
+        last: bool,
         invocation: &InvocationInfo,
         outcomes: &mut Vec<(Option<i64>, RecordOutcome)>,
     ) -> (bool, Vec<Unsettled>) {
@@ -368,17 +399,26 @@ impl<H: RecordHandler> Processor<H> {
                 }),
             );
         }
-        // A key of this chunk that the previous chunk ran is still claimed by it until its
-        // acknowledgements come and it is completed: settle that chunk first, so the key is a
-        // duplicate here rather than a lock this chunk would wait on.
-        let mut previous = previous;
-        if let Some(carried) = &previous
-            && carried
-                .unsettled
-                .iter()
-                .any(|u| distinct.contains(carried.prepared[u.position].key.as_str()))
+        // A key of this chunk that an earlier chunk ran is still claimed by it until its
+        // acknowledgements come and it is completed (or while its completion is held): settle and
+        // complete those first, so the key is a duplicate here rather than a lock this chunk would
+        // wait on.
+        let (previous, mut previous_unsettled) =
+            previous.map_or_else(Default::default, |c| (c.prepared, c.unsettled));
+        let ran_before = previous_unsettled
+            .iter()
+            .any(|u| distinct.contains(previous[u.position].key.as_str()))
+            || held.keys().any(|key| distinct.contains(key));
+        if ran_before
             && self
-                .settle_and_complete(previous.take(), Vec::new(), invocation, outcomes)
+                .settle_and_complete(
+                    vec![(&previous, std::mem::take(&mut previous_unsettled))],
+                    Vec::new(),
+                    held,
+                    Write::All,
+                    invocation,
+                    outcomes,
+                )
                 .await
         {
             // A record of the previous chunk stays unfinished: this chunk is not attempted.
@@ -517,43 +557,68 @@ impl<H: RecordHandler> Processor<H> {
             )
             .await;
         }
+        let mut settling = vec![(&previous[..], previous_unsettled)];
+        let (write, carried) = if last {
+            // This chunk's own acknowledgements are awaited now too, after the previous chunk's.
+            settling.push((prepared, unsettled));
+            (Write::All, Vec::new())
+        } else {
+            (Write::WholeBatches, unsettled)
+        };
         stopped |= self
-            .settle_and_complete(previous, completions, invocation, outcomes)
+            .settle_and_complete(settling, completions, held, write, invocation, outcomes)
             .await;
-        (stopped, unsettled)
+        (stopped, carried)
     }
 
-    /// Settles the `previous` chunk's acknowledgements, then marks completed its records whose
-    /// messages all landed together with `completions` (`(outcome index, key, outcome)`), in one
-    /// call. Returns true when a record is left unfinished.
+    /// Settles the acknowledgements of `settling` (chunks, each with its records whose messages'
+    /// acknowledgements are still to come), then marks completed the records whose messages all
+    /// landed, with `completions` (`(outcome index, key, outcome)`) and the `held` ones, oldest
+    /// first, as `write` says; what is not written now is held. Returns true when a record is
+    /// left unfinished.
     async fn settle_and_complete<'p>(
         &self,
-        previous: Option<Carried<'p, H::Event>>,
+        settling: Vec<Settling<'p, '_, H::Event>>,
         mut completions: Vec<(usize, &'p str, CompletedOutcome)>,
+        held: &mut Held,
+        write: Write,
         invocation: &InvocationInfo,
         outcomes: &mut [(Option<i64>, RecordOutcome)],
     ) -> bool {
-        let (prepared, unsettled) = match previous {
-            Some(carried) => (carried.prepared, carried.unsettled),
-            None => (Vec::new(), Vec::new()),
-        };
         let mut stopped = false;
-        if !unsettled.is_empty() {
-            stopped = self
-                .settle(&prepared, unsettled, invocation, outcomes, &mut completions)
-                .await;
+        for (prepared, unsettled) in settling {
+            if !unsettled.is_empty() {
+                stopped |= self
+                    .settle(prepared, unsettled, invocation, outcomes, &mut completions)
+                    .await;
+            }
         }
-        if completions.is_empty() {
+        let earlier = std::mem::take(&mut held.0);
+        let all: Vec<(usize, &str, CompletedOutcome)> = earlier
+            .iter()
+            .map(|(index, key, outcome)| (*index, key.as_str(), *outcome))
+            .chain(completions)
+            .collect();
+        let now = match write {
+            Write::All => all.len(),
+            Write::WholeBatches => all.len() - all.len() % COMPLETION_BATCH,
+        };
+        let (writing, holding) = all.split_at(now);
+        held.0 = holding
+            .iter()
+            .map(|(index, key, outcome)| (*index, (*key).to_owned(), *outcome))
+            .collect();
+        if writing.is_empty() {
             return stopped;
         }
-        let done: Vec<(&str, CompletedOutcome)> = completions
+        let done: Vec<(&str, CompletedOutcome)> = writing
             .iter()
             .map(|(_, key, outcome)| (*key, *outcome))
             .collect();
         if let Err(reason) = self.complete(&done, invocation).await {
             // The side effects happened but are not recorded: their claims stay, so the retry
             // resumes them and looks for the effects instead of repeating them.
-            for (index, _, _) in &completions {
+            for (index, _, _) in writing {
                 outcomes[*index].1 = RecordOutcome::Unfinished(reason.clone());
             }
             warn!(
@@ -1111,6 +1176,33 @@ struct Unsettled {
     attempt: Attempt,
     acks: Vec<PendingAck>,
 }
+
+/// Done records whose completion is held until a whole batch can be written (see
+/// [`COMPLETION_BATCH`]): `(outcome index, key, outcome)`, oldest first.
+#[derive(Default)]
+struct Held(Vec<(usize, String, CompletedOutcome)>);
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(_, key, _)| key.as_str())
+    }
+}
+
+/// How much of the done records a completion writes.
+#[derive(Clone, Copy)]
+enum Write {
+    /// All of them.
+    All,
+    /// As many as fill whole batches of [`COMPLETION_BATCH`]; the rest are held.
+    WholeBatches,
+}
+
+/// A chunk's records, with those of them whose acknowledgements are still to come.
+type Settling<'p, 'a, E> = (&'p [Prepared<'a, E>], Vec<Unsettled>);
 
 /// A chunk whose records' acknowledgements are still to come.
 struct Carried<'a, E> {

@@ -14,7 +14,10 @@ use kafka_esm::consumer::Consumer;
 use kafka_esm::encode::{Source, encode_event};
 use kafka_esm::handler::{DeserializeError, HandlerError, InvocationInfo, RecordHandler};
 use kafka_esm::idempotency::keys::coordinates_key;
-use kafka_esm::idempotency::{CompletedOutcome, IdempotencyStore, Interrupted, MemoryStore};
+use kafka_esm::idempotency::{
+    Claim, CompletedOutcome, IdempotencyStore, Interrupted, MemoryStore, StoreError,
+};
+use kafka_esm::processor::COMPLETION_BATCH;
 use kafka_esm::processor::{Processor, ProcessorSettings, RecordOutcome};
 use kafka_esm::record::KafkaRecord;
 use kafka_esm::retry::{Backoff, Deadline};
@@ -75,6 +78,14 @@ impl RecordHandler for Publisher {
         if !self.work.is_zero() {
             tokio::time::sleep(self.work).await;
         }
+        // A `...quiet` record publishes nothing: it is done at once, with nothing to wait for.
+        if record
+            .value
+            .as_deref()
+            .is_some_and(|v| v.ends_with(b"quiet"))
+        {
+            return Ok(());
+        }
         publish_pipelined(&*self.out, Self::message(record), Duration::from_secs(5))
             .await
             .map_err(HandlerError::transient)
@@ -114,6 +125,77 @@ struct Harness {
     publisher: Arc<Publisher>,
     dlq: Arc<MemorySink>,
     store: Arc<MemoryStore>,
+    writes: Arc<Writes>,
+}
+
+/// The memory store, noting the size of each completion write and failing the next ones when told.
+#[derive(Default)]
+struct Writes {
+    sizes: Mutex<Vec<usize>>,
+    fail: std::sync::atomic::AtomicUsize,
+}
+
+struct NotingStore {
+    inner: Arc<MemoryStore>,
+    writes: Arc<Writes>,
+}
+
+#[async_trait]
+impl IdempotencyStore for NotingStore {
+    async fn completed(
+        &self,
+        keys: &[&str],
+        now_ms: u64,
+    ) -> Result<Vec<Option<CompletedOutcome>>, StoreError> {
+        self.inner.completed(keys, now_ms).await
+    }
+    async fn try_claim(
+        &self,
+        key: &str,
+        now_ms: u64,
+        lock_until_ms: u64,
+    ) -> Result<Claim, StoreError> {
+        self.inner.try_claim(key, now_ms, lock_until_ms).await
+    }
+    async fn try_claim_many(
+        &self,
+        keys: &[&str],
+        now_ms: u64,
+        lock_until_ms: u64,
+    ) -> Result<Vec<Claim>, StoreError> {
+        self.inner.try_claim_many(keys, now_ms, lock_until_ms).await
+    }
+    async fn complete(
+        &self,
+        key: &str,
+        outcome: CompletedOutcome,
+        keep_until_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.complete_many(&[(key, outcome)], keep_until_ms).await
+    }
+    async fn complete_many(
+        &self,
+        done: &[(&str, CompletedOutcome)],
+        keep_until_ms: u64,
+    ) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .writes
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::new("complete", "the table is out of reach"));
+        }
+        self.writes.sizes.lock().unwrap().push(done.len());
+        self.inner.complete_many(done, keep_until_ms).await
+    }
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.release(key).await
+    }
+    async fn abandon(&self, key: &str, lock_until_ms: u64, now_ms: u64) -> Result<(), StoreError> {
+        self.inner.abandon(key, lock_until_ms, now_ms).await
+    }
 }
 
 fn harness(pipeline_publishes: bool) -> Harness {
@@ -131,6 +213,11 @@ fn harness_with(pipeline_publishes: bool, work: Duration) -> Harness {
         work,
     });
     let store = Arc::new(MemoryStore::new());
+    let writes = Arc::new(Writes::default());
+    let noting = Arc::new(NotingStore {
+        inner: store.clone(),
+        writes: writes.clone(),
+    });
     let settings = ProcessorSettings {
         backoff: Backoff {
             base: Duration::from_millis(50),
@@ -140,12 +227,13 @@ fn harness_with(pipeline_publishes: bool, work: Duration) -> Harness {
         pipeline_publishes,
         ..ProcessorSettings::default()
     };
-    let processor = Processor::new(publisher.clone(), store.clone(), dlq.clone(), settings);
+    let processor = Processor::new(publisher.clone(), noting, dlq.clone(), settings);
     Harness {
         consumer: Consumer::new(processor, true),
         publisher,
         dlq,
         store,
+        writes,
     }
 }
 
@@ -384,4 +472,125 @@ async fn acknowledgements_that_never_come_leave_the_record_for_the_esm_and_lose_
             .unwrap(),
         vec![Some(CompletedOutcome::Processed)]
     );
+}
+
+/// One record in `every` publishes (its completion waits for the acknowledgement, into the next
+/// chunk's write); the others are done at once.
+fn mixed(n: i64, every: i64) -> String {
+    event_with(n, |offset| {
+        if offset % every == 0 {
+            "{}".into()
+        } else {
+            "quiet".into()
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn completions_are_written_in_whole_batches_and_the_last_chunk_writes_the_rest() {
+    let h = harness(true);
+    // 3 chunks: each chunk's own quiet records (93) plus the earlier chunk's acknowledged ones (7)
+    // rarely make a multiple of 25.
+    let inv = h
+        .consumer
+        .invoke(&mixed(290, 14), &invocation(Duration::from_secs(60)))
+        .await;
+    assert_eq!(inv.result.unwrap().batch_item_failures, vec![]);
+    assert_eq!(inv.report.counts().processed, 290);
+    let sizes = h.writes.sizes.lock().unwrap().clone();
+    let (last, whole) = sizes.split_last().unwrap();
+    assert!(
+        whole.iter().all(|size| size % COMPLETION_BATCH == 0),
+        "every write but the last fills whole batches of {COMPLETION_BATCH}: {sizes:?}"
+    );
+    assert_eq!(
+        whole.iter().sum::<usize>() + last,
+        290,
+        "each key written once: {sizes:?}"
+    );
+    assert_eq!(
+        sizes.len(),
+        3,
+        "one write per chunk, none after the last: {sizes:?}"
+    );
+    assert!(completed(&h.store, 0..290).await.iter().all(|done| *done));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_business_id_whose_completion_is_held_is_a_duplicate_in_the_next_chunk() {
+    let h = harness(true);
+    // Offset 99 is done at once, but its completion is held (the first chunk's 90 quiet records
+    // fill 3 batches of 25, and the newest 15 wait); offset 130 carries the same business id.
+    let value = |offset: i64| match offset {
+        99 | 130 => "order-9-quiet".to_string(),
+        _ if offset % 10 == 0 => "{}".to_string(),
+        _ => "quiet".to_string(),
+    };
+    let started = Instant::now();
+    let inv = h
+        .consumer
+        .invoke(
+            &event_with(250, value),
+            &invocation(Duration::from_secs(60)),
+        )
+        .await;
+    assert_eq!(inv.result.unwrap().batch_item_failures, vec![]);
+    let outcomes = &inv.report.partitions[0].outcomes;
+    assert_eq!(outcomes[99].1, RecordOutcome::Processed);
+    assert_eq!(outcomes[130].1, RecordOutcome::Duplicate);
+    assert_eq!(
+        h.writes.sizes.lock().unwrap()[0],
+        75,
+        "the first chunk's write left 99 held"
+    );
+    assert!(
+        started.elapsed() < 4 * ACK,
+        "no lock waited out: {:?}",
+        started.elapsed()
+    );
+    let done = completed(&h.store, 0..250).await;
+    assert!(
+        (0..250)
+            .filter(|o| *o != 99 && *o != 130)
+            .all(|o| done[o as usize]),
+        "every record without a business id is recorded under its coordinates"
+    );
+    let key = kafka_esm::idempotency::keys::business_key("order-9-quiet");
+    let by_id = h
+        .store
+        .completed(&[key.as_str()], kafka_esm::retry::now_ms())
+        .await
+        .unwrap();
+    assert!(by_id[0].is_some(), "the held business id was written");
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_completions_that_cannot_be_written_leave_their_records_for_the_esm() {
+    let h = harness(true);
+    // Every completion write fails for the whole invocation (the backoff gives up long before).
+    h.writes
+        .fail
+        .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+    let inv = h
+        .consumer
+        .invoke(&mixed(130, 7), &invocation(Duration::from_secs(5)))
+        .await;
+    let failures = inv.result.unwrap().batch_item_failures;
+    assert_eq!(failures.len(), 1);
+    assert_eq!(
+        failures[0].item_identifier.offset, 0,
+        "nothing is recorded as done, so the ESM delivers the partition again from its first record"
+    );
+    assert!(completed(&h.store, 0..130).await.iter().all(|done| !*done));
+    let outcomes = &inv.report.partitions[0].outcomes;
+    assert!(
+        outcomes.iter().all(|(_, o)| o.needs_retry()),
+        "a record reported done is recorded as done: {outcomes:?}"
+    );
+    // The first chunk ran (its messages were sent once); the second was not attempted.
+    assert_eq!(
+        published_offsets(&h.publisher.out),
+        (0..100).filter(|o| o % 7 == 0).collect::<Vec<_>>()
+    );
+    assert_eq!(outcomes[100].1, RecordOutcome::NotAttempted);
 }
