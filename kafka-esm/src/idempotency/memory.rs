@@ -117,20 +117,27 @@ impl IdempotencyStore for MemoryStore {
 type Entries = HashMap<String, Entry, foldhash::fast::RandomState>;
 
 fn claim(entries: &mut Entries, key: &str, now_ms: u64, lock_until_ms: u64) -> Claim {
-    let claim = Entry::claim(entries.get(key).copied(), now_ms);
-    if claim.holds() {
-        let entry = Entry::InProgress {
-            since_ms: claim.since_ms(now_ms),
-            until_ms: lock_until_ms,
-        };
-        match entries.get_mut(key) {
-            Some(existing) => *existing = entry,
-            None => {
-                entries.insert(key.to_owned(), entry);
+    let held = |claim: &Claim| Entry::InProgress {
+        since_ms: claim.since_ms(now_ms),
+        until_ms: lock_until_ms,
+    };
+    // One lookup for a key seen before, one more (the insert) for a new one.
+    match entries.get_mut(key) {
+        Some(existing) => {
+            let claim = Entry::claim(Some(*existing), now_ms);
+            if claim.holds() {
+                *existing = held(&claim);
             }
+            claim
+        }
+        None => {
+            let claim = Entry::claim(None, now_ms);
+            if claim.holds() {
+                entries.insert(key.to_owned(), held(&claim));
+            }
+            claim
         }
     }
-    claim
 }
 
 fn complete(entries: &mut Entries, key: &str, outcome: CompletedOutcome, keep_until_ms: u64) {
