@@ -131,35 +131,17 @@ pub struct PartitionBatch {
 
 /// Decodes an ESM event.
 pub fn decode_event(json: &str) -> Result<Batch, EventError> {
+    // The fast path decodes each record as it is read; the first record it cannot decode (or
+    // anything unusual in the envelope) sends the whole event to the tolerant path instead.
     if let Ok(event) = serde_json::from_str::<FastEvent<'_>>(json)
         && let Some(records) = event.records
     {
-        let mut partitions = Vec::with_capacity(records.0.len());
-        let mut clean = true;
-        for (key, raw_records) in records.0 {
-            let mut decoded = Vec::with_capacity(raw_records.len());
-            for raw in raw_records {
-                match raw.into_record(&key.0) {
-                    Ok(record) => decoded.push(DecodedRecord::Record(record)),
-                    Err(_) => {
-                        clean = false;
-                        break;
-                    }
-                }
-            }
-            if !clean {
-                break;
-            }
-            partitions.push(partition_batch(key.0.into_owned(), decoded));
-        }
-        if clean {
-            return Ok(finish(
-                event.event_source,
-                event.event_source_arn,
-                event.bootstrap_servers,
-                partitions,
-            ));
-        }
+        return Ok(finish(
+            event.event_source,
+            event.event_source_arn,
+            event.bootstrap_servers,
+            records.0,
+        ));
     }
     decode_tolerantly(json)
 }
@@ -331,8 +313,61 @@ struct FastEvent<'a> {
     event_source_arn: Option<Str<'a>>,
     #[serde(rename = "bootstrapServers", default, borrow)]
     bootstrap_servers: Option<Str<'a>>,
-    #[serde(default, borrow)]
-    records: Option<OrderedMap<'a, Vec<RawRecord<'a>>>>,
+    #[serde(default)]
+    records: Option<FastPartitions>,
+}
+
+/// The `records` object of the fast path: each partition's records decoded as they are read, with
+/// no list of raw records in between.
+struct FastPartitions(Vec<PartitionBatch>);
+
+impl<'de> Deserialize<'de> for FastPartitions {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor;
+        impl<'de> Visitor<'de> for MapVisitor {
+            type Value = FastPartitions;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of record arrays")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut partitions = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    let records = map.next_value_seed(PartitionSeed(&key.0))?;
+                    partitions.push(partition_batch(key.into_owned(), records));
+                }
+                Ok(FastPartitions(partitions))
+            }
+        }
+        deserializer.deserialize_map(MapVisitor)
+    }
+}
+
+/// One partition's array of records, each decoded as it is read; a record that does not decode
+/// fails the fast path.
+struct PartitionSeed<'k>(&'k str);
+
+impl<'de> de::DeserializeSeed<'de> for PartitionSeed<'_> {
+    type Value = Vec<DecodedRecord>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        struct SeqVisitor<'k>(&'k str);
+        impl<'de> Visitor<'de> for SeqVisitor<'_> {
+            type Value = Vec<DecodedRecord>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of records")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(64));
+                while let Some(raw) = seq.next_element::<RawRecord<'de>>()? {
+                    records.push(DecodedRecord::Record(
+                        raw.into_record(self.0).map_err(de::Error::custom)?,
+                    ));
+                }
+                Ok(records)
+            }
+        }
+        deserializer.deserialize_seq(SeqVisitor(self.0))
+    }
 }
 
 #[derive(Deserialize)]
