@@ -28,6 +28,7 @@ type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use futures::future::join_all;
 use tracing::{debug, warn};
 
@@ -50,6 +51,9 @@ pub const READ_AHEAD: usize = 100;
 /// chunk before whose acknowledgements came, rarely a multiple of 25: without this, a chunk of 100
 /// records would often cost five writes instead of four.
 pub const COMPLETION_BATCH: usize = 25;
+
+/// Claims abandoned at once after a completion write failed (one request each).
+const ABANDON_CONCURRENCY: usize = 16;
 
 /// How the processor behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -616,8 +620,16 @@ impl<H: RecordHandler> Processor<H> {
             .map(|(_, key, outcome)| (*key, *outcome))
             .collect();
         if let Err(reason) = self.complete(&done, invocation).await {
-            // The side effects happened but are not recorded: their claims stay, so the retry
-            // resumes them and looks for the effects instead of repeating them.
+            // The side effects happened but are not recorded. Their claims are abandoned, not
+            // released (the effects are there to be found): the ESM's next delivery resumes them at
+            // once and looks for the effects instead of repeating them, instead of waiting for
+            // this invocation's locks to run out at its Lambda deadline. An abandon that fails
+            // leaves its lock to run out.
+            futures::stream::iter(&done)
+                .for_each_concurrent(ABANDON_CONCURRENCY, |(key, _)| {
+                    self.abandon(key, invocation)
+                })
+                .await;
             for (index, _, _) in writing {
                 outcomes[*index].1 = RecordOutcome::Unfinished(reason.clone());
             }

@@ -593,4 +593,30 @@ async fn held_completions_that_cannot_be_written_leave_their_records_for_the_esm
         (0..100).filter(|o| o % 7 == 0).collect::<Vec<_>>()
     );
     assert_eq!(outcomes[100].1, RecordOutcome::NotAttempted);
+    // Delivered again at once with the table back: the claims were abandoned, not left locked until
+    // the first invocation's deadline, so every record runs (as a resume where it ran before), and
+    // each message lands once.
+    h.writes.fail.store(0, std::sync::atomic::Ordering::SeqCst);
+    let started = Instant::now();
+    let again = h
+        .consumer
+        .invoke(&mixed(130, 7), &invocation(Duration::from_secs(60)))
+        .await;
+    assert!(
+        again.result.unwrap().batch_item_failures.is_empty(),
+        "{:?}",
+        again.report.counts()
+    );
+    assert!(
+        started.elapsed() < 4 * ACK,
+        "no lock waited out: {:?}",
+        started.elapsed()
+    );
+    let mut offsets = published_offsets(&h.publisher.out);
+    let sent = offsets.len();
+    offsets.sort();
+    offsets.dedup();
+    assert_eq!(offsets.len(), sent, "no message twice");
+    assert_eq!(offsets, (0..130).filter(|o| o % 7 == 0).collect::<Vec<_>>());
+    assert!(completed(&h.store, 0..130).await.iter().all(|done| *done));
 }
