@@ -1,9 +1,9 @@
 //! An in-process store: for tests, benchmarks, and a single Lambda container.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use hashbrown::hash_map::EntryRef;
 
 use super::{Claim, CompletedOutcome, Entry, IdempotencyStore, StoreError};
 
@@ -114,26 +114,26 @@ impl IdempotencyStore for MemoryStore {
     }
 }
 
-type Entries = HashMap<String, Entry, foldhash::fast::RandomState>;
+type Entries = hashbrown::HashMap<String, Entry, foldhash::fast::RandomState>;
 
 fn claim(entries: &mut Entries, key: &str, now_ms: u64, lock_until_ms: u64) -> Claim {
     let held = |claim: &Claim| Entry::InProgress {
         since_ms: claim.since_ms(now_ms),
         until_ms: lock_until_ms,
     };
-    // One lookup for a key seen before, one more (the insert) for a new one.
-    match entries.get_mut(key) {
-        Some(existing) => {
-            let claim = Entry::claim(Some(*existing), now_ms);
+    // One hash and one lookup per key; the key is copied only when it is new.
+    match entries.entry_ref(key) {
+        EntryRef::Occupied(mut existing) => {
+            let claim = Entry::claim(Some(*existing.get()), now_ms);
             if claim.holds() {
-                *existing = held(&claim);
+                existing.insert(held(&claim));
             }
             claim
         }
-        None => {
+        EntryRef::Vacant(vacant) => {
             let claim = Entry::claim(None, now_ms);
             if claim.holds() {
-                entries.insert(key.to_owned(), held(&claim));
+                vacant.insert(held(&claim));
             }
             claim
         }
@@ -145,12 +145,7 @@ fn complete(entries: &mut Entries, key: &str, outcome: CompletedOutcome, keep_un
         outcome,
         until_ms: keep_until_ms,
     };
-    match entries.get_mut(key) {
-        Some(existing) => *existing = entry,
-        None => {
-            entries.insert(key.to_owned(), entry);
-        }
-    }
+    entries.entry_ref(key).insert(entry);
 }
 
 #[cfg(test)]
