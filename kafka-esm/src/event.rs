@@ -4,8 +4,9 @@
 //! [`DecodedRecord::Undecodable`] poison record carrying its raw JSON, and never fails the batch.
 //! Only an event that is not an ESM event at all is rejected, with an [`EventError`] naming what is wrong.
 //!
-//! The common case takes one typed pass over the JSON, borrowing strings from it. When that pass meets
-//! anything unexpected it falls back to a slower pass that decodes each record on its own.
+//! The common case takes one pass over the JSON by hand (`scan`), borrowing strings from it. What
+//! that reader does not know goes to serde: one typed pass, and when that meets anything unexpected,
+//! a slower pass that decodes each record on its own.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -16,6 +17,8 @@ use base64::engine::{DecodePaddingMode, general_purpose};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
+
+mod scan;
 
 use crate::record::{
     DecodedRecord, Header, KafkaRecord, SchemaMetadata, TimestampType, TopicPartition,
@@ -131,8 +134,17 @@ pub struct PartitionBatch {
 
 /// Decodes an ESM event.
 pub fn decode_event(json: &str) -> Result<Batch, EventError> {
-    // The fast path decodes each record as it is read; the first record it cannot decode (or
-    // anything unusual in the envelope) sends the whole event to the tolerant path instead.
+    // The JSON as the ESM writes it is read by hand, in one pass; anything else goes to serde.
+    match scan::scan_event(json) {
+        Some(batch) => Ok(batch),
+        None => decode_with_serde(json),
+    }
+}
+
+/// The serde way, for whatever the hand reader leaves: one typed pass that decodes each record as
+/// it is read; the first record it cannot decode (or anything unusual in the envelope) sends the
+/// whole event to the tolerant path instead.
+fn decode_with_serde(json: &str) -> Result<Batch, EventError> {
     if let Ok(event) = serde_json::from_str::<FastEvent<'_>>(json)
         && let Some(records) = event.records
     {
