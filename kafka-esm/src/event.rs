@@ -4,9 +4,9 @@
 //! [`DecodedRecord::Undecodable`] poison record carrying its raw JSON, and never fails the batch.
 //! Only an event that is not an ESM event at all is rejected, with an [`EventError`] naming what is wrong.
 //!
-//! The common case takes one pass over the JSON by hand (`scan`), borrowing strings from it. What
-//! that reader does not know goes to serde: one typed pass, and when that meets anything unexpected,
-//! a slower pass that decodes each record on its own.
+//! The common case takes one pass over the JSON by hand (`scan`), borrowing strings from it; what
+//! that reader leaves to serde is read by serde where it stands. An event it cannot take whole goes
+//! to a slower pass that decodes each record on its own.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -134,28 +134,12 @@ pub struct PartitionBatch {
 
 /// Decodes an ESM event.
 pub fn decode_event(json: &str) -> Result<Batch, EventError> {
-    // The JSON as the ESM writes it is read by hand, in one pass; anything else goes to serde.
+    // The JSON as the ESM writes it is read by hand, in one pass; anything else goes the tolerant
+    // way, which decodes each record on its own and names what is wrong.
     match scan::scan_event(json) {
         Some(batch) => Ok(batch),
-        None => decode_with_serde(json),
+        None => decode_tolerantly(json),
     }
-}
-
-/// The serde way, for whatever the hand reader leaves: one typed pass that decodes each record as
-/// it is read; the first record it cannot decode (or anything unusual in the envelope) sends the
-/// whole event to the tolerant path instead.
-fn decode_with_serde(json: &str) -> Result<Batch, EventError> {
-    if let Ok(event) = serde_json::from_str::<FastEvent<'_>>(json)
-        && let Some(records) = event.records
-    {
-        return Ok(finish(
-            event.event_source,
-            event.event_source_arn,
-            event.bootstrap_servers,
-            records.0,
-        ));
-    }
-    decode_tolerantly(json)
 }
 
 fn finish(
@@ -316,71 +300,6 @@ fn json_kind(raw: &str) -> &'static str {
 }
 
 // ---- the typed shapes -------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-struct FastEvent<'a> {
-    #[serde(rename = "eventSource", default, borrow)]
-    event_source: Option<Str<'a>>,
-    #[serde(rename = "eventSourceArn", default, borrow)]
-    event_source_arn: Option<Str<'a>>,
-    #[serde(rename = "bootstrapServers", default, borrow)]
-    bootstrap_servers: Option<Str<'a>>,
-    #[serde(default)]
-    records: Option<FastPartitions>,
-}
-
-/// The `records` object of the fast path: each partition's records decoded as they are read, with
-/// no list of raw records in between.
-struct FastPartitions(Vec<PartitionBatch>);
-
-impl<'de> Deserialize<'de> for FastPartitions {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct MapVisitor;
-        impl<'de> Visitor<'de> for MapVisitor {
-            type Value = FastPartitions;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object of record arrays")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut partitions = Vec::with_capacity(map.size_hint().unwrap_or(4));
-                while let Some(key) = map.next_key::<Str<'de>>()? {
-                    let records = map.next_value_seed(PartitionSeed(&key.0))?;
-                    partitions.push(partition_batch(key.into_owned(), records));
-                }
-                Ok(FastPartitions(partitions))
-            }
-        }
-        deserializer.deserialize_map(MapVisitor)
-    }
-}
-
-/// One partition's array of records, each decoded as it is read; a record that does not decode
-/// fails the fast path.
-struct PartitionSeed<'k>(&'k str);
-
-impl<'de> de::DeserializeSeed<'de> for PartitionSeed<'_> {
-    type Value = Vec<DecodedRecord>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        struct SeqVisitor<'k>(&'k str);
-        impl<'de> Visitor<'de> for SeqVisitor<'_> {
-            type Value = Vec<DecodedRecord>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array of records")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(64));
-                while let Some(raw) = seq.next_element::<RawRecord<'de>>()? {
-                    records.push(DecodedRecord::Record(
-                        raw.into_record(self.0).map_err(de::Error::custom)?,
-                    ));
-                }
-                Ok(records)
-            }
-        }
-        deserializer.deserialize_seq(SeqVisitor(self.0))
-    }
-}
 
 #[derive(Deserialize)]
 struct LooseEnvelope<'a> {

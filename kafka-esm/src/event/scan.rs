@@ -4,13 +4,14 @@
 //! (a header value is an array of byte numbers: two 16-byte headers make 32 numbers per record).
 //! Read here, each number costs a few instructions instead of a trip through serde for each.
 //!
-//! Anything else is left to serde: a value in an unusual form (a string with escapes, a number
-//! written as a float or a string, headers with spaces, a field this reader does not know) is read
-//! by serde where it stands; and whatever would make the serde pass fail (a duplicate field, a
-//! record that does not decode, text that is not JSON) makes this reader give up (`None`), so the
-//! event goes the serde way ([`super::decode_event`]), where its errors are found and named.
-//! What this reader accepts, it decodes to exactly what the serde pass would: a property test
-//! holds the two equal on generated events.
+//! A value in an unusual form (a string with escapes, a number written as a float or a string,
+//! headers with spaces, a field this reader does not know) is read by serde where it stands, as
+//! the record's own serde types read it. Anything that is not a well-formed event with records
+//! that all decode (a duplicate field, a record that does not decode, text that is not JSON) makes
+//! this reader give up (`None`): the event then goes the tolerant way ([`super::decode_event`]),
+//! which decodes each record on its own and names what is wrong. What this reader accepts, it
+//! decodes to exactly what the tolerant way would: a property test holds the two equal on
+//! generated events.
 
 use std::borrow::Cow;
 
@@ -399,7 +400,7 @@ fn compact_bytes(bytes: &[u8], mut at: usize) -> Option<(Vec<u8>, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{decode_with_serde, encode_base64};
+    use crate::event::{decode_tolerantly, encode_base64};
 
     /// One of `choices`, at random.
     fn pick<'c>(rng: &mut fastrand::Rng, choices: &[&'c str]) -> &'c str {
@@ -625,16 +626,16 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
 
-        /// What the hand reader accepts, it decodes exactly as serde does; and it accepts every
+        /// What the hand reader accepts, it decodes exactly as the tolerant way does; and it accepts every
         /// event written as the ESM writes it (so the fast way is the one taken).
         #[test]
-        fn the_hand_reader_decodes_as_serde_does(seed in proptest::num::u64::ANY) {
+        fn the_hand_reader_decodes_as_the_tolerant_way_does(seed in proptest::num::u64::ANY) {
             let mut rng = fastrand::Rng::with_seed(seed);
             let text = random_event(&mut rng);
             let by_hand = scan_event(&text);
-            match (&by_hand, decode_with_serde(&text)) {
-                (Some(by_hand), Ok(by_serde)) => proptest::prop_assert_eq!(by_hand, &by_serde, "{}", text),
-                (Some(by_hand), Err(error)) => proptest::prop_assert!(false, "serde refuses ({error}) what the hand reader read as {by_hand:?}: {text}"),
+            match (&by_hand, decode_tolerantly(&text)) {
+                (Some(by_hand), Ok(tolerant)) => proptest::prop_assert_eq!(by_hand, &tolerant, "{}", text),
+                (Some(by_hand), Err(error)) => proptest::prop_assert!(false, "the tolerant way refuses ({error}) what the hand reader read as {by_hand:?}: {text}"),
                 (None, _) => {}
             }
         }
@@ -657,7 +658,7 @@ mod tests {
     }
 
     #[test]
-    fn the_sample_events_decode_by_hand_as_by_serde() {
+    fn the_sample_events_decode_by_hand_as_the_tolerant_way() {
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../events");
         let mut read_by_hand = 0;
         let mut pending = vec![std::path::PathBuf::from(root)];
@@ -671,8 +672,8 @@ mod tests {
             }
             let text = std::fs::read_to_string(&path).unwrap();
             if let Some(by_hand) = scan_event(&text) {
-                let by_serde = decode_with_serde(&text).unwrap();
-                assert_eq!(by_hand, by_serde, "{}", path.display());
+                let tolerant = decode_tolerantly(&text).unwrap();
+                assert_eq!(by_hand, tolerant, "{}", path.display());
                 read_by_hand += 1;
             }
         }
