@@ -278,25 +278,14 @@ fn once<T>(field: &mut Option<T>, value: T) -> Option<()> {
 /// Where the first `"`, `\` or control character is: the end of a string, or where it needs more
 /// than a slice.
 fn special_byte(bytes: &[u8]) -> Option<usize> {
-    let special = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
-    // 16 bytes at a time, without a branch per byte (the compiler makes it a vector compare).
-    let mut chunks = bytes.chunks_exact(16);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let mask = chunk
-            .iter()
-            .enumerate()
-            .fold(0u16, |mask, (i, &b)| mask | (u16::from(special(b)) << i));
-        if mask != 0 {
-            return Some(offset + mask.trailing_zeros() as usize);
-        }
-        offset += 16;
+    // The quote or backslash by SIMD search, then the bytes before it checked for a control
+    // character (a minimum over the slice, which the compiler vectorizes).
+    let end = memchr::memchr2(b'"', b'\\', bytes)?;
+    let before = &bytes[..end];
+    if before.iter().fold(u8::MAX, |least, &b| least.min(b)) >= 0x20 {
+        return Some(end);
     }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| special(b))
-        .map(|i| offset + i)
+    before.iter().position(|&b| b < 0x20)
 }
 
 /// The headers array at `at` in the ESM's compact form, `[{"name":[104,-1]},{"other":null}]` (no
@@ -356,10 +345,14 @@ fn compact_bytes(bytes: &[u8], mut at: usize) -> Option<(Vec<u8>, usize)> {
         return None;
     }
     at += 1;
-    let mut value = Vec::with_capacity(16);
+    let mut value = Vec::new();
     if bytes.get(at) == Some(&b']') {
         return Some((value, at + 1));
     }
+    // Bytes gather on the stack and go to the heap 32 at a time: one allocation for a usual
+    // header value, no capacity check per byte.
+    let mut gathered = [0u8; 32];
+    let mut count = 0;
     let digit = |at: usize| {
         bytes
             .get(at)
@@ -384,14 +377,23 @@ fn compact_bytes(bytes: &[u8], mut at: usize) -> Option<(Vec<u8>, usize)> {
                 }
             }
         }
-        value.push(match (negative, magnitude) {
+        let byte = match (negative, magnitude) {
             (false, 0..=255) => magnitude as u8,
             (true, 0..=128) => (magnitude as u8).wrapping_neg(),
             _ => return None,
-        });
+        };
+        if count == gathered.len() {
+            value.extend_from_slice(&gathered);
+            count = 0;
+        }
+        gathered[count] = byte;
+        count += 1;
         match bytes.get(at) {
             Some(b',') => at += 1,
-            Some(b']') => return Some((value, at + 1)),
+            Some(b']') => {
+                value.extend_from_slice(&gathered[..count]);
+                return Some((value, at + 1));
+            }
             _ => return None,
         }
     }
