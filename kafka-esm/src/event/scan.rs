@@ -222,7 +222,8 @@ impl<'a> Scanner<'a> {
 
     /// One value read by serde where it stands.
     fn serde<T: Deserialize<'a>>(&mut self) -> Option<T> {
-        let mut values = serde_json::Deserializer::from_str(&self.text[self.at..]).into_iter::<T>();
+        let mut values =
+            serde_json::Deserializer::from_str(self.text.get(self.at..)?).into_iter::<T>();
         let value = values.next()?.ok()?;
         self.at += values.byte_offset();
         Some(value)
@@ -639,6 +640,28 @@ mod tests {
                 (Some(by_hand), Ok(tolerant)) => proptest::prop_assert_eq!(by_hand, &tolerant, "{}", text),
                 (Some(by_hand), Err(error)) => proptest::prop_assert!(false, "the tolerant way refuses ({error}) what the hand reader read as {by_hand:?}: {text}"),
                 (None, _) => {}
+            }
+        }
+
+        /// Cut or damaged anywhere, an event never panics the hand reader, and whatever it still
+        /// reads is what the tolerant way reads.
+        #[test]
+        fn a_damaged_event_is_refused_or_read_as_the_tolerant_way_reads_it(
+            seed in proptest::num::u64::ANY,
+            cut in proptest::num::usize::ANY,
+            damage in proptest::sample::select(&["", "\"", ",", "}", "]", "-", "0", "\\", "\u{1}", "é"][..]),
+        ) {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let text = random_event(&mut rng);
+            let mut at = cut % (text.len() + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            let damaged = format!("{}{damage}{}", &text[..at], &text[at..]);
+            for text in [&text[..at], damaged.as_str()] {
+                if let Some(by_hand) = scan_event(text) {
+                    proptest::prop_assert_eq!(Ok(by_hand), decode_tolerantly(text).map_err(|e| e.to_string()), "{}", text);
+                }
             }
         }
     }
