@@ -86,9 +86,7 @@ use futures::FutureExt;
 use kafka_esm::event::decode_event;
 use kafka_esm::handler::{InvocationInfo, RecordHandler};
 use kafka_esm::idempotency::keys::{business_key, coordinates_key};
-use kafka_esm::idempotency::{
-    Claim, ClaimMode, CompletedOutcome, DynamoDbStore, IdempotencyStore, StoreError,
-};
+use kafka_esm::idempotency::{ClaimMode, CompletedOutcome, DynamoDbStore, IdempotencyStore};
 use kafka_esm::kafka::KafkaSettings;
 use kafka_esm::processor::{Counts, READ_AHEAD};
 use kafka_esm::record::DecodedRecord;
@@ -107,6 +105,10 @@ use rdkafka::types::RDKafkaApiKey;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+#[path = "support/one_at_a_time.rs"]
+mod one_at_a_time;
+use one_at_a_time::OneAtATime;
 
 // Same allocator as the binaries (src/bin/*.rs).
 #[global_allocator]
@@ -254,48 +256,6 @@ impl Path {
                 pipeline_publishes: true,
             },
         }
-    }
-}
-
-/// Today's store path: only the single-key methods are implemented (forwarded), so the trait's
-/// default `try_claim_many`, `complete_many` and `release_many` claim, complete and release one key
-/// per request. The batch read of completed keys was already one request per chunk.
-struct OneAtATime(DynamoDbStore);
-
-#[async_trait]
-impl IdempotencyStore for OneAtATime {
-    async fn completed(
-        &self,
-        keys: &[&str],
-        now_ms: u64,
-    ) -> Result<Vec<Option<CompletedOutcome>>, StoreError> {
-        self.0.completed(keys, now_ms).await
-    }
-
-    async fn try_claim(
-        &self,
-        key: &str,
-        now_ms: u64,
-        lock_until_ms: u64,
-    ) -> Result<Claim, StoreError> {
-        self.0.try_claim(key, now_ms, lock_until_ms).await
-    }
-
-    async fn complete(
-        &self,
-        key: &str,
-        outcome: CompletedOutcome,
-        keep_until_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.0.complete(key, outcome, keep_until_ms).await
-    }
-
-    async fn release(&self, key: &str) -> Result<(), StoreError> {
-        self.0.release(key).await
-    }
-
-    async fn abandon(&self, key: &str, lock_until_ms: u64, now_ms: u64) -> Result<(), StoreError> {
-        self.0.abandon(key, lock_until_ms, now_ms).await
     }
 }
 

@@ -33,6 +33,10 @@ use kafka_esm_telemetry::app::telemetry_consumer;
 use kafka_esm_telemetry::config::TelemetryConfig;
 use kafka_esm_telemetry::generate::{GenerateOptions, generate_event};
 
+#[path = "support/one_at_a_time.rs"]
+mod one_at_a_time;
+use one_at_a_time::OneAtATime;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -40,7 +44,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Remote {
     store: MemoryStore,
     latency: Duration,
-    calls: AtomicUsize,
+    /// Calls made, shared with the bench.
+    calls: Arc<AtomicUsize>,
 }
 
 impl Remote {
@@ -116,46 +121,6 @@ impl IdempotencyStore for Remote {
     }
 }
 
-/// [`Remote`] with only the single-key methods: the trait's defaults make one call per key.
-struct OneAtATime(Arc<Remote>);
-
-#[async_trait]
-impl IdempotencyStore for OneAtATime {
-    async fn completed(
-        &self,
-        keys: &[&str],
-        now_ms: u64,
-    ) -> Result<Vec<Option<CompletedOutcome>>, StoreError> {
-        self.0.completed(keys, now_ms).await
-    }
-
-    async fn try_claim(
-        &self,
-        key: &str,
-        now_ms: u64,
-        lock_until_ms: u64,
-    ) -> Result<Claim, StoreError> {
-        self.0.try_claim(key, now_ms, lock_until_ms).await
-    }
-
-    async fn complete(
-        &self,
-        key: &str,
-        outcome: CompletedOutcome,
-        keep_until_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.0.complete(key, outcome, keep_until_ms).await
-    }
-
-    async fn release(&self, key: &str) -> Result<(), StoreError> {
-        self.0.release(key).await
-    }
-
-    async fn abandon(&self, key: &str, lock_until_ms: u64, now_ms: u64) -> Result<(), StoreError> {
-        self.0.abandon(key, lock_until_ms, now_ms).await
-    }
-}
-
 fn env_number(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
         Err(_) => default,
@@ -214,15 +179,16 @@ fn main() {
         let runs = if one_at_a_time { 1 } else { runs };
         let mut lines = Vec::new();
         for _ in 0..runs {
-            let remote = Arc::new(Remote {
+            let calls = Arc::new(AtomicUsize::new(0));
+            let remote = Remote {
                 store: MemoryStore::new(),
                 latency,
-                calls: AtomicUsize::new(0),
-            });
+                calls: calls.clone(),
+            };
             let store: Arc<dyn IdempotencyStore> = if one_at_a_time {
-                Arc::new(OneAtATime(remote.clone()))
+                Arc::new(OneAtATime(remote))
             } else {
-                remote.clone()
+                Arc::new(remote)
             };
             let sink = Arc::new(MemorySink::new());
             sink.set_ack_delay(latency);
@@ -233,7 +199,7 @@ fn main() {
                     "bench",
                     Deadline::after(Duration::from_secs(900), Duration::from_secs(2)),
                 );
-                let before = remote.calls.load(Ordering::Relaxed);
+                let before = calls.load(Ordering::Relaxed);
                 let started = Instant::now();
                 let result = runtime.block_on(consumer.invoke(&json, &invocation));
                 let wall = started.elapsed();
@@ -241,8 +207,8 @@ fn main() {
                     result.result.is_ok(),
                     "{path} {round}: the invocation failed"
                 );
-                let calls = remote.calls.load(Ordering::Relaxed) - before;
-                lines.push((round, wall, calls));
+                let made = calls.load(Ordering::Relaxed) - before;
+                lines.push((round, wall, made));
             }
         }
         for round in ["fresh", "duplicates"] {
