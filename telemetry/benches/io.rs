@@ -736,6 +736,9 @@ struct Event {
     chunks: usize,
     /// Chunks of the longest partition: what runs one after the other.
     chunks_longest: usize,
+    /// The fewest DynamoDB requests that can handle the event fresh with its partitions apart: per
+    /// partition, a batch read and a transaction per 100 records and a write per 25.
+    least_fresh_requests: usize,
     /// The partition (index in the event) of each record's idempotency key.
     partition_of: HashMap<String, usize>,
 }
@@ -792,6 +795,11 @@ impl Event {
             partitions: batch.partitions.len(),
             chunks: batch.partitions.iter().map(chunks_of).sum(),
             chunks_longest: batch.partitions.iter().map(chunks_of).max().unwrap_or(0),
+            least_fresh_requests: batch
+                .partitions
+                .iter()
+                .map(|p| 2 * chunks_of(p) + p.records.len().div_ceil(25))
+                .sum(),
             partition_of,
             json,
         })
@@ -1260,6 +1268,9 @@ struct Row {
     wall_ms: f64,
     without_server_ms: f64,
     ddb_per_100: f64,
+    /// The fewest requests per 100 records there can be (fresh: [`Event::least_fresh_requests`];
+    /// replayed: one batch read per chunk).
+    least_per_100: f64,
     ddb_per_chunk: f64,
     ddb_seq_per_chunk: f64,
     acks_seq_per_chunk: f64,
@@ -1287,6 +1298,10 @@ impl Row {
         let chunks = event.chunks.max(1) as f64;
         let per_100 = |n: f64| n * 100.0 / records;
         let ddb_per_100 = per_100(run.ddb_requests as f64);
+        let least_per_100 = per_100(match kind {
+            "fresh" => event.least_fresh_requests as f64,
+            _ => event.chunks as f64,
+        });
         let ddb_per_chunk = run.ddb_requests as f64 / chunks;
         let ddb_seq_per_chunk = run.ddb_waves as f64 / chunks;
         let acks_seq_per_chunk = run.ack_waves as f64 / chunks;
@@ -1337,6 +1352,7 @@ impl Row {
             "alerts": run.alerts,
             "ddb_requests": run.ddb_requests,
             "ddb_requests_per_100": ddb_per_100,
+            "ddb_requests_per_100_least": least_per_100,
             "ddb_requests_per_chunk": ddb_per_chunk,
             "ddb_requests_by_operation": run.ddb_by_operation,
             "ddb_in_sequence_per_chunk": ddb_seq_per_chunk,
@@ -1356,6 +1372,7 @@ impl Row {
             wall_ms: median,
             without_server_ms,
             ddb_per_100,
+            least_per_100,
             ddb_per_chunk,
             ddb_seq_per_chunk,
             acks_seq_per_chunk,
@@ -1403,15 +1420,27 @@ fn print_goals(rows: &[Row]) {
             .find(|r| r.path == "batched" && r.event == event && r.kind == kind)
     };
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    // Above the goal but at the fewest requests the event's partitions allow: nothing left to save.
+    let against_least = |value: f64, goal: f64, least: f64| {
+        if value <= goal {
+            "met"
+        } else if value <= least + 1e-9 {
+            "not met, and the least there can be"
+        } else {
+            "NOT met"
+        }
+    };
     println!(
-        "goals (batched path; a partition's last chunk is partial, so requests per 100 records exceed requests per chunk):"
+        "goals (batched path; a partition's last chunk is partial, so requests per 100 records exceed requests per chunk; \
+         `least` is the fewest the request sizes allow for the event's partitions):"
     );
     for event in ["1k", "6MB"] {
         if let Some(row) = find(event, "fresh") {
             println!(
-                "  {event} fresh: {:.2} DynamoDB requests per 100 records (goal ≤ 6): {}; {:.2} per chunk: {}",
+                "  {event} fresh: {:.2} DynamoDB requests per 100 records (goal ≤ 6; least {:.2}): {}; {:.2} per chunk: {}",
                 row.ddb_per_100,
-                verdict(row.ddb_per_100 <= 6.0),
+                row.least_per_100,
+                against_least(row.ddb_per_100, 6.0, row.least_per_100),
                 row.ddb_per_chunk,
                 verdict(row.ddb_per_chunk <= 6.0)
             );
@@ -1424,9 +1453,10 @@ fn print_goals(rows: &[Row]) {
         }
         if let Some(row) = find(event, "replayed") {
             println!(
-                "  {event} replayed: {:.2} DynamoDB requests per 100 duplicates (goal ≤ 1.1): {}; {:.2} per chunk: {}",
+                "  {event} replayed: {:.2} DynamoDB requests per 100 duplicates (goal ≤ 1.1; least {:.2}): {}; {:.2} per chunk: {}",
                 row.ddb_per_100,
-                verdict(row.ddb_per_100 <= 1.1),
+                row.least_per_100,
+                against_least(row.ddb_per_100, 1.1, row.least_per_100),
                 row.ddb_per_chunk,
                 verdict(row.ddb_per_chunk <= 1.1)
             );
@@ -1434,7 +1464,8 @@ fn print_goals(rows: &[Row]) {
     }
     if let Some(row) = find("6MB", "fresh") {
         println!(
-            "  6MB fresh: {:.0} ms for {} records (goal < 1000 ms): {}; without the store's own time {:.0} ms: {}",
+            "  6MB fresh: {:.0} ms for {} records (goal < 1000 ms): {}; without the store's own time {:.0} ms: {} \
+             (moto answers one request at a time; `cargo bench --bench latency` times it without a server)",
             row.wall_ms,
             row.records,
             verdict(row.wall_ms < 1000.0),
