@@ -300,8 +300,8 @@ impl<H: RecordHandler> Processor<H> {
         let mut stopped = false;
         // The previous chunk, while its acknowledgements are still to come: they are awaited after
         // the next chunk's records ran, so a partition waits for them once, at its end, unless
-        // they are slower than a chunk.
-        let mut carried: Option<Carried<'_, H::Event>> = None;
+        // they are slower than a chunk. Empty before the first chunk.
+        let mut carried: Carried<'_, H::Event> = Carried::default();
         // Done records whose completion waits for a whole batch (see COMPLETION_BATCH).
         let mut held = Held::default();
         // Records are prepared, looked up, claimed and completed READ_AHEAD at a time: one batch
@@ -333,7 +333,7 @@ impl<H: RecordHandler> Processor<H> {
                 .run_chunk(
                     &prepared,
                     &done_before,
-                    carried.take(),
+                    std::mem::take(&mut carried),
                     &mut held,
                     number == last_chunk,
                     invocation,
@@ -341,15 +341,17 @@ impl<H: RecordHandler> Processor<H> {
                 )
                 .await;
             stopped = stop;
-            carried = Some(Carried {
+            carried = Carried {
                 prepared,
                 unsettled,
-            });
+            };
         }
         // What a partition stopped early left: the acknowledgements still to come, and the held
         // completions.
-        let (prepared, unsettled) =
-            carried.map_or_else(Default::default, |c| (c.prepared, c.unsettled));
+        let Carried {
+            prepared,
+            unsettled,
+        } = carried;
         if !unsettled.is_empty() || !held.is_empty() {
             self.settle_and_complete(
                 vec![(&prepared, unsettled)],
@@ -380,7 +382,7 @@ impl<H: RecordHandler> Processor<H> {
         &self,
         prepared: &'p [Prepared<'p, H::Event>],
         done_before: &[Option<CompletedOutcome>],
-        previous: Option<Carried<'p, H::Event>>,
+        previous: Carried<'p, H::Event>,
         held: &mut Held,
         last: bool,
         invocation: &InvocationInfo,
@@ -407,8 +409,10 @@ impl<H: RecordHandler> Processor<H> {
         // acknowledgements come and it is completed (or while its completion is held): settle and
         // complete those first, so the key is a duplicate here rather than a lock this chunk would
         // wait on.
-        let (previous, mut previous_unsettled) =
-            previous.map_or_else(Default::default, |c| (c.prepared, c.unsettled));
+        let Carried {
+            prepared: previous,
+            unsettled: mut previous_unsettled,
+        } = previous;
         let ran_before = previous_unsettled
             .iter()
             .any(|u| distinct.contains(previous[u.position].key.as_str()))
@@ -1220,6 +1224,16 @@ type Settling<'p, 'a, E> = (&'p [Prepared<'a, E>], Vec<Unsettled>);
 struct Carried<'a, E> {
     prepared: Vec<Prepared<'a, E>>,
     unsettled: Vec<Unsettled>,
+}
+
+/// No chunk (written by hand: a derive would ask `E: Default`).
+impl<E> Default for Carried<'_, E> {
+    fn default() -> Self {
+        Self {
+            prepared: Vec::new(),
+            unsettled: Vec::new(),
+        }
+    }
 }
 
 /// One claimed attempt at a record.
