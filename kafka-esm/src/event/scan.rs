@@ -42,22 +42,13 @@ struct Scanner<'a> {
 impl<'a> Scanner<'a> {
     fn envelope(&mut self) -> Option<Batch> {
         let (mut source, mut arn, mut servers, mut partitions) = (None, None, None, None);
-        self.open(b'{')?;
-        let mut more = !self.close(b'}');
-        while more {
-            let name = self.string()?;
-            self.colon()?;
-            match &*name.0 {
-                "eventSource" => once(&mut source, self.nullable_string()?)?,
-                "eventSourceArn" => once(&mut arn, self.nullable_string()?)?,
-                "bootstrapServers" => once(&mut servers, self.nullable_string()?)?,
-                "records" => once(&mut partitions, self.partitions()?)?,
-                _ => {
-                    self.serde::<IgnoredAny>()?;
-                }
-            }
-            more = self.separator(b'}')?;
-        }
+        self.object(|s, name| match name {
+            "eventSource" => once(&mut source, s.nullable_string()?),
+            "eventSourceArn" => once(&mut arn, s.nullable_string()?),
+            "bootstrapServers" => once(&mut servers, s.nullable_string()?),
+            "records" => once(&mut partitions, s.partitions()?),
+            _ => s.serde::<IgnoredAny>().map(drop),
+        })?;
         // No `records` (or `null`): not an event this pass decodes.
         Some(finish(
             source.flatten(),
@@ -69,16 +60,12 @@ impl<'a> Scanner<'a> {
 
     /// The `records` object: each partition's array, in the order written.
     fn partitions(&mut self) -> Option<Vec<super::PartitionBatch>> {
-        self.open(b'{')?;
         let mut partitions = Vec::with_capacity(4);
-        let mut more = !self.close(b'}');
-        while more {
-            let key = self.string()?;
-            self.colon()?;
-            let records = self.records(&key.0)?;
-            partitions.push(partition_batch(key.into_owned(), records));
-            more = self.separator(b'}')?;
-        }
+        self.object(|s, key| {
+            let records = s.records(key)?;
+            partitions.push(partition_batch(key.to_owned(), records));
+            Some(())
+        })?;
         Some(partitions)
     }
 
@@ -105,32 +92,19 @@ impl<'a> Scanner<'a> {
         let mut headers = None;
         let mut key_schema = None;
         let mut value_schema = None;
-        self.open(b'{')?;
-        let mut more = !self.close(b'}');
-        while more {
-            let name = self.string()?;
-            self.colon()?;
-            match &*name.0 {
-                "topic" => once(&mut topic, self.nullable_string()?)?,
-                "partition" => once(&mut partition, self.integer()?)?,
-                "offset" => once(&mut offset, self.integer()?)?,
-                "timestamp" => once(&mut timestamp, self.integer()?)?,
-                "timestampType" => once(&mut timestamp_type, self.nullable_string()?)?,
-                "key" => once(&mut key, self.nullable_string()?)?,
-                "value" => once(&mut value, self.nullable_string()?)?,
-                "headers" => once(&mut headers, self.headers()?)?,
-                "keySchemaMetadata" => {
-                    once(&mut key_schema, self.serde::<Option<SchemaMetadata>>()?)?
-                }
-                "valueSchemaMetadata" => {
-                    once(&mut value_schema, self.serde::<Option<SchemaMetadata>>()?)?
-                }
-                _ => {
-                    self.serde::<IgnoredAny>()?;
-                }
-            }
-            more = self.separator(b'}')?;
-        }
+        self.object(|s, name| match name {
+            "topic" => once(&mut topic, s.nullable_string()?),
+            "partition" => once(&mut partition, s.integer()?),
+            "offset" => once(&mut offset, s.integer()?),
+            "timestamp" => once(&mut timestamp, s.integer()?),
+            "timestampType" => once(&mut timestamp_type, s.nullable_string()?),
+            "key" => once(&mut key, s.nullable_string()?),
+            "value" => once(&mut value, s.nullable_string()?),
+            "headers" => once(&mut headers, s.headers()?),
+            "keySchemaMetadata" => once(&mut key_schema, s.serde::<Option<SchemaMetadata>>()?),
+            "valueSchemaMetadata" => once(&mut value_schema, s.serde::<Option<SchemaMetadata>>()?),
+            _ => s.serde::<IgnoredAny>().map(drop),
+        })?;
         Some(RawRecord {
             topic: topic.flatten(),
             partition: partition.flatten(),
@@ -143,6 +117,21 @@ impl<'a> Scanner<'a> {
             key_schema: key_schema.flatten(),
             value_schema: value_schema.flatten(),
         })
+    }
+
+    /// An object: `member` reads each member's value, given its name (unescaped). Always inlined:
+    /// left to the compiler, `decode_only` measured 4–8% slower.
+    #[inline(always)]
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &str) -> Option<()>) -> Option<()> {
+        self.open(b'{')?;
+        let mut more = !self.close(b'}');
+        while more {
+            let name = self.string()?;
+            self.colon()?;
+            member(self, &name.0)?;
+            more = self.separator(b'}')?;
+        }
+        Some(())
     }
 
     /// A string or `null`.
