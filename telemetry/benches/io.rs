@@ -88,7 +88,7 @@ use kafka_esm::handler::{InvocationInfo, RecordHandler};
 use kafka_esm::idempotency::keys::{business_key, coordinates_key};
 use kafka_esm::idempotency::{ClaimMode, CompletedOutcome, DynamoDbStore, IdempotencyStore};
 use kafka_esm::kafka::KafkaSettings;
-use kafka_esm::processor::{Counts, READ_AHEAD};
+use kafka_esm::processor::{COMPLETION_BATCH, Counts, READ_AHEAD};
 use kafka_esm::record::DecodedRecord;
 use kafka_esm::retry::Deadline;
 use kafka_esm::sink::{
@@ -737,7 +737,7 @@ struct Event {
     /// Chunks of the longest partition: what runs one after the other.
     chunks_longest: usize,
     /// The fewest DynamoDB requests that can handle the event fresh with its partitions apart: per
-    /// partition, a batch read and a transaction per 100 records and a write per 25.
+    /// partition, a batch read and a transaction per chunk and a write per `COMPLETION_BATCH` keys.
     least_fresh_requests: usize,
     /// The partition (index in the event) of each record's idempotency key.
     partition_of: HashMap<String, usize>,
@@ -798,7 +798,7 @@ impl Event {
             least_fresh_requests: batch
                 .partitions
                 .iter()
-                .map(|p| 2 * chunks_of(p) + p.records.len().div_ceil(25))
+                .map(|p| 2 * chunks_of(p) + p.records.len().div_ceil(COMPLETION_BATCH))
                 .sum(),
             partition_of,
             json,

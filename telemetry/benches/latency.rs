@@ -150,11 +150,9 @@ fn main() {
         ..GenerateOptions::default()
     };
     let json = generate_event(&options).0;
-    let records = kafka_esm::event::decode_event(&json)
-        .expect("the generated event decodes")
-        .record_count();
-    let chunks: usize = kafka_esm::event::decode_event(&json)
-        .unwrap()
+    let batch = kafka_esm::event::decode_event(&json).expect("the generated event decodes");
+    let records = batch.record_count();
+    let chunks: usize = batch
         .partitions
         .iter()
         .map(|p| p.records.len().div_ceil(kafka_esm::processor::READ_AHEAD))
