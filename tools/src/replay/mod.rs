@@ -161,6 +161,16 @@ pub struct PartitionRow {
 
 /// The file in the state directory that a replay holds locked for its whole run.
 const LOCK_FILE: &str = "replay.lock";
+/// How long a replay waits for that lock before it says another replay holds it.
+///
+/// A replay that has ended can still hold it for a moment: a `flock` belongs to the open file, and
+/// a child process that another thread of the same program starts gets a copy of every open file
+/// until it runs its own program. On a busy machine that moment lasted long enough to refuse a
+/// replay started right after another (once in about 40 runs of the replay tests), so a replay
+/// waits this long before it calls the directory busy.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+/// How often a waiting replay tries the lock again.
+const LOCK_POLL: Duration = Duration::from_millis(10);
 /// The idempotency store in the state directory.
 const STORE_FILE: &str = "idempotency.redb";
 /// The topic files in the state directory.
@@ -243,9 +253,9 @@ impl<H: kafka_esm::handler::RecordHandler> Replayer<H> {
     /// With `options.brokers`, it publishes with `config.kafka` (secrets named by ARN are fetched
     /// here), its bootstrap servers replaced by the brokers; plaintext when `config` has no Kafka
     /// settings. It holds the state directory's lock until it is dropped, and fails with
-    /// [`ReplayError::Busy`] when another replay holds it; with `options.fresh` it deletes the state
-    /// only once it holds the lock. An idempotency store file that is empty or unreadable is an
-    /// error, not a new store.
+    /// [`ReplayError::Busy`] when another replay still holds it after 2 s of waiting; with
+    /// `options.fresh` it deletes the state only once it holds the lock. An idempotency store file
+    /// that is empty or unreadable is an error, not a new store.
     ///
     /// With `options.store`, the idempotency store is that one, opened as the Lambda opens it (a
     /// DynamoDB client from the usual AWS settings: `AWS_ENDPOINT_URL`, region, credentials), and
@@ -275,16 +285,22 @@ impl<H: kafka_esm::handler::RecordHandler> Replayer<H> {
             .truncate(false)
             .open(dir.join(LOCK_FILE))
             .map_err(|e| state_error(&format!("{}: {e}", dir.join(LOCK_FILE).display())))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(ReplayError::Busy { path: dir.clone() });
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(state_error(&format!(
-                    "cannot lock {}: {e}",
-                    dir.join(LOCK_FILE).display()
-                )));
+        let waited_enough = Instant::now() + LOCK_WAIT;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < waited_enough => {
+                    tokio::time::sleep(LOCK_POLL).await;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(ReplayError::Busy { path: dir.clone() });
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(state_error(&format!(
+                        "cannot lock {}: {e}",
+                        dir.join(LOCK_FILE).display()
+                    )));
+                }
             }
         }
         if options.fresh {
