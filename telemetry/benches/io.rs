@@ -109,6 +109,9 @@ use tokio::net::{TcpListener, TcpStream};
 #[path = "support/one_at_a_time.rs"]
 mod one_at_a_time;
 use one_at_a_time::OneAtATime;
+#[path = "support/settings.rs"]
+mod settings;
+use settings::{env_list, env_number};
 
 // Same allocator as the binaries (src/bin/*.rs).
 #[global_allocator]
@@ -144,35 +147,6 @@ struct Settings {
     invocation_timeout: Duration,
     /// Run the batched path on the 6 MB event even when moto's transactions are slow.
     force_slow_moto: bool,
-}
-
-fn env_number(name: &str, default: u64) -> Result<u64, String> {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map_err(|_| format!("{name}={v:?} is not a whole number")),
-        _ => Ok(default),
-    }
-}
-
-fn env_list(name: &str, default: &str, known: &[&str]) -> Result<Vec<String>, String> {
-    let text = std::env::var(name).unwrap_or_default();
-    let text = if text.trim().is_empty() {
-        default
-    } else {
-        &text
-    };
-    let items: Vec<String> = text.split(',').map(|s| s.trim().to_owned()).collect();
-    for item in &items {
-        if !known.contains(&item.as_str()) {
-            return Err(format!(
-                "{name}: {item:?} is not one of {}",
-                known.join(", ")
-            ));
-        }
-    }
-    Ok(items)
 }
 
 impl Settings {

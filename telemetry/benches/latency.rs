@@ -36,6 +36,8 @@ use kafka_esm_telemetry::generate::{GenerateOptions, generate_event};
 #[path = "support/one_at_a_time.rs"]
 mod one_at_a_time;
 use one_at_a_time::OneAtATime;
+#[path = "support/settings.rs"]
+mod settings;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -121,15 +123,6 @@ impl IdempotencyStore for Remote {
     }
 }
 
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Err(_) => default,
-        Ok(text) => text
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={text:?} is not a whole number")),
-    }
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; a filter naming another bench skips this one.
     if std::env::args()
@@ -138,9 +131,12 @@ fn main() {
     {
         return;
     }
+    let env_number =
+        |name, default| settings::env_number(name, default).unwrap_or_else(|e| panic!("{e}"));
     let latency = Duration::from_millis(env_number("LATENCY_MS", 5));
     let runs = env_number("RUNS", 3).max(1);
-    let paths = std::env::var("PATHS").unwrap_or_else(|_| "batched,today".into());
+    let paths = settings::env_list("PATHS", "batched,today", &["batched", "today"])
+        .unwrap_or_else(|e| panic!("{e}"));
     let options = GenerateOptions {
         records: None,
         max_bytes: Some(6_000_000),
@@ -166,12 +162,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    for path in paths.split(',') {
-        let one_at_a_time = match path {
-            "batched" => false,
-            "today" => true,
-            other => panic!("PATHS: unknown path {other:?} (batched, today)"),
-        };
+    for path in &paths {
+        let one_at_a_time = path == "today";
         let mut config = TelemetryConfig::from_lookup(&|_| None).unwrap();
         config.consumer.processor.pipeline_publishes = !one_at_a_time;
         let runs = if one_at_a_time { 1 } else { runs };
